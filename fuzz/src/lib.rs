@@ -1,0 +1,147 @@
+//! Fuzz harnesses, shared by the cargo-fuzz targets and by the test that
+//! replays the committed corpus on stable Rust. Each harness checks the
+//! invariants that must hold for any input, not only that nothing panics.
+
+use arbitrary::{Arbitrary, Unstructured};
+use ptags_core::contid::{self, Container, ContainerId, Decision, Limits, SetRequest, TaskRef};
+use ptags_core::{apply_write, Tag, TagSet, Target, Writer, MAX_TAGS};
+
+/// Input: a byte saying who writes, the current tags in the read format,
+/// a NUL, then the write text. Also feeds every text parser.
+pub fn write_text(data: &[u8]) {
+    let Some((&who, rest)) = data.split_first() else {
+        return;
+    };
+    let (current, text) = match rest.iter().position(|&b| b == 0) {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (&b""[..], rest),
+    };
+    let current = TagSet::parse_read_format(current).unwrap_or_default();
+    // The read format round-trips.
+    let again = TagSet::parse_read_format(current.to_read_format().as_bytes()).unwrap();
+    assert_eq!(again, current);
+
+    let target = match who & 3 {
+        0 => Target::Itself,
+        1 => Target::Other { may_access: true },
+        _ => Target::Other { may_access: false },
+    };
+    let writer = Writer::new(&current, who & 4 != 0, target);
+    let out = apply_write(&current, text, &writer);
+    assert!(out.tags.len() <= MAX_TAGS);
+    for t in out.tags.iter() {
+        assert!(
+            Tag::new(t.name(), t.value(), t.keep()).is_ok(),
+            "invalid tag {t}"
+        );
+    }
+    let line_count = text.split_inclusive(|&b| b == b'\n').count();
+    if let Some(f) = &out.failure {
+        assert!(f.line >= 1 && f.line <= line_count);
+        let head: Vec<u8> = text
+            .split_inclusive(|&b| b == b'\n')
+            .take(f.line - 1)
+            .flatten()
+            .copied()
+            .collect();
+        let before = apply_write(&current, &head, &writer);
+        assert!(before.failure.is_none());
+        assert_eq!(before.tags, out.tags);
+    }
+    let kept = out.tags.kept();
+    assert_eq!(kept.kept(), kept);
+
+    if let Ok(s) = std::str::from_utf8(text) {
+        if let Ok(chains) = contid::parse_chains(s) {
+            let printed = contid::format_chains(&chains, contid::Style::Raw);
+            assert_eq!(contid::parse_chains(&printed).unwrap(), chains);
+        }
+    }
+}
+
+#[derive(Debug, Arbitrary)]
+struct Facts {
+    id: u64,
+    caller: (u8, u8),
+    caller_parent: (u8, u8),
+    cap: bool,
+    caller_contid: Option<u64>,
+    target: (u8, u8),
+    children: bool,
+    threads: u8,
+    ancestors: Vec<(u8, u8)>,
+    target_container: Option<(u64, (u8, u8), Option<u64>, u8)>,
+    existing: Option<(u64, (u8, u8), Option<u64>, u8)>,
+    count: u16,
+    max_containers: u16,
+    max_depth: u8,
+}
+
+fn task((pid, start): (u8, u8)) -> TaskRef {
+    TaskRef {
+        pid: pid.into(),
+        start_time: start.into(),
+    }
+}
+
+fn container((id, owner, parent, depth): (u64, (u8, u8), Option<u64>, u8)) -> Option<Container> {
+    Some(Container {
+        id: ContainerId::new(id)?,
+        owner: task(owner),
+        parent: parent.and_then(ContainerId::new),
+        depth: depth.into(),
+    })
+}
+
+/// Arbitrary facts: the decision must respect every rule it claims to.
+pub fn contid_decision(data: &[u8]) {
+    let Ok(f) = Facts::arbitrary(&mut Unstructured::new(data)) else {
+        return;
+    };
+    let ancestors: Vec<TaskRef> = f.ancestors.iter().copied().map(task).collect();
+    let req = SetRequest {
+        id: f.id,
+        caller: task(f.caller),
+        caller_parent: task(f.caller_parent),
+        caller_has_audit_control: f.cap,
+        caller_contid: f.caller_contid.and_then(ContainerId::new),
+        target: task(f.target),
+        target_has_children: f.children,
+        target_threads: f.threads.into(),
+        target_ancestors: &ancestors,
+        target_container: f.target_container.and_then(container),
+        // The registry's answer for the requested ID, so it holds that ID.
+        existing: f.existing.and_then(|e| container((f.id, e.1, e.2, e.3))),
+        container_count: f.count.into(),
+        limits: Limits {
+            max_containers: f.max_containers.into(),
+            max_depth: f.max_depth.into(),
+        },
+    };
+    let Ok(decision) = contid::decide(&req) else {
+        return;
+    };
+    assert_ne!(req.id, contid::UNSET);
+    assert!(req.caller_has_audit_control);
+    assert!(!req.target_has_children && req.target_threads <= 1);
+    assert_ne!(req.target, req.caller);
+    assert!(ancestors.contains(&req.caller) || ancestors.contains(&req.caller_parent));
+    match decision {
+        Decision::Create(c) => {
+            assert!(req.existing.is_none());
+            assert!(c.depth <= req.limits.max_depth);
+            assert!(req.container_count < req.limits.max_containers);
+            assert!(c.owner == req.caller || c.owner == req.caller_parent);
+            if let Some(cur) = req.target_container {
+                assert_eq!(c.parent, Some(cur.id));
+                assert_eq!(req.caller_contid, Some(cur.id));
+                assert_ne!(cur.owner, c.owner);
+            }
+        }
+        Decision::Inject(id) => {
+            let existing = req.existing.expect("inject into an existing container");
+            assert_eq!(existing.id, id);
+            assert!(existing.owner == req.caller || existing.owner == req.caller_parent);
+        }
+    }
+}
