@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR MIT */
+/*
+ * The one definition of everything the BPF programs and the Rust side
+ * share. Rust sees these types through the generated skeleton; nothing
+ * here is copied by hand.
+ */
+#ifndef PTAGS_INTF_H
+#define PTAGS_INTF_H
+
+/* Constants are enums, not macros, so that they reach Rust through BTF
+ * and the generated skeleton. */
+enum ptags_layout {
+	/* Bump when any struct or map below changes: pins of another
+	 * layout are refused instead of misread. */
+	PTAGS_LAYOUT_VERSION = 1,
+};
+
+enum ptags_task_flags {
+	PTAGS_TASK_HAS_CONTID = 1 << 0,
+	PTAGS_TASK_PENDING = 1 << 1,
+	PTAGS_TASK_PENDING_CONTID = 1 << 2,
+};
+
+/* Per task (per thread), in BPF task storage. Zeroed storage means the
+ * empty tag set (ID 0) and no container. */
+struct ptags_task {
+	struct bpf_spin_lock lock;
+	__u32 flags;
+	__u64 set_id;	/* the tag set */
+	__u64 kept_id;	/* its kept subset: what survives exec */
+	__u64 contid;	/* valid with PTAGS_TASK_HAS_CONTID */
+	/* Taken at the next exec instead of pruning (PTAGS_TASK_PENDING),
+	 * so that a command starts already labelled. Not inherited. */
+	__u64 pending_set_id;
+	__u64 pending_kept_id;
+	__u64 pending_contid;	/* with PTAGS_TASK_PENDING_CONTID */
+};
+
+/* The container table, keyed by container ID. */
+struct ptags_container {
+	__u64 parent;		/* (u64)-1 for a top-level container */
+	__u64 owner_start;	/* owner's start time, clock ticks since boot */
+	__u32 owner_pid;
+	__u32 flags;
+	__s64 live;		/* tasks (threads) alive in it */
+};
+
+
+enum ptags_event_kind {
+	PTAGS_EVENT_DROP = 1,	/* a container's last task exited */
+	PTAGS_EVENT_EXEC = 2,	/* a task in a container exec'd */
+	PTAGS_EVENT_EXIT = 3,	/* a task in a container exited */
+};
+
+/* One ring-buffer record: what an audit record needs. */
+struct ptags_event {
+	__u32 kind;
+	__u32 pid;		/* thread-group ID, initial PID namespace */
+	__u32 tid;		/* thread ID, initial PID namespace */
+	__u32 ns_pid;		/* the pid as the task's own PID namespace sees it */
+	__u32 ppid;		/* parent's thread-group ID, initial namespace */
+	__u32 uid;
+	__u32 loginuid;
+	__u32 sessionid;
+	__u64 time_ns;		/* CLOCK_BOOTTIME */
+	__u64 contid;
+	__u64 set_id;
+	char comm[16];
+};
+
+/* config map, index 0. */
+enum ptags_event_mask {
+	PTAGS_EVENTS_EXEC = 1 << 0,
+	PTAGS_EVENTS_EXIT = 1 << 1,
+};
+struct ptags_config {
+	__u32 layout_version;
+	__u32 event_mask;
+};
+
+/* Why something could not be done in the kernel: index of the lost map. */
+enum ptags_lost_reason {
+	PTAGS_LOST_RINGBUF_DROP = 0,	/* a drop event found the ring full */
+	PTAGS_LOST_RINGBUF_EXEC = 1,
+	PTAGS_LOST_RINGBUF_EXIT = 2,
+	PTAGS_LOST_TASK_STORAGE = 3,	/* no storage for a child at fork */
+	PTAGS_LOST_CONTAINER = 4,	/* a task's container was not in the table */
+	PTAGS_LOST_REASONS = 5,
+};
+
+/* The ops of the ptags_set syscall program. */
+enum ptags_set_ops {
+	PTAGS_SET_TAGS = 1 << 0,
+	PTAGS_SET_CONTID = 1 << 1,
+	PTAGS_SET_PENDING = 1 << 2,
+};
+
+/* Context of the ptags_set syscall program, run by BPF_PROG_TEST_RUN. */
+struct ptags_set_args {
+	__u32 tid;		/* in the caller's PID namespace */
+	__u32 ops;		/* PTAGS_SET_* */
+	__u64 start_ticks;	/* the target's start time, as /proc/PID/stat gives it */
+	__u64 set_id;
+	__u64 kept_id;
+	__u64 contid;
+	struct ptags_container container;	/* for a new container */
+	__u64 pending_set_id;
+	__u64 pending_kept_id;
+	__u64 pending_contid;	/* (u64)-1: the pending state keeps the ID */
+	/* Out */
+	__s32 result;		/* 0 or a negative errno */
+	__u32 old_flags;
+	__u64 old_contid;
+};
+
+#endif

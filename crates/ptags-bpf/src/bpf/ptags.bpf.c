@@ -1,0 +1,338 @@
+// SPDX-License-Identifier: GPL-2.0-only OR MIT
+/*
+ * The kernel side of ptags: every task's tag-set ID and container ID live
+ * in task storage, and these programs copy them on fork, prune them on
+ * exec and account containers on exit, so that nothing depends on user
+ * space seeing an event in time.
+ *
+ * Each task's state is only ever read or written whole under its spin
+ * lock (user space uses BPF_F_LOCK), so a fork never copies half of a
+ * concurrent update.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "intf.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+#define ESRCH 3
+#define ENOMEM 12
+#define USER_HZ 100
+#define NSEC_PER_TICK (1000000000ULL / USER_HZ)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct ptags_task);
+} task_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct ptags_container);
+} containers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ptags_config);
+} ptags_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PTAGS_LOST_REASONS);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+/* Give the skeleton the shared types and constants, so that Rust never
+ * copies them by hand. */
+struct ptags_event ptags_event_type;
+struct ptags_set_args ptags_set_args_type;
+enum ptags_layout ptags_layout_type;
+enum ptags_task_flags ptags_task_flags_type;
+enum ptags_event_kind ptags_event_kind_type;
+enum ptags_event_mask ptags_event_mask_type;
+enum ptags_lost_reason ptags_lost_reason_type;
+enum ptags_set_ops ptags_set_ops_type;
+
+struct task_struct *bpf_task_from_pid(s32 pid) __ksym;
+void bpf_task_release(struct task_struct *p) __ksym;
+
+static void count_lost(__u32 reason)
+{
+	__u64 *n = bpf_map_lookup_elem(&lost, &reason);
+
+	if (n)
+		*n += 1;
+}
+
+static bool events_enabled(__u32 bit)
+{
+	__u32 zero = 0;
+	struct ptags_config *c = bpf_map_lookup_elem(&ptags_config, &zero);
+
+	return c && (c->event_mask & bit);
+}
+
+static void emit(struct task_struct *t, __u32 kind, __u64 contid, __u64 set_id, __u32 lost_reason)
+{
+	struct ptags_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	struct pid *pid;
+	unsigned int level;
+
+	if (!e) {
+		count_lost(lost_reason);
+		return;
+	}
+	e->kind = kind;
+	e->pid = BPF_CORE_READ(t, tgid);
+	e->tid = BPF_CORE_READ(t, pid);
+	pid = BPF_CORE_READ(t, thread_pid);
+	level = BPF_CORE_READ(pid, level);
+	e->ns_pid = BPF_CORE_READ(pid, numbers[level].nr);
+	e->ppid = BPF_CORE_READ(t, real_parent, tgid);
+	e->uid = BPF_CORE_READ(t, cred, uid.val);
+	e->loginuid = BPF_CORE_READ(t, loginuid.val);
+	e->sessionid = BPF_CORE_READ(t, sessionid);
+	e->time_ns = bpf_ktime_get_boot_ns();
+	e->contid = contid;
+	e->set_id = set_id;
+	BPF_CORE_READ_STR_INTO(&e->comm, t, comm);
+	bpf_ringbuf_submit(e, 0);
+}
+
+/*
+ * One more task in a container. A row whose count fell to zero is a
+ * dropped container: the first task to enter it again revives it. Rows
+ * are never deleted here (user space reaps dead rows), so that a task
+ * can never enter a row that is concurrently being deleted.
+ */
+static void container_enter(__u64 contid)
+{
+	struct ptags_container *c = bpf_map_lookup_elem(&containers, &contid);
+	__s64 live;
+	int i;
+
+	if (!c) {
+		count_lost(PTAGS_LOST_CONTAINER);
+		return;
+	}
+	for (i = 0; i < 64; i++) {
+		live = c->live;
+		if (__sync_val_compare_and_swap(&c->live, live, live > 0 ? live + 1 : 1) == live)
+			return;
+	}
+	count_lost(PTAGS_LOST_CONTAINER);
+}
+
+/* One task fewer; the last one out drops the container. */
+static void container_leave(struct task_struct *t, __u64 contid)
+{
+	struct ptags_container *c = bpf_map_lookup_elem(&containers, &contid);
+
+	if (!c) {
+		count_lost(PTAGS_LOST_CONTAINER);
+		return;
+	}
+	if (__sync_fetch_and_add(&c->live, -1) == 1)
+		emit(t, PTAGS_EVENT_DROP, contid, 0, PTAGS_LOST_RINGBUF_DROP);
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(ptags_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct ptags_task *ps, *cs;
+	__u64 set_id, kept_id, contid;
+	__u32 flags;
+
+	/* The creating task, which for a thread is the thread that called
+	 * clone, not the group leader. */
+	ps = bpf_task_storage_get(&task_state, parent, 0, 0);
+	if (!ps)
+		return 0;
+	bpf_spin_lock(&ps->lock);
+	set_id = ps->set_id;
+	kept_id = ps->kept_id;
+	contid = ps->contid;
+	flags = ps->flags & PTAGS_TASK_HAS_CONTID;
+	bpf_spin_unlock(&ps->lock);
+
+	cs = bpf_task_storage_get(&task_state, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!cs) {
+		count_lost(PTAGS_LOST_TASK_STORAGE);
+		return 0;
+	}
+	bpf_spin_lock(&cs->lock);
+	cs->set_id = set_id;
+	cs->kept_id = kept_id;
+	cs->contid = contid;
+	cs->flags = flags;
+	bpf_spin_unlock(&cs->lock);
+
+	if (flags & PTAGS_TASK_HAS_CONTID)
+		container_enter(contid);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(ptags_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct ptags_task *s = bpf_task_storage_get(&task_state, p, 0, 0);
+	__u64 set_id, old_contid = 0, new_contid = 0;
+	bool moved = false, had = false, has;
+
+	if (!s)
+		return 0;
+	bpf_spin_lock(&s->lock);
+	had = s->flags & PTAGS_TASK_HAS_CONTID;
+	old_contid = s->contid;
+	if (s->flags & PTAGS_TASK_PENDING) {
+		s->set_id = s->pending_set_id;
+		s->kept_id = s->pending_kept_id;
+		if (s->flags & PTAGS_TASK_PENDING_CONTID) {
+			s->contid = s->pending_contid;
+			s->flags |= PTAGS_TASK_HAS_CONTID;
+			moved = true;
+		}
+		s->flags &= ~(PTAGS_TASK_PENDING | PTAGS_TASK_PENDING_CONTID);
+	} else {
+		s->set_id = s->kept_id;
+	}
+	set_id = s->set_id;
+	new_contid = s->contid;
+	has = s->flags & PTAGS_TASK_HAS_CONTID;
+	bpf_spin_unlock(&s->lock);
+
+	if (moved && !(had && old_contid == new_contid)) {
+		container_enter(new_contid);
+		if (had)
+			container_leave(p, old_contid);
+	}
+	if (has && events_enabled(PTAGS_EVENTS_EXEC))
+		emit(p, PTAGS_EVENT_EXEC, new_contid, set_id, PTAGS_LOST_RINGBUF_EXEC);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(ptags_exit, struct task_struct *p)
+{
+	struct ptags_task *s = bpf_task_storage_get(&task_state, p, 0, 0);
+	__u64 contid, set_id;
+	__u32 flags;
+
+	if (!s)
+		return 0;
+	bpf_spin_lock(&s->lock);
+	flags = s->flags;
+	contid = s->contid;
+	set_id = s->set_id;
+	/* The task is gone: no later update can count it twice. */
+	s->flags &= ~PTAGS_TASK_HAS_CONTID;
+	bpf_spin_unlock(&s->lock);
+
+	if (!(flags & PTAGS_TASK_HAS_CONTID))
+		return 0;
+	if (events_enabled(PTAGS_EVENTS_EXIT))
+		emit(p, PTAGS_EVENT_EXIT, contid, set_id, PTAGS_LOST_RINGBUF_EXIT);
+	container_leave(p, contid);
+	return 0;
+}
+
+/*
+ * Sets a task's state from user space, synchronously: run with
+ * BPF_PROG_TEST_RUN. The target is named by TID and start time, so that a
+ * reused PID is refused (ESRCH) instead of labelled. Container accounting
+ * happens here, in the kernel, with the same atomics as fork and exit.
+ */
+SEC("syscall")
+int ptags_set(struct ptags_set_args *a)
+{
+	struct task_struct *t;
+	struct ptags_task *s;
+	__u64 old_contid;
+	__u32 old_flags;
+	bool entered = false;
+
+	t = bpf_task_from_pid(a->tid);
+	if (!t) {
+		a->result = -ESRCH;
+		return 0;
+	}
+	if (t->start_boottime / NSEC_PER_TICK != a->start_ticks || (t->flags & 0x4 /* PF_EXITING */)) {
+		bpf_task_release(t);
+		a->result = -ESRCH;
+		return 0;
+	}
+	s = bpf_task_storage_get(&task_state, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!s) {
+		bpf_task_release(t);
+		a->result = -ENOMEM;
+		return 0;
+	}
+	if (a->ops & (PTAGS_SET_CONTID | PTAGS_SET_PENDING)) {
+		/* Make sure the container exists before any task points to it. */
+		if (a->ops & PTAGS_SET_CONTID || a->pending_contid != (__u64)-1) {
+			__u64 id = a->ops & PTAGS_SET_CONTID ? a->contid : a->pending_contid;
+			struct ptags_container fresh = a->container;
+
+			/* An existing row (live or dropped) is kept: its owner
+			 * and parent were decided when it was first made. */
+			fresh.live = 0;
+			if (bpf_map_update_elem(&containers, &id, &fresh, BPF_NOEXIST) &&
+			    !bpf_map_lookup_elem(&containers, &id)) {
+				bpf_task_release(t);
+				a->result = -ENOMEM;
+				return 0;
+			}
+		}
+		if (a->ops & PTAGS_SET_CONTID) {
+			/* Count the task in before it points there, so that an
+			 * exit in between cannot drop a container it is in. */
+			container_enter(a->contid);
+			entered = true;
+		}
+	}
+
+	bpf_spin_lock(&s->lock);
+	old_flags = s->flags;
+	old_contid = s->contid;
+	if (a->ops & PTAGS_SET_TAGS) {
+		s->set_id = a->set_id;
+		s->kept_id = a->kept_id;
+	}
+	if (a->ops & PTAGS_SET_CONTID) {
+		s->contid = a->contid;
+		s->flags |= PTAGS_TASK_HAS_CONTID;
+	}
+	if (a->ops & PTAGS_SET_PENDING) {
+		s->pending_set_id = a->pending_set_id;
+		s->pending_kept_id = a->pending_kept_id;
+		s->flags |= PTAGS_TASK_PENDING;
+		if (a->pending_contid != (__u64)-1) {
+			s->pending_contid = a->pending_contid;
+			s->flags |= PTAGS_TASK_PENDING_CONTID;
+		} else {
+			s->flags &= ~PTAGS_TASK_PENDING_CONTID;
+		}
+	}
+	bpf_spin_unlock(&s->lock);
+
+	if (entered && (old_flags & PTAGS_TASK_HAS_CONTID))
+		container_leave(t, old_contid);
+	bpf_task_release(t);
+	a->old_flags = old_flags;
+	a->old_contid = old_contid;
+	a->result = 0;
+	return 0;
+}

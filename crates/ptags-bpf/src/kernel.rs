@@ -1,0 +1,491 @@
+//! The one owner of the loaded programs, their links, maps and pins.
+
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, RingBufferBuilder};
+
+use crate::pins;
+use crate::skel::types::{
+    ptags_config, ptags_event, ptags_event_kind as K, ptags_event_mask as M, ptags_layout,
+    ptags_lost_reason as L, ptags_set_args, ptags_set_ops as O, ptags_task,
+};
+use crate::skel::PtagsSkelBuilder;
+use crate::task::{ContainerEntry, SetOp, TaskId, TaskState};
+use crate::{Context, Error, Result};
+
+// SAFETY: these are plain C structs of integers (no padding holes that
+// matter for reading, no pointers), generated from intf.h.
+unsafe impl plain::Plain for ptags_task {}
+// SAFETY: as above.
+unsafe impl plain::Plain for ptags_event {}
+// SAFETY: as above.
+unsafe impl plain::Plain for ptags_config {}
+// SAFETY: as above.
+unsafe impl plain::Plain for crate::skel::types::ptags_container {}
+
+fn bytes_of<T: plain::Plain>(v: &T) -> &[u8] {
+    // SAFETY: T is Plain: any byte of it may be read.
+    unsafe { plain::as_bytes(v) }
+}
+
+fn from_bytes<T: plain::Plain + Default>(bytes: &[u8]) -> T {
+    let mut v = T::default();
+    // A short buffer (never from the kernel's own maps) leaves zeroes.
+    let _ = plain::copy_from_bytes(&mut v, bytes);
+    v
+}
+
+/// How to load.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Pin maps, links and the setter under this bpffs directory, and
+    /// reuse what is pinned there. `None`: nothing is pinned and dropping
+    /// the [`Kernel`] detaches everything.
+    pub pin_dir: Option<PathBuf>,
+    /// Size of the container table (ignored when reusing pins).
+    pub max_containers: u32,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            pin_dir: None,
+            max_containers: 65536,
+        }
+    }
+}
+
+/// An event from the kernel programs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub pid: u32,
+    pub tid: u32,
+    pub ns_pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub loginuid: u32,
+    pub sessionid: u32,
+    /// CLOCK_BOOTTIME, in nanoseconds.
+    pub time_ns: u64,
+    pub contid: u64,
+    pub set_id: u64,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A container's last task exited.
+    Drop,
+    Exec,
+    Exit,
+}
+
+impl Event {
+    fn parse(data: &[u8]) -> Option<Event> {
+        let raw: ptags_event = from_bytes(data);
+        let kind = match K(raw.kind) {
+            K::PTAGS_EVENT_DROP => EventKind::Drop,
+            K::PTAGS_EVENT_EXEC => EventKind::Exec,
+            K::PTAGS_EVENT_EXIT => EventKind::Exit,
+            _ => return None,
+        };
+        let comm: Vec<u8> = raw
+            .comm
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        Some(Event {
+            kind,
+            pid: raw.pid,
+            tid: raw.tid,
+            ns_pid: raw.ns_pid,
+            ppid: raw.ppid,
+            uid: raw.uid,
+            loginuid: raw.loginuid,
+            sessionid: raw.sessionid,
+            time_ns: raw.time_ns,
+            contid: raw.contid,
+            set_id: raw.set_id,
+            comm: String::from_utf8_lossy(&comm).into_owned(),
+        })
+    }
+}
+
+/// What the kernel side could not do, per reason, summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LostCounts {
+    pub drop_events: u64,
+    pub exec_events: u64,
+    pub exit_events: u64,
+    pub task_storage: u64,
+    pub container_missing: u64,
+}
+
+/// The loaded kernel side. Dropping it detaches whatever is not pinned.
+pub struct Kernel {
+    task_state: MapHandle,
+    containers: MapHandle,
+    config: MapHandle,
+    lost: MapHandle,
+    events: MapHandle,
+    set_prog: OwnedFd,
+    /// Held while not pinned: dropping them detaches the programs.
+    _links: Vec<Link>,
+    pin_dir: Option<PathBuf>,
+}
+
+impl Kernel {
+    /// Loads and attaches the programs, or reuses those pinned under
+    /// `options.pin_dir`.
+    pub fn open(options: &Options) -> Result<Kernel> {
+        if let Some(dir) = &options.pin_dir {
+            pins::ensure_bpffs(dir)?;
+            if pins::present(dir) {
+                return Kernel::reuse(dir);
+            }
+        }
+        Kernel::load(options)
+    }
+
+    /// Removes the pins under `dir`: the programs detach once no process
+    /// holds them.
+    pub fn reset(dir: &Path) -> Result<()> {
+        pins::remove_all(dir)
+    }
+
+    fn load(options: &Options) -> Result<Kernel> {
+        let mut storage = MaybeUninit::uninit();
+        let mut open = PtagsSkelBuilder::default()
+            .open(&mut storage)
+            .context(|| "opening the BPF object".into())?;
+        open.maps
+            .containers
+            .set_max_entries(options.max_containers)
+            .context(|| "sizing the container table".into())?;
+        let skel = open.load().context(|| "loading the BPF programs".into())?;
+        let handle = |m: &libbpf_rs::Map, name: &str| {
+            MapHandle::try_from(m).context(|| format!("duplicating map {name}"))
+        };
+        let mut kernel = Kernel {
+            task_state: handle(&skel.maps.task_state, "task_state")?,
+            containers: handle(&skel.maps.containers, "containers")?,
+            config: handle(&skel.maps.ptags_config, "ptags_config")?,
+            lost: handle(&skel.maps.lost, "lost")?,
+            events: handle(&skel.maps.events, "events")?,
+            set_prog: skel
+                .progs
+                .ptags_set
+                .as_fd()
+                .try_clone_to_owned()
+                .context(|| "duplicating the setter program".into())?,
+            _links: Vec::new(),
+            pin_dir: options.pin_dir.clone(),
+        };
+        kernel.write_config(0)?;
+        let mut links = vec![
+            skel.progs
+                .ptags_fork
+                .attach()
+                .context(|| "attaching to sched_process_fork".into())?,
+            skel.progs
+                .ptags_exec
+                .attach()
+                .context(|| "attaching to sched_process_exec".into())?,
+            skel.progs
+                .ptags_exit
+                .attach()
+                .context(|| "attaching to sched_process_exit".into())?,
+        ];
+        if let Some(dir) = &options.pin_dir {
+            kernel.pin_all(dir, &mut links).inspect_err(|_| {
+                let _ = pins::remove_all(dir);
+            })?;
+        }
+        kernel._links = links;
+        Ok(kernel)
+    }
+
+    fn pin_all(&mut self, dir: &Path, links: &mut [Link]) -> Result<()> {
+        std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
+        let maps = [
+            &mut self.task_state,
+            &mut self.containers,
+            &mut self.config,
+            &mut self.lost,
+            &mut self.events,
+        ];
+        for (map, name) in maps.into_iter().zip(pins::MAPS) {
+            map.pin(pins::path(dir, name))
+                .context(|| format!("pinning map {name}"))?;
+        }
+        for (link, name) in links.iter_mut().zip(pins::LINKS) {
+            link.pin(pins::path(dir, name))
+                .context(|| format!("pinning {name}"))?;
+        }
+        let path = std::ffi::CString::new(
+            pins::path(dir, pins::SET_PROG)
+                .as_os_str()
+                .as_encoded_bytes(),
+        )
+        .expect("pin paths have no NUL");
+        // SAFETY: a valid program fd and a NUL-terminated path.
+        let ret = unsafe { libbpf_sys::bpf_obj_pin(self.set_prog.as_raw_fd(), path.as_ptr()) };
+        if ret != 0 {
+            return Err(std::io::Error::last_os_error())
+                .context(|| "pinning the setter program".into());
+        }
+        Ok(())
+    }
+
+    fn reuse(dir: &Path) -> Result<Kernel> {
+        let open_map = |name: &str| {
+            MapHandle::from_pinned_path(pins::path(dir, name))
+                .context(|| format!("opening pinned map {name} under {}", dir.display()))
+        };
+        let config = open_map("ptags_config")?;
+        let mismatch = |found: String| Error::LayoutMismatch {
+            dir: dir.display().to_string(),
+            found,
+            expected: ptags_layout::PTAGS_LAYOUT_VERSION.0,
+        };
+        let cfg: ptags_config = match config.lookup(&0u32.to_ne_bytes(), MapFlags::ANY) {
+            Ok(Some(v)) if v.len() == size_of::<ptags_config>() => from_bytes(&v),
+            _ => return Err(mismatch("an unreadable config".into())),
+        };
+        if cfg.layout_version != ptags_layout::PTAGS_LAYOUT_VERSION.0 {
+            return Err(mismatch(format!("layout {}", cfg.layout_version)));
+        }
+        let task_state = open_map("task_state")?;
+        if task_state.value_size() as usize != size_of::<ptags_task>() {
+            return Err(mismatch(format!(
+                "task state of {} bytes",
+                task_state.value_size()
+            )));
+        }
+        let path = std::ffi::CString::new(
+            pins::path(dir, pins::SET_PROG)
+                .as_os_str()
+                .as_encoded_bytes(),
+        )
+        .expect("pin paths have no NUL");
+        // SAFETY: a NUL-terminated path; returns a new fd or a negative errno.
+        let fd = unsafe { libbpf_sys::bpf_obj_get(path.as_ptr()) };
+        if fd < 0 {
+            return Err(std::io::Error::from_raw_os_error(-fd))
+                .context(|| "opening the pinned setter program".into());
+        }
+        for name in pins::LINKS {
+            if !pins::path(dir, name).exists() {
+                return Err(mismatch(format!("no pinned {name}")));
+            }
+        }
+        Ok(Kernel {
+            task_state,
+            containers: open_map("containers")?,
+            config,
+            lost: open_map("lost")?,
+            events: open_map("events")?,
+            // SAFETY: a fresh fd that nothing else owns.
+            set_prog: unsafe { OwnedFd::from_raw_fd(fd) },
+            _links: Vec::new(),
+            pin_dir: Some(dir.to_owned()),
+        })
+    }
+
+    /// Where this instance is pinned, if it is.
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pin_dir.as_deref()
+    }
+
+    fn write_config(&self, event_mask: u32) -> Result<()> {
+        let cfg = ptags_config {
+            layout_version: ptags_layout::PTAGS_LAYOUT_VERSION.0,
+            event_mask,
+        };
+        self.config
+            .update(&0u32.to_ne_bytes(), bytes_of(&cfg), MapFlags::ANY)
+            .context(|| "writing the config map".into())
+    }
+
+    /// Switches exec and exit events of tasks in containers on or off.
+    /// Drop events are always on.
+    pub fn set_events(&self, exec: bool, exit: bool) -> Result<()> {
+        let mut mask = 0;
+        if exec {
+            mask |= M::PTAGS_EVENTS_EXEC.0;
+        }
+        if exit {
+            mask |= M::PTAGS_EVENTS_EXIT.0;
+        }
+        self.write_config(mask)
+    }
+
+    /// The state of one task (thread), read through a pidfd. `None` when
+    /// the kernel holds nothing for it (no tags, no container).
+    pub fn task_state(&self, task: TaskId) -> Result<Option<TaskState>> {
+        let pidfd = task.pidfd()?;
+        let key = pidfd.as_raw_fd().to_ne_bytes();
+        match self.task_state.lookup(&key, MapFlags::LOCK) {
+            Ok(Some(bytes)) => Ok(Some(TaskState::from_raw(&from_bytes(&bytes)))),
+            Ok(None) => Ok(None),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).context(|| format!("reading the state of task {}", task.tid)),
+        }
+    }
+
+    /// Changes a task's state atomically in the kernel, with container
+    /// accounting. Refuses a task that exited or whose TID was reused.
+    /// Returns the state's container ID before the change.
+    pub fn set(&self, task: TaskId, op: &SetOp) -> Result<Option<u64>> {
+        let _pin = task.pidfd()?;
+        let mut args = ptags_set_args {
+            tid: task.tid,
+            start_ticks: task.start_ticks,
+            pending_contid: u64::MAX,
+            ..Default::default()
+        };
+        if let Some((set, kept)) = op.tags {
+            args.ops |= O::PTAGS_SET_TAGS.0;
+            args.set_id = set;
+            args.kept_id = kept;
+        }
+        if let Some((id, entry)) = op.contid {
+            args.ops |= O::PTAGS_SET_CONTID.0;
+            args.contid = id;
+            args.container = entry.unwrap_or(ContainerEntry::top_level()).to_raw();
+        }
+        if let Some((set, kept, contid)) = op.pending {
+            args.ops |= O::PTAGS_SET_PENDING.0;
+            args.pending_set_id = set;
+            args.pending_kept_id = kept;
+            if let Some((id, entry)) = contid {
+                args.pending_contid = id;
+                args.container = entry.unwrap_or(ContainerEntry::top_level()).to_raw();
+            }
+        }
+        self.run_setter(&mut args)?;
+        if args.result != 0 {
+            return Err(match -args.result {
+                libc::ESRCH => Error::NoSuchTask(task.tid),
+                errno => Error::SetFailed {
+                    tid: task.tid,
+                    errno,
+                },
+            });
+        }
+        let had =
+            args.old_flags & crate::skel::types::ptags_task_flags::PTAGS_TASK_HAS_CONTID.0 != 0;
+        Ok(had.then_some(args.old_contid))
+    }
+
+    fn run_setter(&self, args: &mut ptags_set_args) -> Result<()> {
+        let ctx = args as *mut ptags_set_args;
+        // Syscall programs take no ctx_out: the kernel writes the context
+        // back into ctx_in.
+        let mut opts = libbpf_sys::bpf_test_run_opts {
+            sz: size_of::<libbpf_sys::bpf_test_run_opts>() as _,
+            ctx_in: ctx.cast(),
+            ctx_size_in: size_of::<ptags_set_args>() as u32,
+            ..Default::default()
+        };
+        // SAFETY: opts points at `args`, which lives across the call and is
+        // exactly the size the program's context declares.
+        let ret =
+            unsafe { libbpf_sys::bpf_prog_test_run_opts(self.set_prog.as_raw_fd(), &mut opts) };
+        if ret != 0 {
+            return Err(std::io::Error::from_raw_os_error(-ret))
+                .context(|| "running the setter program".into());
+        }
+        Ok(())
+    }
+
+    /// A row of the container table.
+    pub fn container(&self, id: u64) -> Result<Option<ContainerEntry>> {
+        let v = self
+            .containers
+            .lookup(&id.to_ne_bytes(), MapFlags::ANY)
+            .context(|| format!("reading container {id}"))?;
+        Ok(v.map(|b| ContainerEntry::from_raw(&from_bytes(&b))))
+    }
+
+    /// Deletes the row of a dropped container (no live task). Rows are
+    /// never deleted in the kernel, so that no task can enter a row being
+    /// deleted; user space reaps them after handling the drop event.
+    /// Returns whether the row was deleted.
+    pub fn reap_container(&self, id: u64) -> Result<bool> {
+        match self.container(id)? {
+            Some(row) if row.live <= 0 => {
+                self.containers
+                    .delete(&id.to_ne_bytes())
+                    .context(|| format!("deleting container {id}"))?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// What the kernel could not do, per reason.
+    pub fn lost(&self) -> Result<LostCounts> {
+        let read = |reason: L| -> Result<u64> {
+            let per_cpu = self
+                .lost
+                .lookup_percpu(&reason.0.to_ne_bytes(), MapFlags::ANY)
+                .context(|| "reading the lost counters".into())?
+                .unwrap_or_default();
+            Ok(per_cpu
+                .iter()
+                .map(|b| u64::from_ne_bytes(b[..8].try_into().unwrap_or_default()))
+                .sum())
+        };
+        Ok(LostCounts {
+            drop_events: read(L::PTAGS_LOST_RINGBUF_DROP)?,
+            exec_events: read(L::PTAGS_LOST_RINGBUF_EXEC)?,
+            exit_events: read(L::PTAGS_LOST_RINGBUF_EXIT)?,
+            task_storage: read(L::PTAGS_LOST_TASK_STORAGE)?,
+            container_missing: read(L::PTAGS_LOST_CONTAINER)?,
+        })
+    }
+
+    /// Delivers queued events to `sink`, waiting up to `timeout` for the
+    /// first. Returns how many were delivered.
+    pub fn poll_events(&self, timeout: Duration, mut sink: impl FnMut(Event)) -> Result<usize> {
+        let mut count = 0;
+        {
+            let mut builder = RingBufferBuilder::new();
+            builder
+                .add(&self.events, |data: &[u8]| {
+                    if let Some(e) = Event::parse(data) {
+                        sink(e);
+                        count += 1;
+                    }
+                    0
+                })
+                .context(|| "opening the event ring buffer".into())?;
+            let ring = builder
+                .build()
+                .context(|| "opening the event ring buffer".into())?;
+            ring.poll(timeout)
+                .context(|| "polling the event ring buffer".into())?;
+            ring.consume()
+                .context(|| "reading the event ring buffer".into())?;
+        }
+        Ok(count)
+    }
+}
+
+impl ContainerEntry {
+    fn top_level() -> ContainerEntry {
+        ContainerEntry {
+            parent: None,
+            owner_pid: 0,
+            owner_start_ticks: 0,
+            live: 0,
+        }
+    }
+}

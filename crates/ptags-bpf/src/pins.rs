@@ -1,0 +1,67 @@
+//! The pinned layout under a bpffs directory: what survives a restart of
+//! user space, and the check that a new build may reuse it.
+
+use std::path::{Path, PathBuf};
+
+use crate::{Context, Result};
+
+pub(crate) const MAPS: [&str; 5] = ["task_state", "containers", "ptags_config", "lost", "events"];
+pub(crate) const LINKS: [&str; 3] = ["link_fork", "link_exec", "link_exit"];
+pub(crate) const SET_PROG: &str = "prog_set";
+
+pub(crate) fn path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+/// Whether `dir` holds a pinned ptags layout (of any version).
+pub(crate) fn present(dir: &Path) -> bool {
+    path(dir, "ptags_config").exists()
+}
+
+/// Mounts bpffs at /sys/fs/bpf when nothing is mounted there (a fresh
+/// machine), so that pins under it work.
+pub(crate) fn ensure_bpffs(dir: &Path) -> Result<()> {
+    let root = Path::new("/sys/fs/bpf");
+    if !dir.starts_with(root) {
+        return Ok(());
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts")
+        .context(|| "reading /proc/self/mounts".into())?;
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf"))
+    {
+        return Ok(());
+    }
+    let status = std::process::Command::new("mount")
+        .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+        .status()
+        .context(|| "running mount -t bpf".into())?;
+    if !status.success() {
+        return Err(crate::Error::Io {
+            context: "mounting bpffs at /sys/fs/bpf".into(),
+            source: std::io::Error::other(format!("mount exited with {status}")),
+        });
+    }
+    Ok(())
+}
+
+/// Removes every ptags pin under `dir`, and `dir` itself when it is then
+/// empty. Programs whose links were pinned detach when the last reference
+/// goes.
+pub(crate) fn remove_all(dir: &Path) -> Result<()> {
+    for name in MAPS.iter().chain(LINKS.iter()).chain([SET_PROG].iter()) {
+        let p = path(dir, name);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).context(|| format!("removing {}", p.display())),
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(()),
+        Err(e) => Err(e).context(|| format!("removing {}", dir.display())),
+    }
+}

@@ -1,0 +1,126 @@
+//! Naming tasks safely, and their state as user space sees it.
+
+use std::fs;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use crate::skel::types::{ptags_container, ptags_task, ptags_task_flags as F};
+use crate::{Error, Result};
+
+/// `pidfd_open` flag: the pidfd names one thread, not the thread group.
+const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+
+/// A task (thread), named by its TID and start time, so that a reused TID
+/// is never taken for the task it once named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TaskId {
+    pub tid: u32,
+    /// Start time in clock ticks since boot (field 22 of `/proc/PID/stat`).
+    pub start_ticks: u64,
+}
+
+impl TaskId {
+    /// The task `tid` as it is now.
+    pub fn of(tid: u32) -> Result<TaskId> {
+        let stat = fs::read_to_string(format!("/proc/{tid}/task/{tid}/stat"))
+            .map_err(|_| Error::NoSuchTask(tid))?;
+        // comm may hold spaces and parentheses: fields start after the last ')'.
+        let start_ticks = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+            .and_then(|f| f.parse().ok())
+            .ok_or(Error::NoSuchTask(tid))?;
+        Ok(TaskId { tid, start_ticks })
+    }
+
+    /// A pidfd for this one thread, checked to still be the same task.
+    pub(crate) fn pidfd(&self) -> Result<OwnedFd> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd =
+            unsafe { libc::syscall(libc::SYS_pidfd_open, self.tid as libc::pid_t, PIDFD_THREAD) };
+        if fd < 0 {
+            return Err(Error::NoSuchTask(self.tid));
+        }
+        // SAFETY: fd is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // The pidfd pins the task: if it is still the one we named now, it
+        // is for as long as we hold the fd.
+        if TaskId::of(self.tid)? != *self {
+            return Err(Error::NoSuchTask(self.tid));
+        }
+        Ok(fd)
+    }
+}
+
+/// What the kernel holds for one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TaskState {
+    pub set_id: u64,
+    pub kept_id: u64,
+    pub contid: Option<u64>,
+    /// The state to take at the next exec: (set, kept subset, container ID
+    /// if it changes).
+    pub pending: Option<(u64, u64, Option<u64>)>,
+}
+
+impl TaskState {
+    pub(crate) fn from_raw(raw: &ptags_task) -> TaskState {
+        let has = |bit: F| raw.flags & bit.0 != 0;
+        TaskState {
+            set_id: raw.set_id,
+            kept_id: raw.kept_id,
+            contid: has(F::PTAGS_TASK_HAS_CONTID).then_some(raw.contid),
+            pending: has(F::PTAGS_TASK_PENDING).then_some((
+                raw.pending_set_id,
+                raw.pending_kept_id,
+                has(F::PTAGS_TASK_PENDING_CONTID).then_some(raw.pending_contid),
+            )),
+        }
+    }
+}
+
+/// A row of the kernel's container table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerEntry {
+    pub parent: Option<u64>,
+    pub owner_pid: u32,
+    pub owner_start_ticks: u64,
+    /// Tasks (threads) alive in the container now.
+    pub live: i64,
+}
+
+impl ContainerEntry {
+    pub(crate) fn from_raw(raw: &ptags_container) -> ContainerEntry {
+        ContainerEntry {
+            parent: (raw.parent != u64::MAX).then_some(raw.parent),
+            owner_pid: raw.owner_pid,
+            owner_start_ticks: raw.owner_start,
+            live: raw.live,
+        }
+    }
+
+    pub(crate) fn to_raw(self) -> ptags_container {
+        ptags_container {
+            parent: self.parent.unwrap_or(u64::MAX),
+            owner_start: self.owner_start_ticks,
+            owner_pid: self.owner_pid,
+            flags: 0,
+            live: 0,
+        }
+    }
+}
+
+/// A container ID to move a task to, with the row to create if the ID has
+/// none yet (an existing row keeps its owner and parent).
+pub type ContidChange = (u64, Option<ContainerEntry>);
+
+/// One change to a task's state, done atomically in the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SetOp {
+    /// New tag set and its kept subset.
+    pub tags: Option<(u64, u64)>,
+    /// New container ID, with the container to create if it is new.
+    pub contid: Option<ContidChange>,
+    /// State to take at the next exec: set, kept subset, and a container
+    /// ID (with its entry, if new) or none to keep the current one.
+    pub pending: Option<(u64, u64, Option<ContidChange>)>,
+}

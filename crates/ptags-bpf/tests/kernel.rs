@@ -1,0 +1,495 @@
+//! The kernel side with real processes, as root: inheritance on fork and
+//! clone, pruning on exec, pending state, container accounting and drop
+//! events, a fork storm against concurrent updates, and restarts.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{kernel_or_skip, PinDir};
+use ptags_bpf::{ContainerEntry, EventKind, Kernel, Options, SetOp, TaskId, TaskState};
+
+/// A shell driven line by line: each line written to it is run, and
+/// whatever it prints comes back.
+struct Shell {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Shell {
+    fn start() -> Shell {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg("while read -r cmd; do eval \"$cmd\"; done")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting sh");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Shell {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn task(&self) -> TaskId {
+        TaskId::of(self.child.id()).unwrap()
+    }
+
+    /// Runs `cmd` in the shell and returns the first line it prints.
+    fn run(&mut self, cmd: &str) -> String {
+        writeln!(self.stdin, "{cmd}").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim().to_owned()
+    }
+
+    /// Starts a background child that waits, and returns its pid.
+    fn spawn_waiting(&mut self, how: &str) -> u32 {
+        self.run(&format!("{how} & echo $!")).parse().unwrap()
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn state(k: &Kernel, pid: u32) -> TaskState {
+    k.task_state(TaskId::of(pid).unwrap())
+        .unwrap()
+        .unwrap_or_default()
+}
+
+fn wait_for(mut cond: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("condition not reached in 5 s");
+}
+
+#[test]
+fn fork_copies_and_exec_prunes() {
+    let Some(k) = kernel_or_skip("fork_copies_and_exec_prunes") else {
+        return;
+    };
+    let mut sh = Shell::start();
+    assert_eq!(
+        k.task_state(sh.task()).unwrap(),
+        None,
+        "nothing before anyone sets it"
+    );
+    k.set(
+        sh.task(),
+        &SetOp {
+            tags: Some((5, 3)),
+            contid: Some((77, None)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        state(&k, sh.child.id()),
+        TaskState {
+            set_id: 5,
+            kept_id: 3,
+            contid: Some(77),
+            pending: None
+        }
+    );
+
+    // fork without exec: a subshell keeps the whole set.
+    let sub = sh.spawn_waiting("(read -r x < /dev/null; sleep 30)");
+    wait_for(|| {
+        std::fs::read_to_string(format!("/proc/{sub}/comm"))
+            .is_ok_and(|c| c.trim() == "sh" || c.trim() == "sleep")
+    });
+    let forked = TaskId::of(sub).unwrap();
+    let s = k.task_state(forked).unwrap().unwrap();
+    assert_eq!((s.kept_id, s.contid), (3, Some(77)));
+    assert!(
+        s.set_id == 5 || s.set_id == 3,
+        "a subshell that already exec'd sleep has its kept set"
+    );
+
+    // fork then exec: only the kept subset survives.
+    let execd = sh.spawn_waiting("exec sleep 30");
+    wait_for(|| {
+        std::fs::read_to_string(format!("/proc/{execd}/comm")).is_ok_and(|c| c.trim() == "sleep")
+    });
+    assert_eq!(
+        state(&k, execd),
+        TaskState {
+            set_id: 3,
+            kept_id: 3,
+            contid: Some(77),
+            pending: None
+        }
+    );
+    let live = k.container(77).unwrap().unwrap().live;
+    assert!(live >= 3, "shell, subshell and sleep are counted: {live}");
+}
+
+#[test]
+fn pending_state_is_taken_at_exec() {
+    let Some(k) = kernel_or_skip("pending_state_is_taken_at_exec") else {
+        return;
+    };
+    let mut sh = Shell::start();
+    let me = sh.task();
+    k.set(
+        me,
+        &SetOp {
+            tags: Some((9, 9)),
+            pending: Some((40, 41, Some((500, None)))),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let s = state(&k, me.tid);
+    assert_eq!(s.pending, Some((40, 41, Some(500))));
+    // A child forked now does not inherit the pending state.
+    let child = sh.spawn_waiting("sleep 30");
+    wait_for(|| {
+        std::fs::read_to_string(format!("/proc/{child}/comm")).is_ok_and(|c| c.trim() == "sleep")
+    });
+    assert_eq!(
+        state(&k, child),
+        TaskState {
+            set_id: 9,
+            kept_id: 9,
+            contid: None,
+            pending: None
+        }
+    );
+    // The shell execs: the pending state becomes its state, before the
+    // new program runs.
+    writeln!(sh.stdin, "exec sleep 30").unwrap();
+    wait_for(|| {
+        std::fs::read_to_string(format!("/proc/{}/comm", me.tid)).is_ok_and(|c| c.trim() == "sleep")
+    });
+    assert_eq!(
+        state(&k, me.tid),
+        TaskState {
+            set_id: 40,
+            kept_id: 41,
+            contid: Some(500),
+            pending: None
+        }
+    );
+    assert_eq!(k.container(500).unwrap().unwrap().live, 1);
+}
+
+#[test]
+fn threads_inherit_from_the_creating_thread() {
+    let Some(k) = kernel_or_skip("threads_inherit_from_the_creating_thread") else {
+        return;
+    };
+    // This test's own thread is the parent.
+    let me = TaskId::of(gettid()).unwrap();
+    k.set(
+        me,
+        &SetOp {
+            tags: Some((12, 0)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        tx.send(gettid()).unwrap();
+        done_rx.recv().unwrap();
+    });
+    let tid = rx.recv().unwrap();
+    assert_eq!(state(&k, tid).set_id, 12);
+    // A write to one thread leaves the others alone.
+    k.set(
+        TaskId::of(tid).unwrap(),
+        &SetOp {
+            tags: Some((13, 0)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(state(&k, tid).set_id, 13);
+    assert_eq!(state(&k, me.tid).set_id, 12);
+    done_tx.send(()).unwrap();
+    t.join().unwrap();
+    k.set(
+        me,
+        &SetOp {
+            tags: Some((0, 0)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+}
+
+fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u32 }
+}
+
+#[test]
+fn last_task_out_drops_the_container() {
+    let Some(k) = kernel_or_skip("last_task_out_drops_the_container") else {
+        return;
+    };
+    let owner = TaskId::of(std::process::id()).unwrap();
+    let entry = ContainerEntry {
+        parent: None,
+        owner_pid: owner.tid,
+        owner_start_ticks: owner.start_ticks,
+        live: 0,
+    };
+    let mut members: Vec<Child> = (0..3)
+        .map(|_| Command::new("sleep").arg("30").spawn().unwrap())
+        .collect();
+    for m in &members {
+        k.set(
+            TaskId::of(m.id()).unwrap(),
+            &SetOp {
+                contid: Some((4242, Some(entry))),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    let row = k.container(4242).unwrap().unwrap();
+    assert_eq!((row.live, row.owner_pid, row.parent), (3, owner.tid, None));
+    let mut drops = Vec::new();
+    while let Some(mut m) = members.pop() {
+        m.kill().unwrap();
+        m.wait().unwrap();
+        k.poll_events(Duration::from_millis(50), |e| drops.push(e))
+            .unwrap();
+        if members.is_empty() {
+            break;
+        }
+        assert!(
+            drops.is_empty(),
+            "dropped with {} members left",
+            members.len()
+        );
+        assert_eq!(
+            k.container(4242).unwrap().unwrap().live,
+            members.len() as i64
+        );
+    }
+    wait_for(|| {
+        k.poll_events(Duration::from_millis(50), |e| drops.push(e))
+            .unwrap();
+        !drops.is_empty()
+    });
+    assert_eq!(drops.len(), 1);
+    assert_eq!((drops[0].kind, drops[0].contid), (EventKind::Drop, 4242));
+    assert_eq!(k.container(4242).unwrap().unwrap().live, 0);
+    assert!(k.reap_container(4242).unwrap());
+    assert_eq!(k.container(4242).unwrap(), None);
+    assert_eq!(k.lost().unwrap(), Default::default());
+}
+
+#[test]
+fn fork_storm_against_concurrent_updates() {
+    let Some(k) = kernel_or_skip("fork_storm_against_concurrent_updates") else {
+        return;
+    };
+    const FORKS: usize = 10_000;
+    k.set_events(false, true).unwrap();
+    let mut sh = Shell::start();
+    let parent = sh.task();
+    // Two consistent states; a torn copy would mix them.
+    let a = SetOp {
+        tags: Some((10, 11)),
+        contid: Some((100, None)),
+        ..Default::default()
+    };
+    let b = SetOp {
+        tags: Some((20, 21)),
+        contid: Some((200, None)),
+        ..Default::default()
+    };
+    k.set(parent, &a).unwrap();
+    let k = Arc::new(k);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (k, stop) = (Arc::clone(&k), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut writes = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                k.set(parent, if writes % 2 == 0 { &b } else { &a })
+                    .unwrap();
+                writes += 1;
+            }
+            writes
+        })
+    };
+    // Each child execs /bin/true: its exit event shows the kept set and
+    // container it copied at fork.
+    writeln!(
+        sh.stdin,
+        "i=0; while [ $i -lt {FORKS} ]; do /bin/true; i=$((i+1)); done; echo done"
+    )
+    .unwrap();
+    let mut exits = Vec::new();
+    let mut line = String::new();
+    let reader = std::thread::spawn(move || {
+        sh.stdout.read_line(&mut line).unwrap();
+        (sh, line)
+    });
+    while !reader.is_finished() {
+        k.poll_events(Duration::from_millis(20), |e| exits.push(e))
+            .unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.join().unwrap();
+    let (sh, line) = reader.join().unwrap();
+    assert_eq!(line.trim(), "done");
+    k.poll_events(Duration::from_millis(100), |e| exits.push(e))
+        .unwrap();
+    let children: Vec<_> = exits
+        .iter()
+        .filter(|e| e.kind == EventKind::Exit && e.ppid == parent.tid)
+        .collect();
+    let lost = k.lost().unwrap();
+    assert_eq!(lost.task_storage, 0);
+    assert_eq!(lost.container_missing, 0);
+    assert_eq!(
+        children.len() as u64 + lost.exit_events,
+        FORKS as u64,
+        "every child is in a container"
+    );
+    for e in &children {
+        assert!(
+            (e.set_id, e.contid) == (11, 100) || (e.set_id, e.contid) == (21, 200),
+            "torn state: set {} in container {}",
+            e.set_id,
+            e.contid
+        );
+    }
+    let from_b = children.iter().filter(|e| e.contid == 200).count();
+    eprintln!("{FORKS} forks, {writes} concurrent writes, {from_b} children saw the second state, {} exit events lost", lost.exit_events);
+    assert!(writes > 100, "the writer ran concurrently");
+    drop(sh);
+}
+
+#[test]
+fn pinned_state_survives_a_restart() {
+    let Some(_probe) = kernel_or_skip("pinned_state_survives_a_restart") else {
+        return;
+    };
+    let pins = PinDir::new("restart");
+    let options = Options {
+        pin_dir: Some(pins.0.clone()),
+        ..Default::default()
+    };
+    let mut sh = Shell::start();
+    {
+        let k = Kernel::open(&options).unwrap();
+        k.set(
+            sh.task(),
+            &SetOp {
+                tags: Some((31, 30)),
+                contid: Some((3131, None)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    // No user space now: inheritance must go on.
+    let child = sh.spawn_waiting("exec sleep 30");
+    wait_for(|| {
+        std::fs::read_to_string(format!("/proc/{child}/comm")).is_ok_and(|c| c.trim() == "sleep")
+    });
+    let k = Kernel::open(&options).unwrap();
+    assert_eq!(k.pin_dir(), Some(pins.0.as_path()));
+    assert_eq!(state(&k, sh.child.id()).set_id, 31);
+    assert_eq!(
+        state(&k, child),
+        TaskState {
+            set_id: 30,
+            kept_id: 30,
+            contid: Some(3131),
+            pending: None
+        }
+    );
+    assert_eq!(k.container(3131).unwrap().unwrap().live, 2);
+    drop(k);
+    drop(sh);
+}
+
+#[test]
+fn pins_of_another_layout_are_refused() {
+    let Some(k) = kernel_or_skip("pins_of_another_layout_are_refused") else {
+        return;
+    };
+    drop(k);
+    let pins = PinDir::new("layout");
+    let options = Options {
+        pin_dir: Some(pins.0.clone()),
+        ..Default::default()
+    };
+    let k = Kernel::open(&options).unwrap();
+    // Forge an older layout version in the pinned config.
+    let cfg = libbpf_rs::MapHandle::from_pinned_path(pins.0.join("ptags_config")).unwrap();
+    use libbpf_rs::MapCore;
+    let mut v = cfg
+        .lookup(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+        .unwrap()
+        .unwrap();
+    v[..4].copy_from_slice(&999u32.to_ne_bytes());
+    cfg.update(&0u32.to_ne_bytes(), &v, libbpf_rs::MapFlags::ANY)
+        .unwrap();
+    drop(k);
+    let err = Kernel::open(&options).err().expect("a layout mismatch");
+    let msg = err.to_string();
+    assert!(msg.contains("layout 999") && msg.contains("reset"), "{msg}");
+}
+
+#[test]
+fn a_reused_pid_is_refused() {
+    let Some(k) = kernel_or_skip("a_reused_pid_is_refused") else {
+        return;
+    };
+    let mut c = Command::new("sleep").arg("30").spawn().unwrap();
+    let task = TaskId::of(c.id()).unwrap();
+    c.kill().unwrap();
+    c.wait().unwrap();
+    let stale = TaskId {
+        start_ticks: task.start_ticks + 1,
+        ..task
+    };
+    assert!(matches!(
+        k.set(
+            stale,
+            &SetOp {
+                tags: Some((1, 1)),
+                ..Default::default()
+            }
+        ),
+        Err(ptags_bpf::Error::NoSuchTask(_))
+    ));
+    assert!(matches!(
+        k.set(
+            task,
+            &SetOp {
+                tags: Some((1, 1)),
+                ..Default::default()
+            }
+        ),
+        Err(ptags_bpf::Error::NoSuchTask(_))
+    ));
+}
