@@ -124,3 +124,45 @@ pub struct SetOp {
     /// ID (with its entry, if new) or none to keep the current one.
     pub pending: Option<(u64, u64, Option<ContidChange>)>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_come_from_proc() {
+        let me = TaskId::of(std::process::id()).unwrap();
+        assert_eq!(me, TaskId::of(std::process::id()).unwrap());
+        assert!(
+            me.start_ticks > 0
+                || std::fs::read_to_string("/proc/uptime")
+                    .unwrap()
+                    .starts_with('0')
+        );
+        assert!(matches!(TaskId::of(u32::MAX), Err(Error::NoSuchTask(_))));
+        // A pidfd for a live task of ours works without privileges.
+        assert!(me.pidfd().is_ok());
+        let stale = TaskId {
+            start_ticks: me.start_ticks + 1,
+            ..me
+        };
+        assert!(matches!(stale.pidfd(), Err(Error::NoSuchTask(_))));
+    }
+
+    #[test]
+    fn container_rows_round_trip() {
+        let row = ContainerEntry {
+            parent: Some(4),
+            owner_pid: 10,
+            owner_start_ticks: 99,
+            live: 0,
+        };
+        assert_eq!(ContainerEntry::from_raw(&row.to_raw()), row);
+        let top = ContainerEntry {
+            parent: None,
+            ..row
+        };
+        assert_eq!(top.to_raw().parent, u64::MAX);
+        assert_eq!(ContainerEntry::from_raw(&top.to_raw()), top);
+    }
+}
