@@ -36,7 +36,11 @@ fn main() {
     let spawns = args.get(1).copied().unwrap_or(if full { 2000 } else { 50 });
     // SAFETY: geteuid and gettid have no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("spawn benchmark skipped: needs root to load BPF programs");
+        assert!(
+            std::env::var("PTAGS_REQUIRE_BPF").as_deref() != Ok("1"),
+            "the spawn benchmark needs root to load BPF programs (PTAGS_REQUIRE_BPF=1)"
+        );
+        eprintln!("SKIPPED spawn benchmark: needs root to load BPF programs");
         return;
     }
     // SAFETY: as above.

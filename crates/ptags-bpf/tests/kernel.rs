@@ -70,6 +70,13 @@ fn state(k: &Kernel, pid: u32) -> TaskState {
         .unwrap_or_default()
 }
 
+/// Waits until `pid` runs the program `comm` (its exec has happened).
+fn wait_for_comm(pid: u32, comm: &str) {
+    wait_for(|| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+    });
+}
+
 fn wait_for(mut cond: impl FnMut() -> bool) {
     for _ in 0..500 {
         if cond() {
@@ -126,9 +133,7 @@ fn fork_copies_and_exec_prunes() {
 
     // fork then exec: only the kept subset survives.
     let execd = sh.spawn_waiting("exec sleep 30");
-    wait_for(|| {
-        std::fs::read_to_string(format!("/proc/{execd}/comm")).is_ok_and(|c| c.trim() == "sleep")
-    });
+    wait_for_comm(execd, "sleep");
     assert_eq!(
         state(&k, execd),
         TaskState {
@@ -162,9 +167,7 @@ fn pending_state_is_taken_at_exec() {
     assert_eq!(s.pending, Some((40, 41, Some(500))));
     // A child forked now does not inherit the pending state.
     let child = sh.spawn_waiting("sleep 30");
-    wait_for(|| {
-        std::fs::read_to_string(format!("/proc/{child}/comm")).is_ok_and(|c| c.trim() == "sleep")
-    });
+    wait_for_comm(child, "sleep");
     assert_eq!(
         state(&k, child),
         TaskState {
@@ -177,9 +180,7 @@ fn pending_state_is_taken_at_exec() {
     // The shell execs: the pending state becomes its state, before the
     // new program runs.
     writeln!(sh.stdin, "exec sleep 30").unwrap();
-    wait_for(|| {
-        std::fs::read_to_string(format!("/proc/{}/comm", me.tid)).is_ok_and(|c| c.trim() == "sleep")
-    });
+    wait_for_comm(me.tid, "sleep");
     assert_eq!(
         state(&k, me.tid),
         TaskState {
@@ -411,9 +412,7 @@ fn pinned_state_survives_a_restart() {
     }
     // No user space now: inheritance must go on.
     let child = sh.spawn_waiting("exec sleep 30");
-    wait_for(|| {
-        std::fs::read_to_string(format!("/proc/{child}/comm")).is_ok_and(|c| c.trim() == "sleep")
-    });
+    wait_for_comm(child, "sleep");
     let k = Kernel::open(&options).unwrap();
     assert_eq!(k.pin_dir(), Some(pins.0.as_path()));
     assert_eq!(state(&k, sh.child.id()).set_id, 31);
