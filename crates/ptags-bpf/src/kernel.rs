@@ -1,12 +1,14 @@
 //! The one owner of the loaded programs, their links, maps and pins.
 
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Duration;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, RingBufferBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, RingBuffer, RingBufferBuilder};
 
 use crate::pins;
 use crate::skel::types::{
@@ -452,30 +454,43 @@ impl Kernel {
         })
     }
 
-    /// Delivers queued events to `sink`, waiting up to `timeout` for the
-    /// first. Returns how many were delivered.
-    pub fn poll_events(&self, timeout: Duration, mut sink: impl FnMut(Event)) -> Result<usize> {
-        let mut count = 0;
-        {
-            let mut builder = RingBufferBuilder::new();
-            builder
-                .add(&self.events, |data: &[u8]| {
-                    if let Some(e) = Event::parse(data) {
-                        sink(e);
-                        count += 1;
-                    }
-                    0
-                })
-                .context(|| "opening the event ring buffer".into())?;
-            let ring = builder
-                .build()
-                .context(|| "opening the event ring buffer".into())?;
-            ring.poll(timeout)
-                .context(|| "polling the event ring buffer".into())?;
-            ring.consume()
-                .context(|| "reading the event ring buffer".into())?;
-        }
-        Ok(count)
+    /// A reader of the event ring buffer, set up once and polled many
+    /// times (the epoll set and the ring's mapping live as long as it).
+    pub fn events(&self) -> Result<EventReader<'_>> {
+        let queue = Rc::new(RefCell::new(Vec::new()));
+        let sink = Rc::clone(&queue);
+        let mut builder = RingBufferBuilder::new();
+        builder
+            .add(&self.events, move |data: &[u8]| {
+                if let Some(e) = Event::parse(data) {
+                    sink.borrow_mut().push(e);
+                }
+                0
+            })
+            .context(|| "opening the event ring buffer".into())?;
+        let ring = builder
+            .build()
+            .context(|| "opening the event ring buffer".into())?;
+        Ok(EventReader { ring, queue })
+    }
+}
+
+/// Events from the kernel programs, in the order they were queued.
+pub struct EventReader<'k> {
+    ring: RingBuffer<'k>,
+    queue: Rc<RefCell<Vec<Event>>>,
+}
+
+impl EventReader<'_> {
+    /// Waits up to `timeout` for events and returns all that are queued.
+    pub fn poll(&self, timeout: Duration) -> Result<Vec<Event>> {
+        self.ring
+            .poll(timeout)
+            .context(|| "polling the event ring buffer".into())?;
+        self.ring
+            .consume()
+            .context(|| "reading the event ring buffer".into())?;
+        Ok(std::mem::take(&mut *self.queue.borrow_mut()))
     }
 }
 

@@ -271,12 +271,12 @@ fn last_task_out_drops_the_container() {
     }
     let row = k.container(4242).unwrap().unwrap();
     assert_eq!((row.live, row.owner_pid, row.parent), (3, owner.tid, None));
+    let events = k.events().unwrap();
     let mut drops = Vec::new();
     while let Some(mut m) = members.pop() {
         m.kill().unwrap();
         m.wait().unwrap();
-        k.poll_events(Duration::from_millis(50), |e| drops.push(e))
-            .unwrap();
+        drops.extend(events.poll(Duration::from_millis(50)).unwrap());
         if members.is_empty() {
             break;
         }
@@ -291,8 +291,7 @@ fn last_task_out_drops_the_container() {
         );
     }
     wait_for(|| {
-        k.poll_events(Duration::from_millis(50), |e| drops.push(e))
-            .unwrap();
+        drops.extend(events.poll(Duration::from_millis(50)).unwrap());
         !drops.is_empty()
     });
     assert_eq!(drops.len(), 1);
@@ -345,6 +344,7 @@ fn fork_storm_against_concurrent_updates() {
         "i=0; while [ $i -lt {FORKS} ]; do /bin/true; i=$((i+1)); done; echo done"
     )
     .unwrap();
+    let events = k.events().unwrap();
     let mut exits = Vec::new();
     let mut line = String::new();
     let reader = std::thread::spawn(move || {
@@ -352,15 +352,13 @@ fn fork_storm_against_concurrent_updates() {
         (sh, line)
     });
     while !reader.is_finished() {
-        k.poll_events(Duration::from_millis(20), |e| exits.push(e))
-            .unwrap();
+        exits.extend(events.poll(Duration::from_millis(20)).unwrap());
     }
     stop.store(true, Ordering::Relaxed);
     let writes = writer.join().unwrap();
     let (sh, line) = reader.join().unwrap();
     assert_eq!(line.trim(), "done");
-    k.poll_events(Duration::from_millis(100), |e| exits.push(e))
-        .unwrap();
+    exits.extend(events.poll(Duration::from_millis(100)).unwrap());
     let children: Vec<_> = exits
         .iter()
         .filter(|e| e.kind == EventKind::Exit && e.ppid == parent.tid)
