@@ -1,6 +1,7 @@
 //! The one owner of the loaded programs, their links, maps and pins.
 
 use std::cell::RefCell;
+use std::io::Read;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -13,10 +14,10 @@ use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, RingBuffer, RingBufferBuilde
 use crate::pins;
 use crate::skel::types::{
     ptags_config, ptags_event, ptags_event_kind as K, ptags_event_mask as M, ptags_layout,
-    ptags_lost_reason as L, ptags_set_args, ptags_set_ops as O, ptags_task,
+    ptags_lost_reason as L, ptags_set_args, ptags_set_ops as O, ptags_task, ptags_task_row,
 };
 use crate::skel::PtagsSkelBuilder;
-use crate::task::{ContainerEntry, SetOp, TaskId, TaskState};
+use crate::task::{ContainerEntry, SetOp, TaskId, TaskRow, TaskState};
 use crate::{Context, Error, Result};
 
 // SAFETY: these are plain C structs of integers (no padding holes that
@@ -26,6 +27,8 @@ unsafe impl plain::Plain for ptags_task {}
 unsafe impl plain::Plain for ptags_event {}
 // SAFETY: as above.
 unsafe impl plain::Plain for ptags_config {}
+// SAFETY: as above.
+unsafe impl plain::Plain for ptags_task_row {}
 // SAFETY: as above.
 unsafe impl plain::Plain for crate::skel::types::ptags_container {}
 
@@ -137,6 +140,7 @@ pub struct Kernel {
     lost: MapHandle,
     events: MapHandle,
     set_prog: OwnedFd,
+    tasks_prog: OwnedFd,
     /// Held while not pinned: dropping them detaches the programs.
     _links: Vec<Link>,
     pin_dir: Option<PathBuf>,
@@ -186,6 +190,12 @@ impl Kernel {
                 .as_fd()
                 .try_clone_to_owned()
                 .context(|| "duplicating the setter program".into())?,
+            tasks_prog: skel
+                .progs
+                .ptags_tasks
+                .as_fd()
+                .try_clone_to_owned()
+                .context(|| "duplicating the task iterator".into())?,
             _links: Vec::new(),
             pin_dir: options.pin_dir.clone(),
         };
@@ -230,18 +240,8 @@ impl Kernel {
             link.pin(pins::path(dir, name))
                 .context(|| format!("pinning {name}"))?;
         }
-        let path = std::ffi::CString::new(
-            pins::path(dir, pins::SET_PROG)
-                .as_os_str()
-                .as_encoded_bytes(),
-        )
-        .expect("pin paths have no NUL");
-        // SAFETY: a valid program fd and a NUL-terminated path.
-        let ret = unsafe { libbpf_sys::bpf_obj_pin(self.set_prog.as_raw_fd(), path.as_ptr()) };
-        if ret != 0 {
-            return Err(std::io::Error::last_os_error())
-                .context(|| "pinning the setter program".into());
-        }
+        pins::pin_prog(&self.set_prog, dir, pins::SET_PROG)?;
+        pins::pin_prog(&self.tasks_prog, dir, pins::TASKS_PROG)?;
         Ok(())
     }
 
@@ -270,18 +270,10 @@ impl Kernel {
                 task_state.value_size()
             )));
         }
-        let path = std::ffi::CString::new(
-            pins::path(dir, pins::SET_PROG)
-                .as_os_str()
-                .as_encoded_bytes(),
-        )
-        .expect("pin paths have no NUL");
-        // SAFETY: a NUL-terminated path; returns a new fd or a negative errno.
-        let fd = unsafe { libbpf_sys::bpf_obj_get(path.as_ptr()) };
-        if fd < 0 {
-            return Err(std::io::Error::from_raw_os_error(-fd))
-                .context(|| "opening the pinned setter program".into());
-        }
+        let set_prog = pins::open_prog(dir, pins::SET_PROG)
+            .map_err(|_| mismatch(format!("no pinned {}", pins::SET_PROG)))?;
+        let tasks_prog = pins::open_prog(dir, pins::TASKS_PROG)
+            .map_err(|_| mismatch(format!("no pinned {}", pins::TASKS_PROG)))?;
         for name in pins::LINKS {
             if !pins::path(dir, name).exists() {
                 return Err(mismatch(format!("no pinned {name}")));
@@ -293,8 +285,8 @@ impl Kernel {
             config,
             lost: open_map("lost")?,
             events: open_map("events")?,
-            // SAFETY: a fresh fd that nothing else owns.
-            set_prog: unsafe { OwnedFd::from_raw_fd(fd) },
+            set_prog,
+            tasks_prog,
             _links: Vec::new(),
             pin_dir: Some(dir.to_owned()),
         })
@@ -362,6 +354,9 @@ impl Kernel {
             args.contid = id;
             args.container = entry.unwrap_or(ContainerEntry::top_level()).to_raw();
         }
+        if op.alone {
+            args.ops |= O::PTAGS_SET_ALONE.0;
+        }
         if let Some((set, kept, contid)) = op.pending {
             args.ops |= O::PTAGS_SET_PENDING.0;
             args.pending_set_id = set;
@@ -375,6 +370,7 @@ impl Kernel {
         if args.result != 0 {
             return Err(match -args.result {
                 libc::ESRCH => Error::NoSuchTask(task.tid),
+                libc::EBUSY => Error::NotAlone(task.tid),
                 errno => Error::SetFailed {
                     tid: task.tid,
                     errno,
@@ -452,6 +448,59 @@ impl Kernel {
             task_storage: read(L::PTAGS_LOST_TASK_STORAGE)?,
             container_missing: read(L::PTAGS_LOST_CONTAINER)?,
         })
+    }
+
+    /// Every task of the machine with its state, walked by the task
+    /// iterator in one pass.
+    pub fn tasks(&self) -> Result<Vec<TaskRow>> {
+        // SAFETY: a valid iterator program fd; no target fd or options.
+        let link = unsafe {
+            libbpf_sys::bpf_link_create(
+                self.tasks_prog.as_raw_fd(),
+                0,
+                libbpf_sys::BPF_TRACE_ITER,
+                std::ptr::null(),
+            )
+        };
+        if link < 0 {
+            return Err(std::io::Error::from_raw_os_error(-link))
+                .context(|| "attaching the task iterator".into());
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        let link = unsafe { OwnedFd::from_raw_fd(link) };
+        // SAFETY: a valid iterator link fd.
+        let iter = unsafe { libbpf_sys::bpf_iter_create(link.as_raw_fd()) };
+        if iter < 0 {
+            return Err(std::io::Error::from_raw_os_error(-iter))
+                .context(|| "starting the task iterator".into());
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        let mut iter = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(iter) });
+        let mut bytes = Vec::new();
+        iter.read_to_end(&mut bytes)
+            .context(|| "reading the task iterator".into())?;
+        let size = size_of::<ptags_task_row>();
+        let mut rows: Vec<TaskRow> = bytes
+            .chunks_exact(size)
+            .map(|row| TaskRow::from_raw(&from_bytes(row)))
+            .collect();
+        // The task iterator of the kernels seen here (6.18) never visits
+        // TID 1: read init's state directly so that the list is complete.
+        if !rows.iter().any(|r| r.id.tid == 1) {
+            let init = TaskId::of(1)?;
+            let comm = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
+            rows.insert(
+                0,
+                TaskRow {
+                    id: init,
+                    pid: 1,
+                    ppid: 0,
+                    comm: comm.trim_end().to_owned(),
+                    state: self.task_state(init)?.unwrap_or_default(),
+                },
+            );
+        }
+        Ok(rows)
     }
 
     /// A reader of the event ring buffer, set up once and polled many

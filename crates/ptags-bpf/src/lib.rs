@@ -13,7 +13,7 @@ mod task;
 
 pub use kernel::{Event, EventKind, EventReader, Kernel, LostCounts, Options};
 pub use probe::Features;
-pub use task::{ContainerEntry, ContidChange, SetOp, TaskId, TaskState};
+pub use task::{ContainerEntry, ContidChange, SetOp, TaskId, TaskRow, TaskState};
 
 /// Types shared with the BPF programs, generated from `src/bpf/intf.h`.
 #[allow(
@@ -50,6 +50,8 @@ pub enum Error {
     },
     #[error("task {0} does not exist (or exited, or its pid was reused)")]
     NoSuchTask(u32),
+    #[error("task {0} has children or other threads")]
+    NotAlone(u32),
     #[error("setting the state of task {tid} failed: errno {errno}")]
     SetFailed { tid: u32, errno: i32 },
 }

@@ -1,6 +1,8 @@
 //! The pinned layout under a bpffs directory: what survives a restart of
 //! user space, and the check that a new build may reuse it.
 
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::{Context, Result};
@@ -8,6 +10,7 @@ use crate::{Context, Result};
 pub(crate) const MAPS: [&str; 5] = ["task_state", "containers", "ptags_config", "lost", "events"];
 pub(crate) const LINKS: [&str; 3] = ["link_fork", "link_exec", "link_exit"];
 pub(crate) const SET_PROG: &str = "prog_set";
+pub(crate) const TASKS_PROG: &str = "prog_tasks";
 
 pub(crate) fn path(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
@@ -50,7 +53,11 @@ pub(crate) fn ensure_bpffs(dir: &Path) -> Result<()> {
 /// empty. Programs whose links were pinned detach when the last reference
 /// goes.
 pub(crate) fn remove_all(dir: &Path) -> Result<()> {
-    for name in MAPS.iter().chain(LINKS.iter()).chain([SET_PROG].iter()) {
+    for name in MAPS
+        .iter()
+        .chain(LINKS.iter())
+        .chain([SET_PROG, TASKS_PROG].iter())
+    {
         let p = path(dir, name);
         match std::fs::remove_file(&p) {
             Ok(()) => {}
@@ -64,4 +71,32 @@ pub(crate) fn remove_all(dir: &Path) -> Result<()> {
         Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(()),
         Err(e) => Err(e).context(|| format!("removing {}", dir.display())),
     }
+}
+
+fn c_path(dir: &Path, name: &str) -> CString {
+    CString::new(path(dir, name).as_os_str().as_encoded_bytes()).expect("pin paths have no NUL")
+}
+
+/// Pins a program that has no link (it is run, not attached).
+pub(crate) fn pin_prog(prog: &OwnedFd, dir: &Path, name: &str) -> Result<()> {
+    let path = c_path(dir, name);
+    // SAFETY: a valid program fd and a NUL-terminated path.
+    let ret = unsafe { libbpf_sys::bpf_obj_pin(prog.as_raw_fd(), path.as_ptr()) };
+    if ret != 0 {
+        return Err(std::io::Error::last_os_error()).context(|| format!("pinning {name}"));
+    }
+    Ok(())
+}
+
+/// Opens a program pinned by [`pin_prog`].
+pub(crate) fn open_prog(dir: &Path, name: &str) -> Result<OwnedFd> {
+    let path = c_path(dir, name);
+    // SAFETY: a NUL-terminated path; returns a new fd or a negative errno.
+    let fd = unsafe { libbpf_sys::bpf_obj_get(path.as_ptr()) };
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(-fd))
+            .context(|| format!("opening the pinned {name}"));
+    }
+    // SAFETY: a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

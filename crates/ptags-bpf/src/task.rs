@@ -3,7 +3,7 @@
 use std::fs;
 use std::os::fd::{FromRawFd, OwnedFd};
 
-use crate::skel::types::{ptags_container, ptags_task, ptags_task_flags as F};
+use crate::skel::types::{ptags_container, ptags_task, ptags_task_flags as F, ptags_task_row};
 use crate::{Error, Result};
 
 /// `pidfd_open` flag: the pidfd names one thread, not the thread group.
@@ -64,16 +64,76 @@ pub struct TaskState {
 
 impl TaskState {
     pub(crate) fn from_raw(raw: &ptags_task) -> TaskState {
-        let has = |bit: F| raw.flags & bit.0 != 0;
-        TaskState {
-            set_id: raw.set_id,
-            kept_id: raw.kept_id,
-            contid: has(F::PTAGS_TASK_HAS_CONTID).then_some(raw.contid),
-            pending: has(F::PTAGS_TASK_PENDING).then_some((
+        TaskState::from_fields(
+            raw.flags,
+            [
+                raw.set_id,
+                raw.kept_id,
+                raw.contid,
                 raw.pending_set_id,
                 raw.pending_kept_id,
-                has(F::PTAGS_TASK_PENDING_CONTID).then_some(raw.pending_contid),
+                raw.pending_contid,
+            ],
+        )
+    }
+
+    /// From the flags and the six IDs, in the order of `struct ptags_task`.
+    fn from_fields(
+        flags: u32,
+        [set_id, kept_id, contid, pending_set_id, pending_kept_id, pending_contid]: [u64; 6],
+    ) -> TaskState {
+        let has = |bit: F| flags & bit.0 != 0;
+        TaskState {
+            set_id,
+            kept_id,
+            contid: has(F::PTAGS_TASK_HAS_CONTID).then_some(contid),
+            pending: has(F::PTAGS_TASK_PENDING).then_some((
+                pending_set_id,
+                pending_kept_id,
+                has(F::PTAGS_TASK_PENDING_CONTID).then_some(pending_contid),
             )),
+        }
+    }
+}
+
+/// One task as the task iterator saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRow {
+    pub id: TaskId,
+    /// Thread-group ID (the process).
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    pub state: TaskState,
+}
+
+impl TaskRow {
+    pub(crate) fn from_raw(raw: &ptags_task_row) -> TaskRow {
+        let comm: Vec<u8> = raw
+            .comm
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        TaskRow {
+            id: TaskId {
+                tid: raw.tid,
+                start_ticks: raw.start_ticks,
+            },
+            pid: raw.pid,
+            ppid: raw.ppid,
+            comm: String::from_utf8_lossy(&comm).into_owned(),
+            state: TaskState::from_fields(
+                raw.flags,
+                [
+                    raw.set_id,
+                    raw.kept_id,
+                    raw.contid,
+                    raw.pending_set_id,
+                    raw.pending_kept_id,
+                    raw.pending_contid,
+                ],
+            ),
         }
     }
 }
@@ -123,6 +183,9 @@ pub struct SetOp {
     /// State to take at the next exec: set, kept subset, and a container
     /// ID (with its entry, if new) or none to keep the current one.
     pub pending: Option<(u64, u64, Option<ContidChange>)>,
+    /// Refuse the change (EBUSY, [`Error::NotAlone`]) if the target has
+    /// children or other threads, checked atomically against fork.
+    pub alone: bool,
 }
 
 #[cfg(test)]

@@ -490,3 +490,97 @@ fn a_reused_pid_is_refused() {
         Err(ptags_bpf::Error::NoSuchTask(_))
     ));
 }
+
+#[test]
+fn the_task_iterator_lists_every_task_with_its_state() {
+    let Some(k) = kernel_or_skip("the_task_iterator_lists_every_task_with_its_state") else {
+        return;
+    };
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let task = TaskId::of(sleeper.id()).unwrap();
+    k.set(
+        task,
+        &SetOp {
+            tags: Some((77, 78)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let rows = k.tasks().unwrap();
+    let row = rows
+        .iter()
+        .find(|r| r.id == task)
+        .expect("the sleeper is listed");
+    assert_eq!((row.pid, row.ppid), (sleeper.id(), std::process::id()));
+    assert_eq!(row.comm, "sleep");
+    assert_eq!((row.state.set_id, row.state.kept_id), (77, 78));
+    // Tasks without state are listed too: init, and this test's threads.
+    let init = rows.iter().find(|r| r.pid == 1);
+    let init = rows.iter().find(|r| r.pid == 1);
+    assert!(
+        init.is_some_and(|r| r.id.tid == 1 && r.ppid == 0),
+        "{init:?}"
+    );
+    let procs = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_str()
+                .unwrap()
+                .parse::<u32>()
+                .is_ok()
+        })
+        .count();
+    let leaders = rows.iter().filter(|r| r.pid == r.id.tid).count();
+    assert!(
+        leaders.abs_diff(procs) < 20,
+        "{leaders} listed, {procs} in /proc"
+    );
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+}
+
+#[test]
+fn container_changes_refuse_a_task_that_is_not_alone() {
+    let Some(k) = kernel_or_skip("container_changes_refuse_a_task_that_is_not_alone") else {
+        return;
+    };
+    let mut shell = Shell::start();
+    let entry = ContainerEntry {
+        parent: None,
+        owner_pid: std::process::id(),
+        owner_start_ticks: TaskId::of(std::process::id()).unwrap().start_ticks,
+        live: 0,
+    };
+    let op = SetOp {
+        contid: Some((9191, Some(entry))),
+        alone: true,
+        ..Default::default()
+    };
+    // Alone: accepted.
+    let lone = shell.spawn_waiting("sleep 30");
+    k.set(TaskId::of(lone).unwrap(), &op).unwrap();
+    assert_eq!(state(&k, lone).contid, Some(9191));
+    // With a child: refused, and the container's count is unchanged.
+    let err = k.set(shell.task(), &op).unwrap_err();
+    assert!(matches!(err, ptags_bpf::Error::NotAlone(_)), "{err}");
+    assert_eq!(state(&k, shell.child.id()).contid, None);
+    assert_eq!(k.container(9191).unwrap().unwrap().live, 1);
+    // Without `alone`, the same change is allowed (the daemon decides).
+    let free = SetOp { alone: false, ..op };
+    k.set(shell.task(), &free).unwrap();
+    assert_eq!(k.container(9191).unwrap().unwrap().live, 2);
+    drop(shell);
+    let events = k.events().unwrap();
+    wait_for(|| {
+        events
+            .poll(Duration::from_millis(50))
+            .unwrap()
+            .iter()
+            .any(|e| e.kind == EventKind::Drop && e.contid == 9191)
+            || k.container(9191).unwrap().unwrap().live == 0
+    });
+    wait_for(|| k.reap_container(9191).unwrap());
+}

@@ -12,7 +12,7 @@
 enum ptags_layout {
 	/* Bump when any struct or map below changes: pins of another
 	 * layout are refused instead of misread. */
-	PTAGS_LAYOUT_VERSION = 1,
+	PTAGS_LAYOUT_VERSION = 2,
 };
 
 enum ptags_task_flags {
@@ -93,6 +93,9 @@ enum ptags_set_ops {
 	PTAGS_SET_TAGS = 1 << 0,
 	PTAGS_SET_CONTID = 1 << 1,
 	PTAGS_SET_PENDING = 1 << 2,
+	/* Refuse (EBUSY) a target with children or other threads, checked
+	 * under its lock so that a concurrent fork cannot slip past. */
+	PTAGS_SET_ALONE = 1 << 3,
 };
 
 /* Context of the ptags_set syscall program, run by BPF_PROG_TEST_RUN. */
@@ -111,6 +114,23 @@ struct ptags_set_args {
 	__s32 result;		/* 0 or a negative errno */
 	__u32 old_flags;
 	__u64 old_contid;
+};
+
+/* One row per task from the ptags_tasks iterator: what user space needs
+ * to list tasks and to know which tag sets and containers are in use. */
+struct ptags_task_row {
+	__u32 pid;		/* thread-group ID, initial PID namespace */
+	__u32 tid;
+	__u32 ppid;
+	__u32 flags;		/* ptags_task_flags; 0 without state */
+	__u64 start_ticks;	/* as /proc/PID/stat gives it */
+	__u64 set_id;
+	__u64 kept_id;
+	__u64 contid;
+	__u64 pending_set_id;
+	__u64 pending_kept_id;
+	__u64 pending_contid;
+	char comm[16];
 };
 
 #endif

@@ -18,6 +18,8 @@
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 #define ESRCH 3
+#define EBUSY 16
+#define PF_EXITING 0x4
 #define ENOMEM 12
 #define USER_HZ 100
 #define NSEC_PER_TICK (1000000000ULL / USER_HZ)
@@ -59,6 +61,7 @@ struct {
  * copies them by hand. */
 struct ptags_event ptags_event_type;
 struct ptags_set_args ptags_set_args_type;
+struct ptags_task_row ptags_task_row_type;
 enum ptags_layout ptags_layout_type;
 enum ptags_task_flags ptags_task_flags_type;
 enum ptags_event_kind ptags_event_kind_type;
@@ -249,6 +252,13 @@ int BPF_PROG(ptags_exit, struct task_struct *p)
 	return 0;
 }
 
+/* No children (zombies included) and no other thread. */
+static bool alone(struct task_struct *t)
+{
+	/* Plain loads: no helper call may run under the spin lock. */
+	return t->children.next == &t->children && t->signal->nr_threads == 1;
+}
+
 /*
  * Sets a task's state from user space, synchronously: run with
  * BPF_PROG_TEST_RUN. The target is named by TID and start time, so that a
@@ -263,13 +273,14 @@ int ptags_set(struct ptags_set_args *a)
 	__u64 old_contid;
 	__u32 old_flags;
 	bool entered = false;
+	int refused = 0;
 
 	t = bpf_task_from_pid(a->tid);
 	if (!t) {
 		a->result = -ESRCH;
 		return 0;
 	}
-	if (t->start_boottime / NSEC_PER_TICK != a->start_ticks || (t->flags & 0x4 /* PF_EXITING */)) {
+	if (t->start_boottime / NSEC_PER_TICK != a->start_ticks) {
 		bpf_task_release(t);
 		a->result = -ESRCH;
 		return 0;
@@ -305,6 +316,21 @@ int ptags_set(struct ptags_set_args *a)
 	}
 
 	bpf_spin_lock(&s->lock);
+	/* Checked under the lock that fork and exit take too: an exit that
+	 * already ran has set PF_EXITING, and a fork that already copied this
+	 * state has linked its child; a later one copies the new state. */
+	if (t->flags & PF_EXITING)
+		refused = -ESRCH;
+	else if ((a->ops & PTAGS_SET_ALONE) && !alone(t))
+		refused = -EBUSY;
+	if (refused) {
+		bpf_spin_unlock(&s->lock);
+		if (entered)
+			container_leave(t, a->contid);
+		bpf_task_release(t);
+		a->result = refused;
+		return 0;
+	}
 	old_flags = s->flags;
 	old_contid = s->contid;
 	if (a->ops & PTAGS_SET_TAGS) {
@@ -334,5 +360,40 @@ int ptags_set(struct ptags_set_args *a)
 	a->old_flags = old_flags;
 	a->old_contid = old_contid;
 	a->result = 0;
+	return 0;
+}
+
+/*
+ * Lists every task with its state, for `ptags ps` and for collecting the
+ * tag sets and containers nothing refers to any more. Tasks without state
+ * are listed too (flags 0, empty set), so that the list is complete.
+ */
+SEC("iter/task")
+int ptags_tasks(struct bpf_iter__task *ctx)
+{
+	struct task_struct *t = ctx->task;
+	struct ptags_task_row row = {};
+	struct ptags_task *s;
+
+	if (!t)
+		return 0;
+	row.pid = t->tgid;
+	row.tid = t->pid;
+	row.ppid = BPF_CORE_READ(t, real_parent, tgid);
+	row.start_ticks = t->start_boottime / NSEC_PER_TICK;
+	BPF_CORE_READ_STR_INTO(&row.comm, t, comm);
+	s = bpf_task_storage_get(&task_state, t, 0, 0);
+	if (s) {
+		bpf_spin_lock(&s->lock);
+		row.flags = s->flags;
+		row.set_id = s->set_id;
+		row.kept_id = s->kept_id;
+		row.contid = s->contid;
+		row.pending_set_id = s->pending_set_id;
+		row.pending_kept_id = s->pending_kept_id;
+		row.pending_contid = s->pending_contid;
+		bpf_spin_unlock(&s->lock);
+	}
+	bpf_seq_write(ctx->meta->seq, &row, sizeof(row));
 	return 0;
 }
