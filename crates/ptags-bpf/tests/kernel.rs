@@ -516,7 +516,6 @@ fn the_task_iterator_lists_every_task_with_its_state() {
     assert_eq!((row.state.set_id, row.state.kept_id), (77, 78));
     // Tasks without state are listed too: init, and this test's threads.
     let init = rows.iter().find(|r| r.pid == 1);
-    let init = rows.iter().find(|r| r.pid == 1);
     assert!(
         init.is_some_and(|r| r.id.tid == 1 && r.ppid == 0),
         "{init:?}"
