@@ -122,6 +122,14 @@ impl Event {
     }
 }
 
+/// The programs [`Kernel::open`] attaches (or finds attached through
+/// their pins), by attach point.
+pub const ATTACHED: [&str; 3] = [
+    "tp_btf/sched_process_fork",
+    "tp_btf/sched_process_exec",
+    "tp_btf/sched_process_exit",
+];
+
 /// What the kernel side could not do, per reason, summed over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LostCounts {
@@ -401,6 +409,14 @@ impl Kernel {
                 .context(|| "running the setter program".into());
         }
         Ok(())
+    }
+
+    /// The IDs of every row of the container table.
+    pub fn container_ids(&self) -> Vec<u64> {
+        self.containers
+            .keys()
+            .filter_map(|k| Some(u64::from_ne_bytes(k.try_into().ok()?)))
+            .collect()
     }
 
     /// A row of the container table.

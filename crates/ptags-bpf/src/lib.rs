@@ -11,7 +11,7 @@ mod pins;
 pub mod probe;
 mod task;
 
-pub use kernel::{Event, EventKind, EventReader, Kernel, LostCounts, Options};
+pub use kernel::{Event, EventKind, EventReader, Kernel, LostCounts, Options, ATTACHED};
 pub use probe::Features;
 pub use task::{ContainerEntry, ContidChange, SetOp, TaskId, TaskRow, TaskState};
 

@@ -31,11 +31,22 @@ pub enum Errno {
     Enotuniq,
     /// The tag-count limit of a task would be exceeded.
     Ecanceled,
+    /// No such process or thread (it exited, or its pid was reused).
+    Esrch,
+    /// A malformed request (socket protocol).
+    Eproto,
+    /// A request or answer over the size limit (socket protocol).
+    E2big,
+    /// The daemon refuses for now (too many connections or too much data
+    /// in flight); try again.
+    Eagain,
+    /// The daemon failed internally (its database, the kernel side).
+    Eio,
 }
 
 impl Errno {
     /// Every errno, for exhaustive tests and for parsing names.
-    pub const ALL: [Errno; 11] = [
+    pub const ALL: [Errno; 16] = [
         Errno::Eperm,
         Errno::Enoent,
         Errno::Enomem,
@@ -47,6 +58,11 @@ impl Errno {
         Errno::Emlink,
         Errno::Enotuniq,
         Errno::Ecanceled,
+        Errno::Esrch,
+        Errno::Eproto,
+        Errno::E2big,
+        Errno::Eagain,
+        Errno::Eio,
     ];
 
     /// The Linux (x86_64, generic) errno number.
@@ -63,6 +79,11 @@ impl Errno {
             Errno::Emlink => 31,
             Errno::Enotuniq => 76,
             Errno::Ecanceled => 125,
+            Errno::Esrch => 3,
+            Errno::Eproto => 71,
+            Errno::E2big => 7,
+            Errno::Eagain => 11,
+            Errno::Eio => 5,
         }
     }
 
@@ -80,6 +101,11 @@ impl Errno {
             Errno::Emlink => "EMLINK",
             Errno::Enotuniq => "ENOTUNIQ",
             Errno::Ecanceled => "ECANCELED",
+            Errno::Esrch => "ESRCH",
+            Errno::Eproto => "EPROTO",
+            Errno::E2big => "E2BIG",
+            Errno::Eagain => "EAGAIN",
+            Errno::Eio => "EIO",
         }
     }
 
@@ -114,7 +140,7 @@ mod tests {
             assert_eq!(e.to_string(), e.name());
         }
         assert_eq!(Errno::from_number(0), None);
-        assert_eq!(Errno::from_name("EAGAIN"), None);
+        assert_eq!(Errno::from_name("EWOULDBLOCK"), None);
     }
 
     #[test]

@@ -81,6 +81,17 @@ impl Interner {
         Ok(())
     }
 
+    /// The ID the next new set will get.
+    pub fn next_id(&self) -> u64 {
+        self.next
+    }
+
+    /// Never hands out IDs below `next` (kept across restarts, so that an
+    /// ID collected before a restart is not reused after it).
+    pub fn skip_to(&mut self, next: u64) {
+        self.next = self.next.max(next);
+    }
+
     pub fn get(&self, id: SetId) -> Option<&TagSet> {
         self.by_id.get(&id)
     }

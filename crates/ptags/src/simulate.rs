@@ -2,7 +2,7 @@
 //! daemon would, without touching any process. For trying out a write or
 //! a permission set before using it.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -57,20 +57,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Some(p) => read_tags(p)?,
         None => current.clone(),
     };
-    let text = if args.lines.is_empty() {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .context("reading the write from standard input")?;
-        buf
-    } else {
-        args.lines
-            .iter()
-            .flat_map(|l| [l.as_bytes(), b"\n"])
-            .flatten()
-            .copied()
-            .collect()
-    };
+    let text = crate::text::write_text(&args.lines)?;
     let target = match (args.other, args.no_access) {
         (false, _) => Target::Itself,
         (true, no_access) => Target::Other {

@@ -1,0 +1,30 @@
+//! The ptagsd socket protocol (docs/protocol.md).
+//!
+//! Every message is one frame: a 4-byte big-endian length, then that many
+//! bytes of JSON. A client sends a [`RequestFrame`] and reads one
+//! [`ResponseFrame`]; a connection may carry any number of such exchanges.
+//! Everything that arrives is validated here before the daemon acts on
+//! it; who the caller is never comes from a message (the daemon asks the
+//! kernel).
+
+mod frame;
+mod message;
+
+pub use frame::{read_frame, write_frame, FrameError};
+pub use message::{
+    ContainerInfo, ContidAnswer, Failure, LostCounters, PsFilter, PsRow, Request, RequestFrame,
+    Response, ResponseFrame, Status, Target, PROTOCOL_VERSION,
+};
+
+/// Size limits of the protocol.
+pub mod limits {
+    /// The largest request frame the daemon accepts: enough for a write of
+    /// the largest tag set (4000 tags with 4000-byte names and
+    /// 32700-byte values, JSON-escaped).
+    pub const MAX_REQUEST: usize = 160 << 20;
+    /// The largest answer a client accepts (a `ps` of a busy machine can
+    /// exceed one full tag set).
+    pub const MAX_RESPONSE: usize = 1 << 30;
+    /// The default socket path.
+    pub const DEFAULT_SOCKET: &str = "/run/ptags/ptagsd.sock";
+}

@@ -1,0 +1,503 @@
+//! The messages, and the validation of every field the daemon receives.
+
+use ptags_core::line::{parse_line, Op, Selector};
+use ptags_core::Errno;
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change; the daemon refuses other versions.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest pid Linux hands out (`PID_MAX_LIMIT` on 64-bit).
+const PID_MAX: u32 = 1 << 22;
+
+/// A process, or one of its threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub pid: u32,
+    /// One thread only; `None`: every thread of the process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tid: Option<u32>,
+}
+
+/// Which processes `ps` lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PsFilter {
+    /// Only tasks in this container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contid: Option<u64>,
+    /// With `contid`: also tasks in containers nested in it.
+    #[serde(default)]
+    pub nested: bool,
+    /// Only tasks holding a tag that matches: `NAME` or `PREFIX:*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Every thread, not only each process's main thread.
+    #[serde(default)]
+    pub threads: bool,
+    /// Only tasks with tags or a container ID.
+    #[serde(default)]
+    pub labelled: bool,
+}
+
+impl PsFilter {
+    /// The tag pattern as a selector (validated by [`Request::validate`]).
+    pub fn selector(&self) -> Option<Selector<'_>> {
+        let pattern = self.tag.as_deref()?;
+        match pattern_op(pattern) {
+            Ok(Op::Query { selector, .. }) => Some(selector),
+            _ => None,
+        }
+    }
+}
+
+fn pattern_op(pattern: &str) -> Result<Op<'_>, String> {
+    if pattern.is_empty() {
+        return Err("an empty tag pattern".into());
+    }
+    // A pattern is what follows `?` in the write language.
+    let line = format!("?{pattern}");
+    // The selector borrows `line`: rebuild it over `pattern`.
+    let selector = match parse_line(&line) {
+        Ok(Some(Op::Query {
+            selector: Selector::Name(_),
+            kept: false,
+        })) => Selector::Name(pattern),
+        Ok(Some(Op::Query {
+            selector: Selector::Prefix(_),
+            kept: false,
+        })) => Selector::Prefix(&pattern[..pattern.len() - 1]),
+        Ok(_) => {
+            return Err(format!(
+                "{pattern:?} is not a tag pattern (NAME or PREFIX:*)"
+            ))
+        }
+        Err(e) => return Err(format!("{pattern:?} is not a tag pattern: {e}")),
+    };
+    Ok(Op::Query {
+        selector,
+        kept: false,
+    })
+}
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// The target's tags, in the read format.
+    Read { target: Target },
+    /// Applies a text of the write language to the target.
+    Write { target: Target, text: String },
+    /// The container ID of a process.
+    ContidGet { pid: u32 },
+    /// Sets the container ID of a process (audit-container-id.md).
+    ContidSet { pid: u32, contid: u64 },
+    /// Lists tasks.
+    Ps { filter: PsFilter },
+    /// Prepares a process that is about to exec (`ptags run`): the write
+    /// is applied now and the result, not pruned, is what the new program
+    /// starts with, together with the container ID if one is given.
+    PrepareExec {
+        pid: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        contid: Option<u64>,
+    },
+    /// What is attached, counters, losses.
+    Status,
+}
+
+fn check_pid(what: &str, pid: u32) -> Result<(), Failure> {
+    if pid == 0 || pid > PID_MAX {
+        return Err(Failure::new(
+            Errno::Einval,
+            format!("{what} {pid} is not a valid process ID (1 to {PID_MAX})"),
+        ));
+    }
+    Ok(())
+}
+
+impl Request {
+    /// Checks every field; the daemon calls this before anything else.
+    pub fn validate(&self) -> Result<(), Failure> {
+        match self {
+            Request::Read { target } | Request::Write { target, .. } => {
+                check_pid("pid", target.pid)?;
+                if let Some(tid) = target.tid {
+                    check_pid("tid", tid)?;
+                }
+                Ok(())
+            }
+            Request::ContidGet { pid } | Request::ContidSet { pid, .. } => check_pid("pid", *pid),
+            Request::PrepareExec { pid, .. } => check_pid("pid", *pid),
+            Request::Ps { filter } => match &filter.tag {
+                Some(pattern) => pattern_op(pattern)
+                    .map(|_| ())
+                    .map_err(|m| Failure::new(Errno::Einval, m)),
+                None if filter.nested && filter.contid.is_none() => Err(Failure::new(
+                    Errno::Einval,
+                    "`nested` needs a container ID to start from",
+                )),
+                None => Ok(()),
+            },
+            Request::Status => Ok(()),
+        }
+    }
+
+    /// The `op` name, for logs and counters.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Read { .. } => "read",
+            Request::Write { .. } => "write",
+            Request::ContidGet { .. } => "contid_get",
+            Request::ContidSet { .. } => "contid_set",
+            Request::Ps { .. } => "ps",
+            Request::PrepareExec { .. } => "prepare_exec",
+            Request::Status => "status",
+        }
+    }
+}
+
+/// A request as sent: the protocol version and the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestFrame {
+    pub v: u32,
+    pub req: Request,
+}
+
+impl RequestFrame {
+    pub fn new(req: Request) -> RequestFrame {
+        RequestFrame {
+            v: PROTOCOL_VERSION,
+            req,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("requests always serialize")
+    }
+
+    /// Parses and validates a received frame.
+    pub fn decode(body: &[u8]) -> Result<Request, Failure> {
+        #[derive(Deserialize)]
+        struct Version {
+            v: u32,
+        }
+        // Check the version first, so that a newer client gets a clear
+        // answer instead of a parse error about fields it added.
+        let version: Version = serde_json::from_slice(body)
+            .map_err(|e| Failure::new(Errno::Eproto, format!("malformed request: {e}")))?;
+        if version.v != PROTOCOL_VERSION {
+            return Err(Failure::new(
+                Errno::Eproto,
+                format!(
+                    "protocol version {} is not supported (this daemon speaks {PROTOCOL_VERSION})",
+                    version.v
+                ),
+            ));
+        }
+        let frame: RequestFrame = serde_json::from_slice(body)
+            .map_err(|e| Failure::new(Errno::Eproto, format!("malformed request: {e}")))?;
+        frame.req.validate()?;
+        Ok(frame.req)
+    }
+}
+
+/// Why a request failed: an errno name, a message for people and, for a
+/// write, the number of the line that failed (1-based).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Failure {
+    pub errno: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+}
+
+impl Failure {
+    pub fn new(errno: Errno, message: impl Into<String>) -> Failure {
+        Failure {
+            errno: errno.name().to_owned(),
+            message: message.into(),
+            line: None,
+        }
+    }
+
+    pub fn at_line(mut self, line: usize) -> Failure {
+        self.line = Some(line);
+        self
+    }
+
+    pub fn errno(&self) -> Option<Errno> {
+        Errno::from_name(&self.errno)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}: {}", self.errno, self.message),
+            None => write!(f, "{}: {}", self.errno, self.message),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// A container ID and its chain (`4,^2,^1`), or unset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContidAnswer {
+    /// `None`: unset.
+    pub contid: Option<u64>,
+    /// The chain from this ID to the outermost container; `unset`.
+    pub chain: String,
+}
+
+/// One task in a `ps` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PsRow {
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    pub contid: Option<u64>,
+    pub chain: String,
+    /// The tags in the read format.
+    pub tags: String,
+}
+
+/// A container in the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    pub contid: u64,
+    pub parent: Option<u64>,
+    pub depth: usize,
+    pub owner_pid: u32,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    /// Tasks alive in it now.
+    pub live: i64,
+}
+
+/// What the kernel side could not do, per reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostCounters {
+    pub drop_events: u64,
+    pub exec_events: u64,
+    pub exit_events: u64,
+    pub task_storage: u64,
+    pub container_missing: u64,
+}
+
+/// The daemon's state, for `ptags status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub protocol: u32,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub pin_dir: String,
+    /// The programs attached, by what they attach to.
+    pub attached: Vec<String>,
+    pub tag_sets: usize,
+    pub containers: Vec<ContainerInfo>,
+    /// Requests answered, per outcome.
+    pub requests_ok: u64,
+    pub requests_failed: u64,
+    pub requests_malformed: u64,
+    /// Tag sets collected because no task used them any more.
+    pub sets_collected: u64,
+    pub containers_dropped: u64,
+    pub lost: LostCounters,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Response {
+    Tags {
+        tags: String,
+    },
+    /// A write succeeded on this many threads.
+    Written {
+        threads: usize,
+    },
+    Contid(ContidAnswer),
+    /// The `op` of the CONTAINER_OP record: set, nest or inject.
+    ContidSet {
+        op: String,
+        old: Option<u64>,
+    },
+    Processes {
+        rows: Vec<PsRow>,
+    },
+    Prepared,
+    Status(Status),
+}
+
+/// An answer as sent: the version and either `ok` or `error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseFrame {
+    pub v: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<Response>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+}
+
+impl ResponseFrame {
+    pub fn encode(result: &Result<Response, Failure>) -> Vec<u8> {
+        let frame = ResponseFrame {
+            v: PROTOCOL_VERSION,
+            ok: result.as_ref().ok().cloned(),
+            error: result.as_ref().err().cloned(),
+        };
+        serde_json::to_vec(&frame).expect("responses always serialize")
+    }
+
+    /// Parses an answer: exactly one of `ok` and `error`.
+    pub fn decode(body: &[u8]) -> Result<Result<Response, Failure>, String> {
+        let frame: ResponseFrame =
+            serde_json::from_slice(body).map_err(|e| format!("malformed answer: {e}"))?;
+        if frame.v != PROTOCOL_VERSION {
+            return Err(format!("answer of protocol version {}", frame.v));
+        }
+        match (frame.ok, frame.error) {
+            (Some(ok), None) => Ok(Ok(ok)),
+            (None, Some(err)) => Ok(Err(err)),
+            _ => Err("an answer holds exactly one of `ok` and `error`".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(json: &str) -> Result<Request, Failure> {
+        RequestFrame::decode(json.as_bytes())
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let reqs = [
+            Request::Read {
+                target: Target { pid: 1, tid: None },
+            },
+            Request::Write {
+                target: Target {
+                    pid: 10,
+                    tid: Some(11),
+                },
+                text: "+a\n".into(),
+            },
+            Request::ContidGet { pid: 5 },
+            Request::ContidSet {
+                pid: 5,
+                contid: u64::MAX - 1,
+            },
+            Request::Ps {
+                filter: PsFilter {
+                    contid: Some(4),
+                    nested: true,
+                    tag: Some("UMCM:*".into()),
+                    ..Default::default()
+                },
+            },
+            Request::PrepareExec {
+                pid: 3,
+                text: Some("+x\n".into()),
+                contid: Some(7),
+            },
+            Request::Status,
+        ];
+        for req in reqs {
+            let bytes = RequestFrame::new(req.clone()).encode();
+            assert_eq!(RequestFrame::decode(&bytes), Ok(req));
+        }
+    }
+
+    #[test]
+    fn the_wire_form_is_documented_json() {
+        assert_eq!(
+            String::from_utf8(
+                RequestFrame::new(Request::ContidSet { pid: 42, contid: 7 }).encode()
+            )
+            .unwrap(),
+            r#"{"v":1,"req":{"op":"contid_set","pid":42,"contid":7}}"#
+        );
+        assert_eq!(
+            decode(r#"{"v":1,"req":{"op":"status"}}"#),
+            Ok(Request::Status)
+        );
+    }
+
+    #[test]
+    fn malformed_requests_are_refused_with_eproto() {
+        for bad in [
+            "",
+            "{",
+            "[]",
+            r#"{"v":1}"#,
+            r#"{"v":1,"req":{"op":"nope"}}"#,
+            r#"{"v":1,"req":{"op":"read"}}"#,
+            r#"{"v":1,"req":{"op":"read","target":{"pid":-1}}}"#,
+            r#"{"v":1,"req":{"op":"read","target":{"pid":1},"extra":1}}"#,
+            r#"{"v":1,"req":{"op":"read","target":{"pid":1,"who":"root"}}}"#,
+            r#"{"v":1,"req":{"op":"status"},"caller":0}"#,
+            r#"{"v":1,"req":{"op":"contid_set","pid":1,"contid":18446744073709551616}}"#,
+            r#"{"v":1,"req":{"op":"write","target":{"pid":1},"text":"\ud800"}}"#,
+        ] {
+            let err = decode(bad).unwrap_err();
+            assert_eq!(err.errno(), Some(Errno::Eproto), "{bad}: {err}");
+        }
+        let err = decode(r#"{"v":2,"req":{"op":"status","new":1}}"#).unwrap_err();
+        assert!(err.message.contains("version 2"), "{err}");
+    }
+
+    #[test]
+    fn invalid_fields_are_refused_with_einval() {
+        for bad in [
+            r#"{"v":1,"req":{"op":"read","target":{"pid":0}}}"#,
+            r#"{"v":1,"req":{"op":"read","target":{"pid":1,"tid":0}}}"#,
+            r#"{"v":1,"req":{"op":"contid_get","pid":4194305}}"#,
+            r#"{"v":1,"req":{"op":"ps","filter":{"tag":"a*"}}}"#,
+            r#"{"v":1,"req":{"op":"ps","filter":{"tag":"@a"}}}"#,
+            r#"{"v":1,"req":{"op":"ps","filter":{"tag":""}}}"#,
+            r#"{"v":1,"req":{"op":"ps","filter":{"nested":true}}}"#,
+        ] {
+            let err = decode(bad).unwrap_err();
+            assert_eq!(err.errno(), Some(Errno::Einval), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn tag_patterns() {
+        let f = |tag: &str| PsFilter {
+            tag: Some(tag.into()),
+            ..Default::default()
+        };
+        assert_eq!(f("UMCM:*").selector(), Some(Selector::Prefix("UMCM:")));
+        assert_eq!(f("a=b").selector(), None);
+        assert_eq!(f("UMCM:x").selector(), Some(Selector::Name("UMCM:x")));
+        assert!(f("UMCM:*").selector().unwrap().matches("UMCM:a:b"));
+        assert!(!f("UMCM:*").selector().unwrap().matches("UMCM"));
+    }
+
+    #[test]
+    fn answers_hold_exactly_one_outcome() {
+        let ok = Ok(Response::Written { threads: 2 });
+        assert_eq!(ResponseFrame::decode(&ResponseFrame::encode(&ok)), Ok(ok));
+        let err = Err(Failure::new(Errno::Eperm, "no").at_line(3));
+        assert_eq!(ResponseFrame::decode(&ResponseFrame::encode(&err)), Ok(err));
+        assert!(ResponseFrame::decode(br#"{"v":1}"#).is_err());
+        assert!(ResponseFrame::decode(
+            br#"{"v":1,"ok":{"kind":"prepared"},"error":{"errno":"EPERM","message":""}}"#
+        )
+        .is_err());
+    }
+}

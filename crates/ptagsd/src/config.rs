@@ -1,0 +1,176 @@
+//! The configuration: TOML, with every key defaulted from the embedded
+//! `ptagsd.toml`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// The defaults, also shipped as the example configuration.
+pub const DEFAULT_TOML: &str = include_str!("ptagsd.toml");
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub socket_mode: String,
+    pub state_dir: PathBuf,
+    pub pin_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub log_level: String,
+    pub limits: Limits,
+    pub collect: Collect,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_containers: u32,
+    pub max_depth: u32,
+    pub max_connections: u32,
+    pub max_inflight_bytes: u64,
+    pub request_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Collect {
+    pub interval_secs: u64,
+    pub after_new_sets: u64,
+}
+
+/// A file's keys over the defaults, table by table.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+impl Config {
+    pub fn defaults() -> Config {
+        Config::parse("").expect("the embedded defaults are valid")
+    }
+
+    /// Parses a configuration text over the defaults and validates it.
+    pub fn parse(text: &str) -> Result<Config> {
+        let mut table: toml::Table = DEFAULT_TOML.parse().expect("embedded defaults parse");
+        merge(&mut table, text.parse::<toml::Table>()?);
+        let config: Config = toml::Value::Table(table).try_into()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Config> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Config::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    pub fn socket_mode(&self) -> u32 {
+        u32::from_str_radix(&self.socket_mode, 8).expect("validated")
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        for (key, path) in [
+            ("socket", &self.socket),
+            ("state_dir", &self.state_dir),
+            ("pin_dir", &self.pin_dir),
+            ("log_dir", &self.log_dir),
+        ] {
+            if !path.is_absolute() {
+                bail!("{key} must be an absolute path, not {}", path.display());
+            }
+        }
+        // sun_path holds 108 bytes with its NUL.
+        if self.socket.as_os_str().len() > 107 {
+            bail!("socket path is longer than the 107 bytes a Unix socket allows");
+        }
+        match u32::from_str_radix(&self.socket_mode, 8) {
+            Ok(mode) if mode <= 0o777 => {}
+            _ => bail!(
+                "socket_mode must be octal permission bits such as \"0666\", not {:?}",
+                self.socket_mode
+            ),
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log_level.as_str()) {
+            bail!(
+                "log_level must be error, warn, info, debug or trace, not {:?}",
+                self.log_level
+            );
+        }
+        let l = &self.limits;
+        for (key, value, min) in [
+            ("limits.max_containers", u64::from(l.max_containers), 1),
+            ("limits.max_depth", u64::from(l.max_depth), 1),
+            ("limits.max_connections", u64::from(l.max_connections), 1),
+            ("limits.max_inflight_bytes", l.max_inflight_bytes, 1 << 20),
+            ("limits.request_timeout_secs", l.request_timeout_secs, 1),
+            ("collect.interval_secs", self.collect.interval_secs, 1),
+            ("collect.after_new_sets", self.collect.after_new_sets, 1),
+        ] {
+            if value < min {
+                bail!("{key} must be at least {min}, not {value}");
+            }
+        }
+        if l.max_depth > 64 {
+            bail!("limits.max_depth may be at most 64");
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("configs serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_those_of_the_issue() {
+        let c = Config::defaults();
+        assert_eq!(c.socket, Path::new("/run/ptags/ptagsd.sock"));
+        assert_eq!(c.socket, Path::new(ptags_proto::limits::DEFAULT_SOCKET));
+        assert_eq!(c.socket_mode(), 0o666);
+        assert_eq!(c.limits.max_containers, 65536);
+        assert_eq!(c.limits.max_depth, 8);
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn a_file_overrides_single_keys() {
+        let c = Config::parse("pin_dir = \"/sys/fs/bpf/x\"\n[limits]\nmax_depth = 2\n").unwrap();
+        assert_eq!(c.pin_dir, Path::new("/sys/fs/bpf/x"));
+        assert_eq!(c.limits.max_depth, 2);
+        assert_eq!(c.limits.max_containers, 65536);
+        assert_eq!(c.state_dir, Config::defaults().state_dir);
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        for (text, needle) in [
+            ("socket = \"relative.sock\"", "absolute"),
+            ("sockett = \"/x\"", "unknown field"),
+            ("[limits]\nmax_depth = 0", "max_depth"),
+            ("[limits]\nmax_depth = -1", "max_depth"),
+            ("[limits]\nmax_depth = 65", "at most 64"),
+            ("socket_mode = \"999\"", "octal"),
+            ("log_level = \"loud\"", "log_level"),
+            ("pin_dir = 3", "pin_dir"),
+            ("[limits\n", "TOML"),
+            (&format!("socket = \"/{}\"", "s".repeat(120)), "107 bytes"),
+        ] {
+            let err = format!("{:#}", Config::parse(text).unwrap_err());
+            assert!(
+                err.to_lowercase().contains(&needle.to_lowercase()),
+                "{text:?}: {err}"
+            );
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! The daemon's state and its answer to each request: the only code that
+//! changes what the kernel holds. It runs on one thread; requests reach
+//! it one at a time, so no check can race another request.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use log::{info, warn};
+use ptags_bpf::{Event, EventKind, Kernel, TaskId, TaskRow};
+use ptags_core::contid::{chain_of, Chain};
+use ptags_core::{ContainerId, Errno, Interner, SetId, TagSet};
+use ptags_proto::{ContainerInfo, Failure, LostCounters, Request, Response, Status};
+
+use crate::config::Config;
+use crate::peer::Peer;
+use crate::process::{same_namespace, Creds};
+use crate::store::{ContainerRecord, Store};
+
+/// Counters shared with the connection threads.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub requests_ok: AtomicU64,
+    pub requests_failed: AtomicU64,
+    pub requests_malformed: AtomicU64,
+}
+
+/// The caller of a request, as read from the live process.
+pub(crate) struct Caller {
+    pub pid: u32,
+    pub creds: Creds,
+    pub tags: TagSet,
+}
+
+pub struct Daemon<'k> {
+    pub(crate) kernel: &'k Kernel,
+    store: Store,
+    pub(crate) interner: Interner,
+    pub(crate) registry: HashMap<u64, ContainerRecord>,
+    pub(crate) config: Config,
+    counters: &'k Counters,
+    started: Instant,
+    last_collect: Instant,
+    new_sets: u64,
+    sets_collected: u64,
+    containers_dropped: u64,
+}
+
+pub(crate) fn internal(e: impl std::fmt::Display) -> Failure {
+    Failure::new(Errno::Eio, format!("internal error: {e}"))
+}
+
+pub(crate) fn kernel_failure(e: ptags_bpf::Error) -> Failure {
+    match e {
+        ptags_bpf::Error::NoSuchTask(tid) => crate::process::gone(tid),
+        ptags_bpf::Error::NotAlone(tid) => Failure::new(
+            Errno::Ebusy,
+            format!("process {tid} has children or several threads"),
+        ),
+        e => internal(e),
+    }
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl<'k> Daemon<'k> {
+    /// Restores the tag sets and the registry, and reconciles them with
+    /// what the kernel holds.
+    pub fn open(kernel: &'k Kernel, config: Config, counters: &'k Counters) -> Result<Daemon<'k>> {
+        let store = Store::open(&config.state_dir)?;
+        let mut interner = Interner::new();
+        let (sets, next) = store.load_sets().context("loading tag sets")?;
+        let restored = sets.len();
+        for (id, set) in sets {
+            interner
+                .restore(id, set)
+                .context("the stored tag sets are inconsistent")?;
+        }
+        interner.skip_to(next);
+        let registry: HashMap<u64, ContainerRecord> = store
+            .load_containers()
+            .context("loading the container registry")?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
+        info!(
+            "restored {restored} tag sets and {} containers from {}",
+            registry.len(),
+            config.state_dir.display()
+        );
+        let mut daemon = Daemon {
+            kernel,
+            store,
+            interner,
+            registry,
+            config,
+            counters,
+            started: Instant::now(),
+            last_collect: Instant::now(),
+            new_sets: 0,
+            sets_collected: 0,
+            containers_dropped: 0,
+        };
+        let rows = kernel.tasks().context("listing tasks")?;
+        let unknown: HashSet<u64> = rows
+            .iter()
+            .flat_map(set_ids_in_use)
+            .filter(|&id| daemon.interner.get(SetId(id)).is_none())
+            .collect();
+        if !unknown.is_empty() {
+            warn!("tasks hold tag-set IDs that the database does not know: {unknown:?}; their tags read as empty");
+        }
+        daemon.collect(rows).context("collecting at start-up")?;
+        Ok(daemon)
+    }
+
+    /// Answers one request. `peer` is the connection's peer, identified by
+    /// the kernel.
+    pub fn handle(&mut self, peer: &Peer, req: &Request) -> Result<Response, Failure> {
+        let result = match req {
+            Request::Read { target } => self.read(*target),
+            Request::Write { target, text } => {
+                let caller = self.caller(peer)?;
+                self.write(&caller, *target, text)
+            }
+            Request::ContidGet { pid } => {
+                let caller = self.caller(peer)?;
+                self.contid_get(&caller, *pid)
+            }
+            Request::ContidSet { pid, contid } => {
+                let caller = self.caller(peer)?;
+                self.contid_set(&caller, *pid, *contid)
+            }
+            Request::Ps { filter } => {
+                let caller = self.caller(peer)?;
+                self.ps(&caller, filter)
+            }
+            Request::PrepareExec { pid, text, contid } => {
+                let caller = self.caller(peer)?;
+                self.prepare_exec(&caller, *pid, text.as_deref(), *contid)
+            }
+            Request::Status => self.status(),
+        };
+        let counter = match &result {
+            Ok(_) => &self.counters.requests_ok,
+            Err(_) => &self.counters.requests_failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    /// The caller's credentials and tags, read from the live process and
+    /// checked to still be that process afterwards.
+    fn caller(&self, peer: &Peer) -> Result<Caller, Failure> {
+        if !same_namespace(peer.pid, "pid")? {
+            return Err(Failure::new(
+                Errno::Einval,
+                "callers in another PID namespace are not supported: the pids they name would be misread",
+            ));
+        }
+        let creds = Creds::read(peer.pid)?;
+        let task = TaskId::of(peer.pid).map_err(kernel_failure)?;
+        let state = self.kernel.task_state(task).map_err(kernel_failure)?;
+        peer.check_alive()?;
+        Ok(Caller {
+            pid: peer.pid,
+            creds,
+            tags: self.set_of(state.unwrap_or_default().set_id),
+        })
+    }
+
+    /// The set with this ID; unknown IDs (a lost database) read as empty.
+    pub(crate) fn set_of(&self, id: u64) -> TagSet {
+        self.interner.get(SetId(id)).cloned().unwrap_or_default()
+    }
+
+    /// Interns a set and its kept subset, storing new ones durably before
+    /// their IDs can reach the kernel.
+    pub(crate) fn intern(&mut self, set: &TagSet) -> Result<(SetId, SetId), Failure> {
+        let kept = set.kept();
+        let (id, new) = self.interner.intern(set);
+        let (kept_id, kept_new) = self.interner.intern(&kept);
+        let mut fresh = Vec::new();
+        if new {
+            fresh.push((id, set));
+        }
+        if kept_new {
+            fresh.push((kept_id, &kept));
+        }
+        if !fresh.is_empty() {
+            if let Err(e) = self.store.save_sets(&fresh, self.interner.next_id()) {
+                let ids: Vec<SetId> = fresh.iter().map(|(id, _)| *id).collect();
+                self.interner.collect(|id| !ids.contains(&id));
+                return Err(internal(format!("storing a tag set: {e:#}")));
+            }
+            self.new_sets += fresh.len() as u64;
+        }
+        Ok((id, kept_id))
+    }
+
+    pub(crate) fn chain(&self, id: ContainerId) -> Chain {
+        let depth = self.config.limits.max_depth as usize + 1;
+        chain_of(id, depth, |c| {
+            self.registry
+                .get(&c.get())
+                .map(|r| r.parent.and_then(ContainerId::new))
+        })
+    }
+
+    pub(crate) fn add_container(&mut self, record: ContainerRecord) -> Result<(), Failure> {
+        self.store
+            .put_container(&record)
+            .map_err(|e| internal(format!("storing container {}: {e:#}", record.id)))?;
+        self.registry.insert(record.id, record);
+        Ok(())
+    }
+
+    /// Forgets a container whose last task has gone, and reaps its row.
+    pub(crate) fn drop_container(&mut self, id: u64, why: &str) {
+        match self.kernel.container(id) {
+            Ok(Some(row)) if row.live > 0 => return,
+            Ok(Some(_)) => {
+                if let Err(e) = self.kernel.reap_container(id) {
+                    warn!("reaping container {id}: {e}");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!("reading container {id}: {e}"),
+        }
+        if self.registry.remove(&id).is_some() {
+            if let Err(e) = self.store.delete_container(id) {
+                warn!("deleting container {id} from the registry: {e:#}");
+            }
+            self.containers_dropped += 1;
+            info!("container {id} dropped: {why}");
+        }
+    }
+
+    /// Handles events from the kernel.
+    pub fn on_events(&mut self, events: Vec<Event>) {
+        for event in events {
+            if event.kind == EventKind::Drop {
+                self.drop_container(event.contid, "its last task exited");
+            }
+        }
+    }
+
+    /// Collects unused tag sets and containers when it is time to.
+    pub fn maintain(&mut self) -> Result<()> {
+        let due = self.last_collect.elapsed().as_secs() >= self.config.collect.interval_secs
+            || self.new_sets >= self.config.collect.after_new_sets;
+        if due {
+            let rows = self.kernel.tasks().context("listing tasks")?;
+            self.collect(rows)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the tag sets and containers no task refers to.
+    fn collect(&mut self, rows: Vec<TaskRow>) -> Result<()> {
+        self.last_collect = Instant::now();
+        self.new_sets = 0;
+        let in_use: HashSet<u64> = rows.iter().flat_map(set_ids_in_use).collect();
+        let dropped = self.interner.collect(|id| in_use.contains(&id.0));
+        if !dropped.is_empty() {
+            self.store.delete_sets(&dropped)?;
+            self.sets_collected += dropped.len() as u64;
+            info!("collected {} unused tag sets", dropped.len());
+        }
+        // A container whose count is zero and that no pending exec will
+        // enter is over, whether or not its drop event was seen (it may
+        // have come while the daemon was down, or never: `ptags run`
+        // killed before its exec).
+        let pending: HashSet<u64> = rows
+            .iter()
+            .filter_map(|r| r.state.pending.and_then(|(_, _, c)| c))
+            .collect();
+        let mut ids: Vec<u64> = self.kernel.container_ids();
+        ids.extend(self.registry.keys());
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            if !pending.contains(&id) {
+                self.drop_container(id, "no task is in it any more");
+            }
+        }
+        Ok(())
+    }
+
+    fn status(&self) -> Result<Response, Failure> {
+        let lost = self.kernel.lost().map_err(kernel_failure)?;
+        let mut containers: Vec<ContainerInfo> = self
+            .registry
+            .values()
+            .map(|r| ContainerInfo {
+                contid: r.id,
+                parent: r.parent,
+                depth: r.depth,
+                owner_pid: r.owner_pid,
+                created: r.created,
+                live: self
+                    .kernel
+                    .container(r.id)
+                    .ok()
+                    .flatten()
+                    .map_or(0, |row| row.live),
+            })
+            .collect();
+        containers.sort_by_key(|c| c.contid);
+        let c = self.counters;
+        Ok(Response::Status(Status {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            protocol: ptags_proto::PROTOCOL_VERSION,
+            pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            pin_dir: self.config.pin_dir.display().to_string(),
+            attached: ptags_bpf::ATTACHED.iter().map(|s| s.to_string()).collect(),
+            tag_sets: self.interner.count(),
+            containers,
+            requests_ok: c.requests_ok.load(Ordering::Relaxed),
+            requests_failed: c.requests_failed.load(Ordering::Relaxed),
+            requests_malformed: c.requests_malformed.load(Ordering::Relaxed),
+            sets_collected: self.sets_collected,
+            containers_dropped: self.containers_dropped,
+            lost: LostCounters {
+                drop_events: lost.drop_events,
+                exec_events: lost.exec_events,
+                exit_events: lost.exit_events,
+                task_storage: lost.task_storage,
+                container_missing: lost.container_missing,
+            },
+        }))
+    }
+}
+
+/// The tag-set IDs a task refers to, pending ones included.
+fn set_ids_in_use(row: &TaskRow) -> Vec<u64> {
+    let s = &row.state;
+    let mut ids = vec![s.set_id, s.kept_id];
+    if let Some((set, kept, _)) = s.pending {
+        ids.extend([set, kept]);
+    }
+    ids
+}

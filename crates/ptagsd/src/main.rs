@@ -1,0 +1,144 @@
+//! `ptagsd`: the daemon that owns the kernel side of ptags and is the only
+//! way to change process tags and audit container IDs.
+
+mod config;
+mod contid;
+mod daemon;
+mod peer;
+mod process;
+mod server;
+mod store;
+mod tags;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use log::{error, info, warn};
+use ptags_bpf::{Features, Kernel, Options};
+
+use crate::config::Config;
+use crate::daemon::{Counters, Daemon};
+
+#[derive(Parser)]
+#[command(
+    name = "ptagsd",
+    version,
+    about = "The ptags daemon: keeps process tags and audit container IDs in the kernel and is the only way to change them",
+    long_about = "The ptags daemon. It loads the BPF programs (or finds them pinned), \
+        serves the ptags socket protocol and checks every request against the caller's \
+        capabilities and tags. It runs in the foreground; stopping it keeps the pinned \
+        kernel state, so tags and container IDs live on and are found again at the next start."
+)]
+struct Args {
+    /// TOML configuration; keys it lacks keep their defaults
+    /// (`ptagsd --print-default-config` shows them).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Checks the configuration, prints it in full and exits.
+    #[arg(long)]
+    check_config: bool,
+    /// Prints the default configuration and exits.
+    #[arg(long)]
+    print_default_config: bool,
+    /// Removes the pinned programs and maps (every task's tags and
+    /// container ID are lost) and exits.
+    #[arg(long)]
+    reset_pins: bool,
+    /// Overrides the configured log level (error, warn, info, debug, trace).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        error!("{e:#}");
+        eprintln!("ptagsd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    if args.print_default_config {
+        print!("{}", config::DEFAULT_TOML);
+        return Ok(());
+    }
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::defaults(),
+    };
+    if let Some(level) = args.log_level {
+        config.log_level = level;
+        config.validate()?;
+    }
+    if args.check_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    env_logger::Builder::new()
+        .parse_filters(&config.log_level)
+        .parse_env("RUST_LOG")
+        .init();
+    if args.reset_pins {
+        Kernel::reset(&config.pin_dir)?;
+        info!("removed the pins under {}", config.pin_dir.display());
+        return Ok(());
+    }
+    serve(config)
+}
+
+fn serve(config: Config) -> Result<()> {
+    let missing = Features::probe().missing();
+    if !missing.is_empty() {
+        anyhow::bail!("this kernel lacks what ptags needs: {missing:?}");
+    }
+    let kernel = Kernel::open(&Options {
+        pin_dir: Some(config.pin_dir.clone()),
+        max_containers: config.limits.max_containers,
+    })
+    .context("loading the kernel side")?;
+    std::fs::create_dir_all(&config.log_dir)
+        .with_context(|| format!("creating {}", config.log_dir.display()))?;
+    let counters = Arc::new(Counters::default());
+    let mut daemon = Daemon::open(&kernel, config.clone(), &counters)?;
+    let events = kernel.events()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    let jobs = server::start(&config, Arc::clone(&counters))?;
+    info!(
+        "serving {} (pins under {}, state in {})",
+        config.socket.display(),
+        config.pin_dir.display(),
+        config.state_dir.display()
+    );
+    while !stop.load(Ordering::Relaxed) {
+        match jobs.recv_timeout(Duration::from_millis(100)) {
+            Ok(job) => {
+                let answer = daemon.handle(&job.peer, &job.request);
+                let _ = job.reply.send(answer);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        match events.poll(Duration::ZERO) {
+            Ok(batch) => daemon.on_events(batch),
+            Err(e) => warn!("reading kernel events: {e}"),
+        }
+        if let Err(e) = daemon.maintain() {
+            warn!("collecting unused state: {e:#}");
+        }
+    }
+    server::remove_socket(&config.socket);
+    info!(
+        "stopping; the pinned kernel state stays under {}",
+        config.pin_dir.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! Facts about live processes, read from /proc and from the kernel's task
+//! list: credentials, capabilities, namespaces, parents and children.
+//!
+//! A fact read from /proc by pid is only trusted together with a check
+//! that the pid still names the same task (its start time, or the
+//! caller's pidfd), so that pid reuse cannot fool a decision.
+
+use std::collections::HashMap;
+
+use ptags_bpf::TaskRow;
+use ptags_core::{Errno, TaskRef};
+use ptags_proto::Failure;
+
+pub const CAP_SYS_PTRACE: u32 = 19;
+pub const CAP_AUDIT_CONTROL: u32 = 30;
+pub const CAP_MAC_ADMIN: u32 = 33;
+
+/// What `/proc/PID/status` says about credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Creds {
+    /// Real, effective, saved and filesystem IDs.
+    pub uids: [u32; 4],
+    pub gids: [u32; 4],
+    pub cap_eff: u64,
+    /// Whether the process is in the initial user namespace, where its
+    /// capabilities count for the whole machine.
+    pub init_userns: bool,
+}
+
+impl Creds {
+    pub fn read(pid: u32) -> Result<Creds, Failure> {
+        let status =
+            std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|_| gone(pid))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+                .ok_or_else(|| gone(pid))
+        };
+        let ids = |name: &str| -> Result<[u32; 4], Failure> {
+            let mut out = [0; 4];
+            let text = field(name)?;
+            let mut fields = text.split_whitespace();
+            for slot in &mut out {
+                *slot = fields
+                    .next()
+                    .and_then(|f| f.parse().ok())
+                    .ok_or_else(|| gone(pid))?;
+            }
+            Ok(out)
+        };
+        let cap_eff = u64::from_str_radix(field("CapEff:")?, 16).map_err(|_| gone(pid))?;
+        Ok(Creds {
+            uids: ids("Uid:")?,
+            gids: ids("Gid:")?,
+            cap_eff,
+            init_userns: same_namespace(pid, "user")?,
+        })
+    }
+
+    /// The capability, effective, counted only in the initial user
+    /// namespace.
+    pub fn has_cap(&self, cap: u32) -> bool {
+        self.init_userns && self.cap_eff & (1 << cap) != 0
+    }
+
+    /// Whether a process with these credentials may act on a process with
+    /// `target`'s, as ptrace's access check decides it: the same user and
+    /// group in every ID (real, effective, saved), or CAP_SYS_PTRACE.
+    pub fn may_access(&self, target: &Creds) -> bool {
+        let uid = self.uids[0];
+        let gid = self.gids[0];
+        let same = target.uids[..3].iter().all(|&u| u == uid)
+            && target.gids[..3].iter().all(|&g| g == gid);
+        same || self.has_cap(CAP_SYS_PTRACE)
+    }
+}
+
+/// Whether `pid` is in the same namespace of `kind` as the daemon.
+pub fn same_namespace(pid: u32, kind: &str) -> Result<bool, Failure> {
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).map_err(|_| gone(pid))?;
+    let ours = std::fs::read_link(format!("/proc/self/ns/{kind}")).map_err(|e| {
+        Failure::new(
+            Errno::Eio,
+            format!("reading the daemon's {kind} namespace: {e}"),
+        )
+    })?;
+    Ok(theirs == ours)
+}
+
+pub fn gone(pid: u32) -> Failure {
+    Failure::new(
+        Errno::Esrch,
+        format!("process {pid} does not exist (or exited)"),
+    )
+}
+
+/// The process tree as one pass of the kernel's task iterator saw it.
+pub struct Tree {
+    by_tid: HashMap<u32, TaskRow>,
+}
+
+impl Tree {
+    pub fn new(rows: Vec<TaskRow>) -> Tree {
+        Tree {
+            by_tid: rows.into_iter().map(|r| (r.id.tid, r)).collect(),
+        }
+    }
+
+    pub fn get(&self, tid: u32) -> Option<&TaskRow> {
+        self.by_tid.get(&tid)
+    }
+
+    /// A process (its main thread), named with its start time.
+    pub fn task_ref(&self, pid: u32) -> Option<TaskRef> {
+        self.get(pid).map(|r| TaskRef {
+            pid,
+            start_time: r.id.start_ticks,
+        })
+    }
+
+    /// The threads of process `pid`.
+    pub fn threads(&self, pid: u32) -> usize {
+        self.by_tid.values().filter(|r| r.pid == pid).count()
+    }
+
+    /// Whether process `pid` has a child (zombies included).
+    pub fn has_children(&self, pid: u32) -> bool {
+        self.by_tid.values().any(|r| r.ppid == pid && r.pid != pid)
+    }
+
+    /// The ancestors of process `pid`, its parent first, up to the root.
+    pub fn ancestors(&self, pid: u32) -> Vec<TaskRef> {
+        let mut out = Vec::new();
+        let mut current = pid;
+        while let Some(row) = self.get(current) {
+            if row.ppid == 0 || out.len() > self.by_tid.len() {
+                break;
+            }
+            match self.task_ref(row.ppid) {
+                Some(parent) => out.push(parent),
+                None => break,
+            }
+            current = row.ppid;
+        }
+        out
+    }
+}
+
+/// The thread IDs of process `pid`, from /proc.
+pub fn thread_ids(pid: u32) -> Result<Vec<u32>, Failure> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|_| gone(pid))?;
+    let mut tids: Vec<u32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    Ok(tids)
+}
+
+/// The thread-group ID of task `tid`.
+pub fn tgid_of(tid: u32) -> Result<u32, Failure> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).map_err(|_| gone(tid))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| gone(tid))
+}
+
+/// The executable of `pid`, as (device, inode).
+pub fn exe_of(pid: u32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_credentials() {
+        let me = Creds::read(std::process::id()).unwrap();
+        // SAFETY: getuid and getgid have no preconditions.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        assert_eq!((me.uids[0], me.gids[0]), (uid, gid));
+        assert!(me.init_userns || !same_namespace(1, "user").unwrap());
+        assert!(me.may_access(&me));
+        assert!(Creds::read(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn access_needs_every_id_or_ptrace() {
+        let user = Creds {
+            uids: [1000; 4],
+            gids: [1000; 4],
+            cap_eff: 0,
+            init_userns: true,
+        };
+        let setuid = Creds {
+            uids: [1000, 0, 0, 0],
+            ..user.clone()
+        };
+        let root = Creds {
+            uids: [0; 4],
+            gids: [0; 4],
+            cap_eff: 1 << CAP_SYS_PTRACE,
+            init_userns: true,
+        };
+        assert!(user.may_access(&user));
+        assert!(
+            !user.may_access(&setuid),
+            "a set-uid program is out of reach"
+        );
+        assert!(!user.may_access(&root));
+        assert!(root.may_access(&user));
+        let ns_root = Creds {
+            init_userns: false,
+            ..root.clone()
+        };
+        assert!(
+            !ns_root.may_access(&user),
+            "capabilities of a user namespace do not count"
+        );
+    }
+
+    #[test]
+    fn threads_and_exe_of_this_process() {
+        let me = std::process::id();
+        assert!(thread_ids(me).unwrap().contains(&me));
+        assert_eq!(tgid_of(me).unwrap(), me);
+        assert_eq!(exe_of(me), exe_of(me));
+        assert!(exe_of(me).is_some());
+    }
+}

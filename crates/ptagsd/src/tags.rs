@@ -1,0 +1,215 @@
+//! Reading and writing tags, and preparing a process's exec.
+
+use log::info;
+use ptags_bpf::{SetOp, TaskId};
+use ptags_core::{apply_write, Errno, TagSet, Target as Relation, Writer};
+use ptags_proto::{Failure, Response, Target};
+
+use crate::daemon::{kernel_failure, Caller, Daemon};
+use crate::process::{exe_of, gone, tgid_of, thread_ids, Creds, CAP_MAC_ADMIN};
+
+/// How many times a process write looks again for threads created while
+/// it ran (they copied a thread's tags from before the write).
+const THREAD_ROUNDS: usize = 8;
+
+/// The threads a target names: one, or every thread of the process.
+fn threads_of(target: Target) -> Result<Vec<u32>, Failure> {
+    match target.tid {
+        Some(tid) => {
+            if tgid_of(tid)? != target.pid {
+                return Err(Failure::new(
+                    Errno::Esrch,
+                    format!("thread {tid} is not a thread of process {}", target.pid),
+                ));
+            }
+            Ok(vec![tid])
+        }
+        None => thread_ids(target.pid),
+    }
+}
+
+impl Daemon<'_> {
+    /// Tags are public: anyone may read them.
+    pub(crate) fn read(&self, target: Target) -> Result<Response, Failure> {
+        let tid = target.tid.unwrap_or(target.pid);
+        if tgid_of(tid)? != target.pid {
+            return Err(gone(tid));
+        }
+        let task = TaskId::of(tid).map_err(kernel_failure)?;
+        let state = self.kernel.task_state(task).map_err(kernel_failure)?;
+        let set = self.set_of(state.unwrap_or_default().set_id);
+        Ok(Response::Tags {
+            tags: set.to_read_format(),
+        })
+    }
+
+    /// The writer: the caller's tags at the start of the write, its
+    /// CAP_MAC_ADMIN, and its relation to the target process.
+    fn writer(&self, caller: &Caller, pid: u32) -> Result<Writer, Failure> {
+        let relation = if pid == caller.pid {
+            Relation::Itself
+        } else {
+            let target = Creds::read(pid)?;
+            if !caller.creds.may_access(&target) {
+                return Err(Failure::new(
+                    Errno::Eperm,
+                    format!("may not act on process {pid}: another user's, and the caller lacks CAP_SYS_PTRACE"),
+                ));
+            }
+            Relation::Other { may_access: true }
+        };
+        Ok(Writer::new(
+            &caller.tags,
+            caller.creds.has_cap(CAP_MAC_ADMIN),
+            relation,
+        ))
+    }
+
+    /// Applies a write to each named thread. Each thread's lines up to a
+    /// failing one stay applied; the first failure is reported.
+    pub(crate) fn write(
+        &mut self,
+        caller: &Caller,
+        target: Target,
+        text: &str,
+    ) -> Result<Response, Failure> {
+        let writer = self.writer(caller, target.pid)?;
+        let mut done: Vec<u32> = Vec::new();
+        let mut failure = None;
+        for _ in 0..THREAD_ROUNDS {
+            let todo: Vec<u32> = threads_of(target)?
+                .into_iter()
+                .filter(|t| !done.contains(t))
+                .collect();
+            if todo.is_empty() {
+                break;
+            }
+            for tid in todo {
+                done.push(tid);
+                match self.write_thread(tid, text, &writer) {
+                    Ok(None) => {}
+                    Ok(Some(f)) => {
+                        failure.get_or_insert(f);
+                    }
+                    // It exited meanwhile: nothing to label.
+                    Err(f) if f.errno() == Some(Errno::Esrch) => done.retain(|&t| t != tid),
+                    Err(f) => return Err(f),
+                }
+            }
+            if target.tid.is_some() {
+                break;
+            }
+        }
+        if done.is_empty() {
+            return Err(gone(target.pid));
+        }
+        info!(
+            "write by pid {} to {}{}: {} threads{}",
+            caller.pid,
+            target.pid,
+            target.tid.map(|t| format!("/{t}")).unwrap_or_default(),
+            done.len(),
+            failure
+                .as_ref()
+                .map(|f: &Failure| format!(", failed at {f}"))
+                .unwrap_or_default()
+        );
+        match failure {
+            Some(f) => Err(f),
+            None => Ok(Response::Written {
+                threads: done.len(),
+            }),
+        }
+    }
+
+    /// One thread: its current set, the write, the new set stored, then
+    /// given to the kernel. Returns the line failure, if any.
+    fn write_thread(
+        &mut self,
+        tid: u32,
+        text: &str,
+        writer: &Writer,
+    ) -> Result<Option<Failure>, Failure> {
+        let task = TaskId::of(tid).map_err(kernel_failure)?;
+        let state = self
+            .kernel
+            .task_state(task)
+            .map_err(kernel_failure)?
+            .unwrap_or_default();
+        let current = self.set_of(state.set_id);
+        let outcome = apply_write(&current, text.as_bytes(), writer);
+        let failure = outcome
+            .failure
+            .map(|f| Failure::new(f.errno(), f.reason.to_string()).at_line(f.line));
+        if outcome.tags != current {
+            let (set, kept) = self.intern(&outcome.tags)?;
+            let op = SetOp {
+                tags: Some((set.0, kept.0)),
+                ..Default::default()
+            };
+            self.kernel.set(task, &op).map_err(kernel_failure)?;
+        }
+        Ok(failure)
+    }
+
+    /// Prepares the caller's own child, forked and not yet exec'd, to
+    /// start its program with these tags (not pruned) and this container
+    /// ID: `ptags run`.
+    pub(crate) fn prepare_exec(
+        &mut self,
+        caller: &Caller,
+        pid: u32,
+        text: Option<&str>,
+        contid: Option<u64>,
+    ) -> Result<Response, Failure> {
+        let task = TaskId::of(pid).map_err(kernel_failure)?;
+        let parent = crate::process::Tree::new(self.kernel.tasks().map_err(kernel_failure)?)
+            .get(pid)
+            .map(|r| r.ppid);
+        if parent != Some(caller.pid) || exe_of(pid).is_none() || exe_of(pid) != exe_of(caller.pid)
+        {
+            return Err(Failure::new(
+                Errno::Eperm,
+                format!("process {pid} is not a child of the caller that still runs the caller's program"),
+            ));
+        }
+        // The child is the caller's own fork: it writes to itself.
+        let writer = Writer::new(
+            &caller.tags,
+            caller.creds.has_cap(CAP_MAC_ADMIN),
+            Relation::Itself,
+        );
+        let state = self
+            .kernel
+            .task_state(task)
+            .map_err(kernel_failure)?
+            .unwrap_or_default();
+        let current = self.set_of(state.set_id);
+        let next: TagSet = match text {
+            Some(text) => {
+                let outcome = apply_write(&current, text.as_bytes(), &writer);
+                if let Some(f) = outcome.failure {
+                    return Err(Failure::new(f.errno(), f.reason.to_string()).at_line(f.line));
+                }
+                outcome.tags
+            }
+            None => current.kept(),
+        };
+        let (set, kept) = self.intern(&next)?;
+        let change = match contid {
+            Some(id) => Some(self.decide_contid(caller, pid, id)?),
+            None => None,
+        };
+        let op = SetOp {
+            pending: Some((set.0, kept.0, change.map(|c| c.change))),
+            alone: change.is_some(),
+            ..Default::default()
+        };
+        let result = self.kernel.set(task, &op).map_err(kernel_failure);
+        if let Some(plan) = &change {
+            self.finish_contid(caller, pid, plan, result.is_ok())?;
+        }
+        result?;
+        Ok(Response::Prepared)
+    }
+}
