@@ -105,8 +105,9 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         contid: Option<u64>,
     },
-    /// What is attached, counters, losses.
-    Status,
+    /// What is attached, counters, losses. (A struct variant, so that
+    /// unknown fields are refused here too.)
+    Status {},
 }
 
 fn check_pid(what: &str, pid: u32) -> Result<(), Failure> {
@@ -142,7 +143,7 @@ impl Request {
                 )),
                 None => Ok(()),
             },
-            Request::Status => Ok(()),
+            Request::Status {} => Ok(()),
         }
     }
 
@@ -155,7 +156,7 @@ impl Request {
             Request::ContidSet { .. } => "contid_set",
             Request::Ps { .. } => "ps",
             Request::PrepareExec { .. } => "prepare_exec",
-            Request::Status => "status",
+            Request::Status {} => "status",
         }
     }
 }
@@ -413,7 +414,7 @@ mod tests {
                 text: Some("+x\n".into()),
                 contid: Some(7),
             },
-            Request::Status,
+            Request::Status {},
         ];
         for req in reqs {
             let bytes = RequestFrame::new(req.clone()).encode();
@@ -432,7 +433,7 @@ mod tests {
         );
         assert_eq!(
             decode(r#"{"v":1,"req":{"op":"status"}}"#),
-            Ok(Request::Status)
+            Ok(Request::Status {})
         );
     }
 
@@ -449,6 +450,7 @@ mod tests {
             r#"{"v":1,"req":{"op":"read","target":{"pid":1},"extra":1}}"#,
             r#"{"v":1,"req":{"op":"read","target":{"pid":1,"who":"root"}}}"#,
             r#"{"v":1,"req":{"op":"status"},"caller":0}"#,
+            r#"{"v":1,"req":{"op":"status","as_uid":0}}"#,
             r#"{"v":1,"req":{"op":"contid_set","pid":1,"contid":18446744073709551616}}"#,
             r#"{"v":1,"req":{"op":"write","target":{"pid":1},"text":"\ud800"}}"#,
         ] {

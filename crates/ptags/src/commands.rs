@@ -159,7 +159,7 @@ pub fn ps(client: &mut Client, out: Output, filter: PsFilter) -> Result<ExitCode
 }
 
 pub fn status(client: &mut Client, out: Output) -> Result<ExitCode> {
-    let r = ask(client, out, Request::Status)?;
+    let r = ask(client, out, Request::Status {})?;
     Ok(done(r, out, |r| {
         if let Response::Status(s) = r {
             print_status(s);

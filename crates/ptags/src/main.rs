@@ -110,7 +110,8 @@ enum ContidCommand {
     /// process must descend from this command or from its parent).
     Set {
         pid: u32,
-        #[arg(value_parser = contid_arg)]
+        /// The ID: a decimal number (`-1` and `unset` are refused by the rules).
+        #[arg(value_parser = contid_arg, allow_hyphen_values = true)]
         id: u64,
     },
 }

@@ -144,7 +144,7 @@ impl<'k> Daemon<'k> {
                 let caller = self.caller(peer)?;
                 self.prepare_exec(&caller, *pid, text.as_deref(), *contid)
             }
-            Request::Status => self.status(),
+            Request::Status {} => self.status(),
         };
         let counter = match &result {
             Ok(_) => &self.counters.requests_ok,

@@ -1,0 +1,246 @@
+//! A real ptagsd for the end-to-end tests: its own socket, state and pin
+//! directory, stopped and its pins removed when the test ends.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+pub const USER: &str = "ptags-test";
+
+/// The ptags CLI, built beside ptagsd by `cargo test --workspace`.
+pub fn cli_path() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_ptagsd")).with_file_name("ptags");
+    assert!(
+        path.exists(),
+        "{} is missing: build the CLI too (cargo test --workspace, or cargo build -p ptags)",
+        path.display()
+    );
+    path
+}
+
+/// Whether this machine can run the daemon; panics instead of skipping
+/// when PTAGS_REQUIRE_BPF=1 (CI).
+pub fn can_run(test: &str) -> bool {
+    let required = std::env::var("PTAGS_REQUIRE_BPF").is_ok_and(|v| v == "1");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let missing = ptags_bpf::Features::probe().missing();
+    if root && missing.is_empty() {
+        return true;
+    }
+    let why = if root {
+        format!("the kernel lacks {missing:?}")
+    } else {
+        "not root".to_owned()
+    };
+    assert!(
+        !required,
+        "{test}: BPF is required (PTAGS_REQUIRE_BPF=1) but {why}"
+    );
+    eprintln!("SKIPPED {test}: {why}; run as root with BPF to test the daemon");
+    false
+}
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub pin_dir: PathBuf,
+    extra: String,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts ptagsd with `extra` TOML appended to the test's config.
+    pub fn start(test: &str, extra: &str) -> Daemon {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // The test user must reach the socket inside.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let pin_dir = PathBuf::from(format!(
+            "/sys/fs/bpf/ptags-test-{test}-{}",
+            std::process::id()
+        ));
+        let mut d = Daemon {
+            dir,
+            pin_dir,
+            extra: extra.to_owned(),
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("ptagsd.sock")
+    }
+
+    fn spawn(&mut self) {
+        let d = self.dir.path();
+        let config = d.join("ptagsd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "socket = {:?}\nstate_dir = {:?}\npin_dir = {:?}\nlog_dir = {:?}\nlog_level = \"debug\"\n{}",
+                self.socket(),
+                d.join("state"),
+                self.pin_dir,
+                d.join("log"),
+                self.extra
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(d.join("ptagsd.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ptagsd"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        for _ in 0..500 {
+            if self.ptags(&["status"]).status.success() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("ptagsd exited with {status}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("ptagsd did not answer in 10 s:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ptagsd.log")).unwrap_or_default()
+    }
+
+    /// Stops the daemon as systemd would (SIGTERM) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let status = child.wait().unwrap();
+            assert!(
+                status.success(),
+                "ptagsd exited with {status}:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Runs the CLI against this daemon.
+    pub fn ptags(&self, args: &[&str]) -> Output {
+        Command::new(cli_path())
+            .args(args)
+            .env("PTAGS_SOCKET", self.socket())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a shell script with the CLI on its PATH and this daemon's
+    /// socket; returns its standard output (stderr is appended after a
+    /// `--stderr--` line).
+    pub fn sh(&self, script: &str) -> String {
+        self.sh_as(script, None)
+    }
+
+    /// As [`Daemon::sh`], as user `uid` without capabilities (setpriv).
+    pub fn sh_as(&self, script: &str, uid: Option<u32>) -> String {
+        let bin = cli_path().parent().unwrap().to_owned();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut cmd = match uid {
+            Some(uid) => {
+                let mut c = Command::new("setpriv");
+                let id = uid.to_string();
+                c.args(["--reuid", &id, "--regid", &id, "--clear-groups", "sh"]);
+                c
+            }
+            None => Command::new("sh"),
+        };
+        cmd.arg("-c")
+            .arg(script)
+            .env("PATH", path)
+            .env("PTAGS_SOCKET", self.socket())
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        let out = cmd.output().unwrap();
+        format!(
+            "{}--stderr--\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        ptags_bpf::Kernel::reset(&self.pin_dir).expect("removing the test's pins");
+        assert!(
+            !self.pin_dir.exists(),
+            "{} left behind",
+            self.pin_dir.display()
+        );
+    }
+}
+
+/// The uid of an unprivileged user made for the tests (created once).
+pub fn test_user() -> u32 {
+    let id = || {
+        Command::new("id")
+            .args(["-u", USER])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+    };
+    if let Some(uid) = id() {
+        return uid;
+    }
+    let status = Command::new("useradd")
+        .args([
+            "--system",
+            "--no-create-home",
+            "--user-group",
+            "--shell",
+            "/usr/sbin/nologin",
+            USER,
+        ])
+        .status()
+        .expect("running useradd");
+    // Another test may have created it meanwhile.
+    id().unwrap_or_else(|| panic!("useradd {USER} failed: {status}"))
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Waits up to 10 s for `cond`.
+pub fn wait_until(mut cond: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("condition not reached in 10 s");
+}
