@@ -145,3 +145,31 @@ pub fn contid_decision(data: &[u8]) {
         }
     }
 }
+
+/// Input: the bytes a client sends on the daemon's socket. Every frame
+/// is read within its limit; a frame that decodes is a valid request
+/// that survives encoding, and one that does not gets an errno of the
+/// protocol (never a panic).
+pub fn request_frame(data: &[u8]) {
+    use ptags_core::Errno;
+    use ptags_proto::{read_frame, RequestFrame};
+    let mut input = data;
+    // A small limit so that the fuzzer reaches past the length check.
+    while let Ok((body, ())) = read_frame(&mut input, 1 << 16, |_| Ok(())) {
+        match RequestFrame::decode(&body) {
+            Ok(req) => {
+                assert!(req.validate().is_ok());
+                let again = RequestFrame::decode(&RequestFrame::new(req.clone()).encode());
+                assert_eq!(again, Ok(req));
+            }
+            Err(f) => assert!(
+                matches!(f.errno(), Some(Errno::Eproto | Errno::Einval)),
+                "{f}"
+            ),
+        }
+    }
+    // The body alone, as a frame's content.
+    if let Err(f) = RequestFrame::decode(data) {
+        assert!(matches!(f.errno(), Some(Errno::Eproto | Errno::Einval)));
+    }
+}

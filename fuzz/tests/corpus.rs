@@ -32,3 +32,8 @@ fn write_text_corpus() {
 fn contid_decision_corpus() {
     replay("contid_decision", ptags_fuzz::contid_decision);
 }
+
+#[test]
+fn request_frame_corpus() {
+    replay("request_frame", ptags_fuzz::request_frame);
+}

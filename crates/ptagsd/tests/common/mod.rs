@@ -81,11 +81,16 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "socket = {:?}\nstate_dir = {:?}\npin_dir = {:?}\nlog_dir = {:?}\nlog_level = \"debug\"\n{}",
+                "socket = {:?}\nstate_dir = {:?}\npin_dir = {:?}\nlog_dir = {:?}\n{}{}",
                 self.socket(),
                 d.join("state"),
                 self.pin_dir,
                 d.join("log"),
+                if self.extra.contains("log_level") {
+                    ""
+                } else {
+                    "log_level = \"debug\"\n"
+                },
                 self.extra
             ),
         )
@@ -100,7 +105,7 @@ impl Daemon {
             .unwrap();
         self.child = Some(child);
         for _ in 0..500 {
-            if self.ptags(&["status"]).status.success() {
+            if self.answers() {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -109,6 +114,18 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("ptagsd did not answer in 10 s:\n{}", self.log());
+    }
+
+    /// Whether the daemon answers a status request.
+    fn answers(&self) -> bool {
+        use ptags_proto::{read_frame, write_frame, Request, RequestFrame, ResponseFrame};
+        let Ok(mut s) = std::os::unix::net::UnixStream::connect(self.socket()) else {
+            return false;
+        };
+        let req = RequestFrame::new(Request::Status {}).encode();
+        write_frame(&mut s, &req).is_ok()
+            && read_frame(&mut s, 1 << 30, |_| Ok(()))
+                .is_ok_and(|(body, ())| matches!(ResponseFrame::decode(&body), Ok(Ok(_))))
     }
 
     pub fn log(&self) -> String {
