@@ -99,12 +99,6 @@ impl Event {
             K::PTAGS_EVENT_EXIT => EventKind::Exit,
             _ => return None,
         };
-        let comm: Vec<u8> = raw
-            .comm
-            .iter()
-            .take_while(|&&c| c != 0)
-            .map(|&c| c as u8)
-            .collect();
         Some(Event {
             kind,
             pid: raw.pid,
@@ -117,7 +111,7 @@ impl Event {
             time_ns: raw.time_ns,
             contid: raw.contid,
             set_id: raw.set_id,
-            comm: String::from_utf8_lossy(&comm).into_owned(),
+            comm: crate::task::comm(&raw.comm),
         })
     }
 }

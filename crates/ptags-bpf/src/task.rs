@@ -96,6 +96,16 @@ impl TaskState {
     }
 }
 
+/// A task's `comm` as the kernel copies it: NUL-terminated, any bytes.
+pub(crate) fn comm(raw: &[std::ffi::c_char]) -> String {
+    let bytes: Vec<u8> = raw
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// One task as the task iterator saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskRow {
@@ -109,12 +119,6 @@ pub struct TaskRow {
 
 impl TaskRow {
     pub(crate) fn from_raw(raw: &ptags_task_row) -> TaskRow {
-        let comm: Vec<u8> = raw
-            .comm
-            .iter()
-            .take_while(|&&c| c != 0)
-            .map(|&c| c as u8)
-            .collect();
         TaskRow {
             id: TaskId {
                 tid: raw.tid,
@@ -122,7 +126,7 @@ impl TaskRow {
             },
             pid: raw.pid,
             ppid: raw.ppid,
-            comm: String::from_utf8_lossy(&comm).into_owned(),
+            comm: comm(&raw.comm),
             state: TaskState::from_fields(
                 raw.flags,
                 [

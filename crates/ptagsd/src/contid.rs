@@ -166,13 +166,13 @@ impl Daemon<'_> {
         pid: u32,
         plan: &ContidPlan,
         done: bool,
-    ) -> Result<(), Failure> {
+    ) {
         let id = plan.change.0;
         if !done {
             if matches!(plan.decision, Decision::Create(_)) {
                 self.drop_container(id, "the change that created it failed");
             }
-            return Ok(());
+            return;
         }
         info!(
             "CONTAINER_OP op={} opid={pid} contid={id} old-contid={} pid={} uid={}",
@@ -181,7 +181,6 @@ impl Daemon<'_> {
             caller.pid,
             caller.creds.uids[0],
         );
-        Ok(())
     }
 
     pub(crate) fn contid_set(
@@ -197,7 +196,7 @@ impl Daemon<'_> {
             ..Default::default()
         };
         let result = self.kernel.set(plan.target, &op).map_err(kernel_failure);
-        self.finish_contid(caller, pid, &plan, result.is_ok())?;
+        self.finish_contid(caller, pid, &plan, result.is_ok());
         result?;
         Ok(Response::ContidSet {
             op: plan.decision.op().to_owned(),

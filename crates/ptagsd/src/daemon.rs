@@ -157,6 +157,7 @@ impl<'k> Daemon<'k> {
     /// The caller's credentials and tags, read from the live process and
     /// checked to still be that process afterwards.
     fn caller(&self, peer: &Peer) -> Result<Caller, Failure> {
+        let peer = &peer.0;
         if !same_namespace(peer.pid, "pid")? {
             return Err(Failure::new(
                 Errno::Einval,

@@ -3,17 +3,12 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
-use ptags_core::Errno;
-use ptags_proto::Failure;
+use crate::process::Pidfd;
 
-/// The connecting process: its pid and a pidfd taken by the kernel
-/// at connect time, which keeps naming that process even if its pid is
-/// reused.
+/// The connecting process, named by a pidfd the kernel took at connect
+/// time, which keeps naming that process even if its pid is reused.
 #[derive(Debug)]
-pub struct Peer {
-    pub pid: u32,
-    pidfd: OwnedFd,
-}
+pub struct Peer(pub Pidfd);
 
 impl Peer {
     pub fn of(stream: &UnixStream) -> std::io::Result<Peer> {
@@ -58,33 +53,9 @@ impl Peer {
                 "the peer's pid is not visible in the daemon's PID namespace",
             ));
         }
-        Ok(Peer {
-            pid: cred.pid as u32,
-            // SAFETY: a fresh fd from the kernel that nothing else owns.
-            pidfd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
-    }
-
-    /// Fails unless the peer process still lives, so that what was just
-    /// read about its pid was read about it and not about a successor.
-    pub fn check_alive(&self) -> Result<(), Failure> {
-        // SAFETY: pidfd_send_signal with signal 0 only checks; the fd is valid.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.pidfd.as_raw_fd(),
-                0,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if ret != 0 {
-            return Err(Failure::new(
-                Errno::Esrch,
-                format!("the caller (pid {}) exited", self.pid),
-            ));
-        }
-        Ok(())
+        // SAFETY: a fresh fd from the kernel that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Peer(Pidfd::from_fd(cred.pid as u32, fd)))
     }
 }
 
@@ -96,7 +67,7 @@ mod tests {
     fn a_socket_pair_names_this_process() {
         let (a, _b) = UnixStream::pair().unwrap();
         let peer = Peer::of(&a).unwrap();
-        assert_eq!(peer.pid, std::process::id());
-        assert!(peer.check_alive().is_ok());
+        assert_eq!(peer.0.pid, std::process::id());
+        assert!(peer.0.check_alive().is_ok());
     }
 }

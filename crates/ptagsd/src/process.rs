@@ -6,6 +6,7 @@
 //! caller's pidfd), so that pid reuse cannot fool a decision.
 
 use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use ptags_bpf::TaskRow;
 use ptags_core::{Errno, TaskRef};
@@ -14,6 +15,50 @@ use ptags_proto::Failure;
 pub const CAP_SYS_PTRACE: u32 = 19;
 pub const CAP_AUDIT_CONTROL: u32 = 30;
 pub const CAP_MAC_ADMIN: u32 = 33;
+
+/// A process held by a pidfd. While [`Pidfd::check_alive`] succeeds,
+/// the process has not been reaped, so its pid has not been reused:
+/// whatever was read by pid before the check was read about it.
+#[derive(Debug)]
+pub struct Pidfd {
+    pub pid: u32,
+    fd: OwnedFd,
+}
+
+impl Pidfd {
+    pub fn open(pid: u32) -> Result<Pidfd, Failure> {
+        // SAFETY: pidfd_open takes a pid and flags; returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd < 0 {
+            return Err(gone(pid));
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        Ok(Pidfd::from_fd(pid, unsafe {
+            OwnedFd::from_raw_fd(fd as i32)
+        }))
+    }
+
+    pub fn from_fd(pid: u32, fd: OwnedFd) -> Pidfd {
+        Pidfd { pid, fd }
+    }
+
+    pub fn check_alive(&self) -> Result<(), Failure> {
+        // SAFETY: pidfd_send_signal with signal 0 only checks; the fd is valid.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                0,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if ret != 0 {
+            return Err(gone(self.pid));
+        }
+        Ok(())
+    }
+}
 
 /// What `/proc/PID/status` says about credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -157,7 +157,7 @@ fn serve(stream: &mut UnixStream, shared: &Shared) {
                 Err(e) => {
                     // The rest of the stream cannot be trusted to start at
                     // a frame: answer and close.
-                    debug!("pid {}: {e}", peer.pid);
+                    debug!("pid {}: {e}", peer.0.pid);
                     let errno = match e {
                         FrameError::TooLarge { .. } => Errno::E2big,
                         FrameError::Busy => Errno::Eagain,

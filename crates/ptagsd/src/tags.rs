@@ -6,7 +6,7 @@ use ptags_core::{apply_write, Errno, TagSet, Target as Relation, Writer};
 use ptags_proto::{Failure, Response, Target};
 
 use crate::daemon::{kernel_failure, Caller, Daemon};
-use crate::process::{exe_of, gone, tgid_of, thread_ids, Creds, CAP_MAC_ADMIN};
+use crate::process::{exe_of, gone, tgid_of, thread_ids, Creds, Pidfd, CAP_MAC_ADMIN};
 
 /// How many times a process write looks again for threads created while
 /// it ran (they copied a thread's tags from before the write).
@@ -36,11 +36,15 @@ impl Daemon<'_> {
             return Err(gone(tid));
         }
         let task = TaskId::of(tid).map_err(kernel_failure)?;
-        let state = self.kernel.task_state(task).map_err(kernel_failure)?;
-        let set = self.set_of(state.unwrap_or_default().set_id);
         Ok(Response::Tags {
-            tags: set.to_read_format(),
+            tags: self.tags_of(task)?.to_read_format(),
         })
+    }
+
+    /// A task's tags now.
+    fn tags_of(&self, task: TaskId) -> Result<TagSet, Failure> {
+        let state = self.kernel.task_state(task).map_err(kernel_failure)?;
+        Ok(self.set_of(state.unwrap_or_default().set_id))
     }
 
     /// The writer: the caller's tags at the start of the write, its
@@ -73,7 +77,11 @@ impl Daemon<'_> {
         target: Target,
         text: &str,
     ) -> Result<Response, Failure> {
+        // Held across the write: each check that it is still alive proves
+        // that the pid (and so the threads listed under it) was not reused.
+        let process = Pidfd::open(target.pid)?;
         let writer = self.writer(caller, target.pid)?;
+        process.check_alive()?;
         let mut done: Vec<u32> = Vec::new();
         let mut failure = None;
         for _ in 0..THREAD_ROUNDS {
@@ -86,7 +94,7 @@ impl Daemon<'_> {
             }
             for tid in todo {
                 done.push(tid);
-                match self.write_thread(tid, text, &writer) {
+                match self.write_thread(target.pid, tid, text, &writer) {
                     Ok(None) => {}
                     Ok(Some(f)) => {
                         failure.get_or_insert(f);
@@ -96,6 +104,7 @@ impl Daemon<'_> {
                     Err(f) => return Err(f),
                 }
             }
+            process.check_alive()?;
             if target.tid.is_some() {
                 break;
             }
@@ -126,17 +135,17 @@ impl Daemon<'_> {
     /// given to the kernel. Returns the line failure, if any.
     fn write_thread(
         &mut self,
+        pid: u32,
         tid: u32,
         text: &str,
         writer: &Writer,
     ) -> Result<Option<Failure>, Failure> {
         let task = TaskId::of(tid).map_err(kernel_failure)?;
-        let state = self
-            .kernel
-            .task_state(task)
-            .map_err(kernel_failure)?
-            .unwrap_or_default();
-        let current = self.set_of(state.set_id);
+        // A TID reused by another process's thread since it was listed.
+        if tgid_of(tid)? != pid {
+            return Err(gone(tid));
+        }
+        let current = self.tags_of(task)?;
         let outcome = apply_write(&current, text.as_bytes(), writer);
         let failure = outcome
             .failure
@@ -179,12 +188,7 @@ impl Daemon<'_> {
             caller.creds.has_cap(CAP_MAC_ADMIN),
             Relation::Itself,
         );
-        let state = self
-            .kernel
-            .task_state(task)
-            .map_err(kernel_failure)?
-            .unwrap_or_default();
-        let current = self.set_of(state.set_id);
+        let current = self.tags_of(task)?;
         let next: TagSet = match text {
             Some(text) => {
                 let outcome = apply_write(&current, text.as_bytes(), &writer);
@@ -207,7 +211,7 @@ impl Daemon<'_> {
         };
         let result = self.kernel.set(task, &op).map_err(kernel_failure);
         if let Some(plan) = &change {
-            self.finish_contid(caller, pid, plan, result.is_ok())?;
+            self.finish_contid(caller, pid, plan, result.is_ok());
         }
         result?;
         Ok(Response::Prepared)

@@ -33,6 +33,22 @@ fn write(d: &Daemon, pid: &str, lines: &[&str]) -> (i32, String) {
     (out.status.code().unwrap(), stderr(&out))
 }
 
+/// Writes standard input to `pid`; returns the exit code and stderr.
+fn write_stdin(d: &Daemon, pid: &str, input: &[u8]) -> (i32, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(common::cli_path())
+        .args(["write", pid])
+        .env("PTAGS_SOCKET", d.socket())
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap(), stderr(&out))
+}
+
 fn read(d: &Daemon, pid: &str) -> String {
     let out = d.ptags(&["read", pid]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -94,21 +110,7 @@ fn every_row_of_the_write_table() {
     ok(&["-", &big], &format!("big={}\n", "v".repeat(32700)));
     fails(&[&format!("+big2={}", "v".repeat(32701))], 1, "EINVAL");
     // A final line without its newline, and invalid UTF-8, from stdin.
-    let via_stdin = |input: &[u8]| {
-        let out = Command::new(common::cli_path())
-            .args(["write", p])
-            .env("PTAGS_SOCKET", d.socket())
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(input)?;
-                c.wait_with_output()
-            })
-            .unwrap();
-        (out.status.code().unwrap(), stderr(&out))
-    };
+    let via_stdin = |input: &[u8]| write_stdin(&d, p, input);
     let (code, err) = via_stdin(b"-\n+a\n+b");
     assert_eq!(code, 1);
     assert!(err.contains("line 3: EINVAL"), "{err}");
@@ -127,18 +129,7 @@ fn the_tag_count_limit() {
     let d = Daemon::start("count-limit", "");
     let s = Sleeper::new();
     let text: String = (0..4000).map(|i| format!("+t{i}\n")).collect();
-    let out = Command::new(common::cli_path())
-        .args(["write", &s.pid()])
-        .env("PTAGS_SOCKET", d.socket())
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(text.as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    assert!(out.status.success());
+    assert_eq!(write_stdin(&d, &s.pid(), text.as_bytes()).0, 0);
     assert_eq!(read(&d, &s.pid()).lines().count(), 4000);
     let (code, err) = write(&d, &s.pid(), &["+t0", "+one-more"]);
     assert_eq!(code, 1);
