@@ -3,6 +3,7 @@
 
 use log::info;
 use ptags_bpf::{ContainerEntry, ContidChange, SetOp, TaskId};
+use ptags_core::audit::{container_op_fields, format_fields};
 use ptags_core::contid::{format_contid, Style};
 use ptags_core::{decide, Container, ContainerId, Decision, Errno, Limits, SetRequest, TaskRef};
 use ptags_proto::{ContidAnswer, Failure, PsFilter, PsRow, Response};
@@ -174,13 +175,16 @@ impl Daemon<'_> {
             }
             return;
         }
-        info!(
-            "CONTAINER_OP op={} opid={pid} contid={id} old-contid={} pid={} uid={}",
+        // The audit trail proper is issue 6; until then the daemon's log
+        // carries the record's body.
+        let fields = container_op_fields(
             plan.decision.op(),
-            format_contid(plan.old.and_then(ContainerId::new), Style::Raw),
-            caller.pid,
-            caller.creds.uids[0],
+            pid,
+            plan.decision.id(),
+            plan.old.and_then(ContainerId::new),
+            &caller.subject,
         );
+        info!("CONTAINER_OP {}", format_fields(&fields));
     }
 
     pub(crate) fn contid_set(

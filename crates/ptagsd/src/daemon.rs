@@ -9,13 +9,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use log::{info, warn};
 use ptags_bpf::{Event, EventKind, Kernel, TaskId, TaskRow};
+use ptags_core::audit::Subject;
 use ptags_core::contid::{chain_of, Chain};
 use ptags_core::{ContainerId, Errno, Interner, SetId, TagSet};
 use ptags_proto::{ContainerInfo, Failure, LostCounters, Request, Response, Status};
 
 use crate::config::Config;
 use crate::peer::Peer;
-use crate::process::{same_namespace, Creds};
+use crate::process::{audit_subject, same_namespace, Creds};
 use crate::store::{ContainerRecord, Store};
 
 /// Counters shared with the connection threads.
@@ -31,6 +32,8 @@ pub(crate) struct Caller {
     pub pid: u32,
     pub creds: Creds,
     pub tags: TagSet,
+    /// How audit records name the caller.
+    pub subject: Subject,
 }
 
 pub struct Daemon<'k> {
@@ -165,11 +168,13 @@ impl<'k> Daemon<'k> {
             ));
         }
         let creds = Creds::read(peer.pid)?;
+        let subject = audit_subject(peer.pid, creds.uids[0]);
         let task = TaskId::of(peer.pid).map_err(kernel_failure)?;
         let state = self.kernel.task_state(task).map_err(kernel_failure)?;
         peer.check_alive()?;
         Ok(Caller {
             pid: peer.pid,
+            subject,
             creds,
             tags: self.set_of(state.unwrap_or_default().set_id),
         })

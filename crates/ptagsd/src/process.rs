@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use ptags_bpf::TaskRow;
+use ptags_core::audit::Subject;
 use ptags_core::{Errno, TaskRef};
 use ptags_proto::Failure;
 
@@ -132,6 +133,28 @@ pub fn same_namespace(pid: u32, kind: &str) -> Result<bool, Failure> {
         )
     })?;
     Ok(theirs == ours)
+}
+
+/// A process as audit records name it: pid, uid, login uid, session and
+/// comm (read from /proc; unreadable values print as unset).
+pub fn audit_subject(pid: u32, uid: u32) -> Subject {
+    let number = |file: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(u32::MAX)
+    };
+    let mut comm = std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.last() == Some(&b'\n') {
+        comm.pop();
+    }
+    Subject {
+        pid,
+        uid,
+        auid: number("loginuid"),
+        ses: number("sessionid"),
+        comm,
+    }
 }
 
 pub fn gone(pid: u32) -> Failure {

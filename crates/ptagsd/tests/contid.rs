@@ -65,6 +65,12 @@ fn every_rule_in_its_order() {
         ["EINVAL", "EINVAL", "EEXIST", "EBUSY", "EXDEV", "EBUSY", "ENOTUNIQ"],
         "{stderr}"
     );
+    // Each change is logged as the body of its CONTAINER_OP record.
+    let log = d.log();
+    assert!(log.contains("CONTAINER_OP op=set opid="), "{log}");
+    assert!(log.contains(" contid=10 old-contid=-1 pid="), "{log}");
+    assert!(log.contains("CONTAINER_OP op=inject"), "{log}");
+    assert!(log.contains("comm=\"ptags\""), "{log}");
     let mut unrelated = unrelated;
     unrelated.kill().unwrap();
     unrelated.wait().unwrap();

@@ -1,0 +1,329 @@
+//! The Linux audit text format: `type=NAME msg=audit(SEC.MSEC:SERIAL): key=value ...`.
+//!
+//! Values from untrusted sources (comm, paths, tags) are written the way
+//! the kernel and auditd write them, so that `ausearch` reads ptags' log:
+//! quoted when every byte is printable and not a quote or space, else
+//! hex-encoded (uppercase, unquoted). Parsing reverses both.
+
+use std::fmt;
+
+use crate::contid::{format_chains, format_contid, Chain, ContainerId, Style};
+
+/// Whether the kernel would hex-encode this string
+/// (`audit_string_contains_control`).
+fn needs_hex(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .any(|&b| b == b'"' || !(0x21..=0x7e).contains(&b))
+}
+
+/// An untrusted value as the audit format writes it.
+pub fn encode_untrusted(bytes: &[u8]) -> String {
+    if needs_hex(bytes) {
+        bytes.iter().map(|b| format!("{b:02X}")).collect()
+    } else {
+        // Printable ASCII without quotes: valid UTF-8.
+        format!(
+            "\"{}\"",
+            std::str::from_utf8(bytes).expect("printable ASCII")
+        )
+    }
+}
+
+/// Decodes a value known to be an untrusted string: quoted, or hex.
+pub fn decode_untrusted(value: &str) -> Option<Vec<u8>> {
+    if let Some(inner) = value.strip_prefix('"') {
+        let inner = inner.strip_suffix('"')?;
+        return (!inner.contains('"')).then(|| inner.as_bytes().to_vec());
+    }
+    if value.is_empty() || value.len() % 2 != 0 {
+        return None;
+    }
+    (0..value.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(value.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// When a record was made and its serial: the key that groups the
+/// records of one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Stamp {
+    pub secs: u64,
+    pub millis: u16,
+    pub serial: u64,
+}
+
+impl fmt::Display for Stamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "audit({}.{:03}:{})", self.secs, self.millis, self.serial)
+    }
+}
+
+/// One record: its type, stamp and fields (values already encoded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub kind: String,
+    pub stamp: Stamp,
+    pub fields: Vec<(String, String)>,
+}
+
+impl fmt::Display for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "type={} msg={}: {}",
+            self.kind,
+            self.stamp,
+            format_fields(&self.fields)
+        )
+    }
+}
+
+/// Fields as a record's body writes them: `key=value` separated by spaces.
+pub fn format_fields(fields: &[(String, String)]) -> String {
+    let parts: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    parts.join(" ")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("a record starts with `type=NAME msg=audit(`")]
+    NoHeader,
+    #[error("the stamp is not `audit(SEC.MSEC:SERIAL):`")]
+    BadStamp,
+    #[error("field {0:?} is not key=value")]
+    BadField(String),
+}
+
+impl Record {
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Parses one line of the audit text format.
+    pub fn parse(line: &str) -> Result<Record, RecordError> {
+        let rest = line.strip_prefix("type=").ok_or(RecordError::NoHeader)?;
+        let (kind, rest) = rest
+            .split_once(" msg=audit(")
+            .ok_or(RecordError::NoHeader)?;
+        if kind.is_empty() || kind.contains(char::is_whitespace) {
+            return Err(RecordError::NoHeader);
+        }
+        let (stamp, rest) = rest.split_once("):").ok_or(RecordError::BadStamp)?;
+        let (time, serial) = stamp.split_once(':').ok_or(RecordError::BadStamp)?;
+        let (secs, millis) = time.split_once('.').ok_or(RecordError::BadStamp)?;
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(secs) || millis.len() != 3 || !digits(millis) || !digits(serial) {
+            return Err(RecordError::BadStamp);
+        }
+        let stamp = Stamp {
+            secs: secs.parse().map_err(|_| RecordError::BadStamp)?,
+            millis: millis.parse().map_err(|_| RecordError::BadStamp)?,
+            serial: serial.parse().map_err(|_| RecordError::BadStamp)?,
+        };
+        let mut fields = Vec::new();
+        for token in split_fields(rest) {
+            let (key, value) = token
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| RecordError::BadField(token.to_owned()))?;
+            fields.push((key.to_owned(), value.to_owned()));
+        }
+        Ok(Record {
+            kind: kind.to_owned(),
+            stamp,
+            fields,
+        })
+    }
+}
+
+/// Splits fields on spaces outside double quotes.
+fn split_fields(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = None;
+    let mut quoted = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if let Some(s) = start.take() {
+                    out.push(&text[s..i]);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        start.get_or_insert(i);
+    }
+    if let Some(s) = start {
+        out.push(&text[s..]);
+    }
+    out
+}
+
+/// Who asked for a change, as records name a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    pub pid: u32,
+    pub uid: u32,
+    /// The login uid; `u32::MAX` (unset) prints as 4294967295, as auditd.
+    pub auid: u32,
+    pub ses: u32,
+    pub comm: Vec<u8>,
+}
+
+impl Subject {
+    fn push(&self, fields: &mut Vec<(String, String)>) {
+        fields.push(("pid".into(), self.pid.to_string()));
+        fields.push(("uid".into(), self.uid.to_string()));
+        fields.push(("auid".into(), self.auid.to_string()));
+        fields.push(("ses".into(), self.ses.to_string()));
+        fields.push(("comm".into(), encode_untrusted(&self.comm)));
+    }
+}
+
+/// The fields of a `CONTAINER_OP` record: the spec's `op opid contid
+/// old-contid`, then the caller.
+pub fn container_op_fields(
+    op: &str,
+    opid: u32,
+    contid: ContainerId,
+    old: Option<ContainerId>,
+    caller: &Subject,
+) -> Vec<(String, String)> {
+    let mut fields = vec![
+        ("op".to_owned(), op.to_owned()),
+        ("opid".to_owned(), opid.to_string()),
+        ("contid".to_owned(), contid.to_string()),
+        ("old-contid".to_owned(), format_contid(old, Style::Raw)),
+    ];
+    caller.push(&mut fields);
+    fields
+}
+
+/// The fields of a `CONTAINER_ID` record: the task's chain(s).
+pub fn container_id_fields(chains: &[Chain]) -> Vec<(String, String)> {
+    vec![("contid".to_owned(), format_chains(chains, Style::Raw))]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> ContainerId {
+        ContainerId::new(n).unwrap()
+    }
+
+    #[test]
+    fn the_spec_examples_print_exactly() {
+        let op = Record {
+            kind: "CONTAINER_OP".into(),
+            stamp: Stamp {
+                secs: 1606404267,
+                millis: 551,
+                serial: 174524,
+            },
+            fields: container_op_fields(
+                "set",
+                8730,
+                id(4515122123205246976),
+                None,
+                &Subject {
+                    pid: 8700,
+                    uid: 0,
+                    auid: u32::MAX,
+                    ses: u32::MAX,
+                    comm: b"runc".to_vec(),
+                },
+            ),
+        };
+        assert_eq!(
+            op.to_string(),
+            "type=CONTAINER_OP msg=audit(1606404267.551:174524): op=set opid=8730 \
+             contid=4515122123205246976 old-contid=-1 pid=8700 uid=0 auid=4294967295 \
+             ses=4294967295 comm=\"runc\""
+        );
+        let cid = Record {
+            kind: "CONTAINER_ID".into(),
+            stamp: Stamp {
+                secs: 1606404280,
+                millis: 226,
+                serial: 174542,
+            },
+            fields: container_id_fields(&[Chain(vec![id(527940429489930240)])]),
+        };
+        assert_eq!(
+            cid.to_string(),
+            "type=CONTAINER_ID msg=audit(1606404280.226:174542): contid=527940429489930240"
+        );
+        let nested = container_id_fields(&[Chain(vec![id(4), id(2), id(1)])]);
+        assert_eq!(nested[0].1, "4,^2,^1");
+        let shared = container_id_fields(&[Chain(vec![id(2), id(1)]), Chain(vec![id(3), id(1)])]);
+        assert_eq!(shared[0].1, "2,^1,3,^1");
+    }
+
+    #[test]
+    fn untrusted_values_are_quoted_or_hex_like_the_kernel() {
+        assert_eq!(encode_untrusted(b"sleep"), "\"sleep\"");
+        assert_eq!(encode_untrusted(b"a b"), "612062");
+        assert_eq!(encode_untrusted(b"say\"hi"), "736179226869");
+        assert_eq!(encode_untrusted(b"\xff"), "FF");
+        assert_eq!(encode_untrusted("é".as_bytes()), "C3A9");
+        assert_eq!(encode_untrusted(b""), "\"\"");
+        assert_eq!(decode_untrusted("612062").unwrap(), b"a b");
+        assert_eq!(decode_untrusted("\"sleep\"").unwrap(), b"sleep");
+        assert_eq!(decode_untrusted("61206"), None);
+        assert_eq!(decode_untrusted("zz"), None);
+    }
+
+    #[test]
+    fn kernel_records_parse() {
+        let line = "type=SYSCALL msg=audit(1700000000.123:4567): arch=c000003e syscall=257 \
+                    success=yes exit=3 a0=ffffff9c items=1 ppid=1 pid=42 auid=4294967295 \
+                    uid=0 comm=\"cat\" exe=\"/usr/bin/cat\" key=\"ptags-test\"";
+        let r = Record::parse(line).unwrap();
+        assert_eq!(r.kind, "SYSCALL");
+        assert_eq!(
+            r.stamp,
+            Stamp {
+                secs: 1700000000,
+                millis: 123,
+                serial: 4567
+            }
+        );
+        assert_eq!(r.field("comm"), Some("\"cat\""));
+        assert_eq!(r.field("pid"), Some("42"));
+        assert_eq!(r.to_string(), line);
+        let quoted = "type=PATH msg=audit(1.000:2): name=\"a b\" nametype=NORMAL";
+        assert_eq!(
+            Record::parse(quoted).unwrap().field("name"),
+            Some("\"a b\"")
+        );
+    }
+
+    #[test]
+    fn bad_records_are_refused() {
+        for (line, err) in [
+            ("", RecordError::NoHeader),
+            ("type= msg=audit(1.000:2): a=b", RecordError::NoHeader),
+            ("type=X msg=audit(1.00:2): a=b", RecordError::BadStamp),
+            ("type=X msg=audit(1.000:): a=b", RecordError::BadStamp),
+            ("type=X msg=audit(x.000:2): a=b", RecordError::BadStamp),
+            ("type=X msg=audit(1.000:2) a=b", RecordError::BadStamp),
+            (
+                "type=X msg=audit(1.000:2): ab",
+                RecordError::BadField("ab".into()),
+            ),
+            (
+                "type=X msg=audit(1.000:2): =b",
+                RecordError::BadField("=b".into()),
+            ),
+        ] {
+            assert_eq!(Record::parse(line), Err(err), "{line:?}");
+        }
+    }
+}
