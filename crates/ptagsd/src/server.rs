@@ -122,14 +122,15 @@ fn accept(listener: UnixListener, shared: Arc<Shared>) {
             let _ = write_frame(&mut stream, &ResponseFrame::encode(&Err(busy)));
             continue;
         }
-        let shared = Arc::clone(&shared);
+        let conn = Arc::clone(&shared);
         let spawned = std::thread::Builder::new()
             .name("conn".into())
             .spawn(move || {
-                serve(&mut stream, &shared);
-                shared.connections.fetch_sub(1, Ordering::AcqRel);
+                serve(&mut stream, &conn);
+                conn.connections.fetch_sub(1, Ordering::AcqRel);
             });
         if let Err(e) = spawned {
+            shared.connections.fetch_sub(1, Ordering::AcqRel);
             warn!("starting a connection thread: {e}");
         }
     }
