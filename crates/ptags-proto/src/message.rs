@@ -44,41 +44,32 @@ pub struct PsFilter {
 impl PsFilter {
     /// The tag pattern as a selector (validated by [`Request::validate`]).
     pub fn selector(&self) -> Option<Selector<'_>> {
-        let pattern = self.tag.as_deref()?;
-        match pattern_op(pattern) {
-            Ok(Op::Query { selector, .. }) => Some(selector),
-            _ => None,
-        }
+        pattern_selector(self.tag.as_deref()?).ok()
     }
 }
 
-fn pattern_op(pattern: &str) -> Result<Op<'_>, String> {
+/// A tag pattern, `NAME` or `PREFIX:*`: what follows `?` in the write
+/// language, without the keep marker.
+fn pattern_selector(pattern: &str) -> Result<Selector<'_>, String> {
     if pattern.is_empty() {
         return Err("an empty tag pattern".into());
     }
-    // A pattern is what follows `?` in the write language.
     let line = format!("?{pattern}");
-    // The selector borrows `line`: rebuild it over `pattern`.
-    let selector = match parse_line(&line) {
+    // The parsed selector borrows `line`: rebuild it over `pattern`.
+    match parse_line(&line) {
         Ok(Some(Op::Query {
             selector: Selector::Name(_),
             kept: false,
-        })) => Selector::Name(pattern),
+        })) => Ok(Selector::Name(pattern)),
         Ok(Some(Op::Query {
             selector: Selector::Prefix(_),
             kept: false,
-        })) => Selector::Prefix(&pattern[..pattern.len() - 1]),
-        Ok(_) => {
-            return Err(format!(
-                "{pattern:?} is not a tag pattern (NAME or PREFIX:*)"
-            ))
-        }
-        Err(e) => return Err(format!("{pattern:?} is not a tag pattern: {e}")),
-    };
-    Ok(Op::Query {
-        selector,
-        kept: false,
-    })
+        })) => Ok(Selector::Prefix(&pattern[..pattern.len() - 1])),
+        Ok(_) => Err(format!(
+            "{pattern:?} is not a tag pattern (NAME or PREFIX:*)"
+        )),
+        Err(e) => Err(format!("{pattern:?} is not a tag pattern: {e}")),
+    }
 }
 
 /// What a client asks.
@@ -134,7 +125,7 @@ impl Request {
             Request::ContidGet { pid } | Request::ContidSet { pid, .. } => check_pid("pid", *pid),
             Request::PrepareExec { pid, .. } => check_pid("pid", *pid),
             Request::Ps { filter } => match &filter.tag {
-                Some(pattern) => pattern_op(pattern)
+                Some(pattern) => pattern_selector(pattern)
                     .map(|_| ())
                     .map_err(|m| Failure::new(Errno::Einval, m)),
                 None if filter.nested && filter.contid.is_none() => Err(Failure::new(

@@ -85,16 +85,16 @@ impl Daemon<'_> {
     }
 
     /// Gathers the facts of audit-container-id.md from one pass over the
-    /// kernel's task list and decides; a new container is registered
-    /// (durably) before the kernel can hold its ID.
+    /// kernel's task list (`tree`) and decides; a new container is
+    /// registered (durably) before the kernel can hold its ID.
     pub(crate) fn decide_contid(
         &mut self,
         caller: &Caller,
+        tree: &Tree,
         pid: u32,
         id: u64,
     ) -> Result<ContidPlan, Failure> {
-        let tree = Tree::new(self.kernel.tasks().map_err(kernel_failure)?);
-        let caller_row = tree.get(caller.pid).ok_or_else(|| gone(caller.pid))?;
+        let caller_row = tree.get(caller.pid()).ok_or_else(|| gone(caller.pid()))?;
         let target_row = tree
             .get(pid)
             .filter(|r| r.pid == pid)
@@ -107,7 +107,9 @@ impl Daemon<'_> {
         let limits = &self.config.limits;
         let request = SetRequest {
             id,
-            caller: tree.task_ref(caller.pid).ok_or_else(|| gone(caller.pid))?,
+            caller: tree
+                .task_ref(caller.pid())
+                .ok_or_else(|| gone(caller.pid()))?,
             caller_parent: tree.task_ref(caller_row.ppid).unwrap_or(unknown),
             caller_has_audit_control: caller.creds.has_cap(CAP_AUDIT_CONTROL),
             caller_contid: caller_row.state.contid.and_then(ContainerId::new),
@@ -193,7 +195,8 @@ impl Daemon<'_> {
         pid: u32,
         id: u64,
     ) -> Result<Response, Failure> {
-        let plan = self.decide_contid(caller, pid, id)?;
+        let tree = Tree::new(self.kernel.tasks().map_err(kernel_failure)?);
+        let plan = self.decide_contid(caller, &tree, pid, id)?;
         let op = SetOp {
             contid: Some(plan.change),
             alone: true,

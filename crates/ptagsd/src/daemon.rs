@@ -15,8 +15,7 @@ use ptags_core::{ContainerId, Errno, Interner, SetId, TagSet};
 use ptags_proto::{ContainerInfo, Failure, LostCounters, Request, Response, Status};
 
 use crate::config::Config;
-use crate::peer::Peer;
-use crate::process::{audit_subject, same_namespace, Creds};
+use crate::process::{audit_subject, same_namespace, Creds, Pidfd};
 use crate::store::{ContainerRecord, Store};
 
 /// Counters shared with the connection threads.
@@ -27,9 +26,14 @@ pub struct Counters {
     pub requests_malformed: AtomicU64,
 }
 
+impl Caller {
+    pub fn pid(&self) -> u32 {
+        self.subject.pid
+    }
+}
+
 /// The caller of a request, as read from the live process.
 pub(crate) struct Caller {
-    pub pid: u32,
     pub creds: Creds,
     pub tags: TagSet,
     /// How audit records name the caller.
@@ -124,7 +128,7 @@ impl<'k> Daemon<'k> {
 
     /// Answers one request. `peer` is the connection's peer, identified by
     /// the kernel.
-    pub fn handle(&mut self, peer: &Peer, req: &Request) -> Result<Response, Failure> {
+    pub fn handle(&mut self, peer: &Pidfd, req: &Request) -> Result<Response, Failure> {
         let result = match req {
             Request::Read { target } => self.read(*target),
             Request::Write { target, text } => {
@@ -159,8 +163,7 @@ impl<'k> Daemon<'k> {
 
     /// The caller's credentials and tags, read from the live process and
     /// checked to still be that process afterwards.
-    fn caller(&self, peer: &Peer) -> Result<Caller, Failure> {
-        let peer = &peer.0;
+    fn caller(&self, peer: &Pidfd) -> Result<Caller, Failure> {
         if !same_namespace(peer.pid, "pid")? {
             return Err(Failure::new(
                 Errno::Einval,
@@ -173,7 +176,6 @@ impl<'k> Daemon<'k> {
         let state = self.kernel.task_state(task).map_err(kernel_failure)?;
         peer.check_alive()?;
         Ok(Caller {
-            pid: peer.pid,
             subject,
             creds,
             tags: self.set_of(state.unwrap_or_default().set_id),

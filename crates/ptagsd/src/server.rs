@@ -20,11 +20,12 @@ use ptags_proto::{
 
 use crate::config::Config;
 use crate::daemon::Counters;
-use crate::peer::Peer;
+use crate::peer::peer_of;
+use crate::process::Pidfd;
 
 /// A request on its way to the daemon's thread, with where to answer.
 pub struct Job {
-    pub peer: Arc<Peer>,
+    pub peer: Arc<Pidfd>,
     pub request: Request,
     pub reply: SyncSender<Result<Response, Failure>>,
 }
@@ -139,7 +140,7 @@ fn accept(listener: UnixListener, shared: Arc<Shared>) {
 /// Serves one connection until the peer closes it or sends something
 /// that ends it (a frame that cannot be read to its end).
 fn serve(stream: &mut UnixStream, shared: &Shared) {
-    let peer = match Peer::of(stream) {
+    let peer = match peer_of(stream) {
         Ok(p) => Arc::new(p),
         Err(e) => {
             let failure = Failure::new(Errno::Eproto, format!("cannot identify the caller: {e}"));
@@ -158,7 +159,7 @@ fn serve(stream: &mut UnixStream, shared: &Shared) {
                 Err(e) => {
                     // The rest of the stream cannot be trusted to start at
                     // a frame: answer and close.
-                    debug!("pid {}: {e}", peer.0.pid);
+                    debug!("pid {}: {e}", peer.pid);
                     let errno = match e {
                         FrameError::TooLarge { .. } => Errno::E2big,
                         FrameError::Busy => Errno::Eagain,
@@ -195,7 +196,7 @@ fn serve(stream: &mut UnixStream, shared: &Shared) {
     }
 }
 
-fn ask(shared: &Shared, peer: &Arc<Peer>, request: Request) -> Result<Response, Failure> {
+fn ask(shared: &Shared, peer: &Arc<Pidfd>, request: Request) -> Result<Response, Failure> {
     let (reply, answer) = sync_channel(1);
     let job = Job {
         peer: Arc::clone(peer),

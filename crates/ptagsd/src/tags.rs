@@ -6,7 +6,7 @@ use ptags_core::{apply_write, Errno, TagSet, Target as Relation, Writer};
 use ptags_proto::{Failure, Response, Target};
 
 use crate::daemon::{kernel_failure, Caller, Daemon};
-use crate::process::{exe_of, gone, tgid_of, thread_ids, Creds, Pidfd, CAP_MAC_ADMIN};
+use crate::process::{exe_of, gone, tgid_of, thread_ids, Creds, Pidfd, Tree, CAP_MAC_ADMIN};
 
 /// How many times a process write looks again for threads created while
 /// it ran (they copied a thread's tags from before the write).
@@ -50,7 +50,7 @@ impl Daemon<'_> {
     /// The writer: the caller's tags at the start of the write, its
     /// CAP_MAC_ADMIN, and its relation to the target process.
     fn writer(&self, caller: &Caller, pid: u32) -> Result<Writer, Failure> {
-        let relation = if pid == caller.pid {
+        let relation = if pid == caller.pid() {
             Relation::Itself
         } else {
             let target = Creds::read(pid)?;
@@ -114,7 +114,7 @@ impl Daemon<'_> {
         }
         info!(
             "write by pid {} to {}{}: {} threads{}",
-            caller.pid,
+            caller.pid(),
             target.pid,
             target.tid.map(|t| format!("/{t}")).unwrap_or_default(),
             done.len(),
@@ -172,11 +172,10 @@ impl Daemon<'_> {
         contid: Option<u64>,
     ) -> Result<Response, Failure> {
         let task = TaskId::of(pid).map_err(kernel_failure)?;
-        let parent = crate::process::Tree::new(self.kernel.tasks().map_err(kernel_failure)?)
-            .get(pid)
-            .map(|r| r.ppid);
-        if parent != Some(caller.pid) || exe_of(pid).is_none() || exe_of(pid) != exe_of(caller.pid)
-        {
+        let tree = Tree::new(self.kernel.tasks().map_err(kernel_failure)?);
+        let parent = tree.get(pid).map(|r| r.ppid);
+        let exe = exe_of(pid);
+        if parent != Some(caller.pid()) || exe.is_none() || exe != exe_of(caller.pid()) {
             return Err(Failure::new(
                 Errno::Eperm,
                 format!("process {pid} is not a child of the caller that still runs the caller's program"),
@@ -201,7 +200,7 @@ impl Daemon<'_> {
         };
         let (set, kept) = self.intern(&next)?;
         let change = match contid {
-            Some(id) => Some(self.decide_contid(caller, pid, id)?),
+            Some(id) => Some(self.decide_contid(caller, &tree, pid, id)?),
             None => None,
         };
         let op = SetOp {
