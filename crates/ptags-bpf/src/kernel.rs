@@ -335,6 +335,26 @@ impl Kernel {
         }
     }
 
+    /// The container ID of process `pid` (its main thread), for naming
+    /// the container of an audit event. `Err(NoSuchTask)` once the
+    /// process is gone; no start-time check: the caller tells a reused
+    /// pid by the exit events it has seen.
+    pub fn process_contid(&self, pid: u32) -> Result<Option<u64>> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd < 0 {
+            return Err(Error::NoSuchTask(pid));
+        }
+        // SAFETY: fd is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        match self.task_state.lookup(&fd.as_raw_fd().to_ne_bytes(), MapFlags::LOCK) {
+            Ok(Some(bytes)) => Ok(TaskState::from_raw(&from_bytes(&bytes)).contid),
+            Ok(None) => Ok(None),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).context(|| format!("reading the state of process {pid}")),
+        }
+    }
+
     /// Changes a task's state atomically in the kernel, with container
     /// accounting. Refuses a task that exited or whose TID was reused.
     /// Returns the state's container ID before the change.

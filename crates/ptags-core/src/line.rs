@@ -87,6 +87,18 @@ fn selector_without_value(text: &str) -> Result<Selector<'_>, Invalid> {
     selector(text)
 }
 
+/// A tag pattern, `NAME` or `PREFIX:*`: what follows `?` in the write
+/// language, without the keep marker.
+pub fn parse_pattern(pattern: &str) -> Result<Selector<'_>, String> {
+    if pattern.is_empty() {
+        return Err("an empty tag pattern".into());
+    }
+    if pattern.contains('=') {
+        return Err(format!("{pattern:?} is not a tag pattern (NAME or PREFIX:*)"));
+    }
+    selector(pattern).map_err(|e| format!("{pattern:?} is not a tag pattern: {e}"))
+}
+
 /// Parses one line, without its newline. `Ok(None)` for an empty line or
 /// a comment.
 pub fn parse_line(line: &str) -> Result<Option<Op<'_>>, Invalid> {

@@ -1,6 +1,6 @@
 //! The messages, and the validation of every field the daemon receives.
 
-use ptags_core::line::{parse_line, Op, Selector};
+use ptags_core::line::{parse_pattern, Selector};
 use ptags_core::Errno;
 use serde::{Deserialize, Serialize};
 
@@ -44,31 +44,7 @@ pub struct PsFilter {
 impl PsFilter {
     /// The tag pattern as a selector (validated by [`Request::validate`]).
     pub fn selector(&self) -> Option<Selector<'_>> {
-        pattern_selector(self.tag.as_deref()?).ok()
-    }
-}
-
-/// A tag pattern, `NAME` or `PREFIX:*`: what follows `?` in the write
-/// language, without the keep marker.
-fn pattern_selector(pattern: &str) -> Result<Selector<'_>, String> {
-    if pattern.is_empty() {
-        return Err("an empty tag pattern".into());
-    }
-    let line = format!("?{pattern}");
-    // The parsed selector borrows `line`: rebuild it over `pattern`.
-    match parse_line(&line) {
-        Ok(Some(Op::Query {
-            selector: Selector::Name(_),
-            kept: false,
-        })) => Ok(Selector::Name(pattern)),
-        Ok(Some(Op::Query {
-            selector: Selector::Prefix(_),
-            kept: false,
-        })) => Ok(Selector::Prefix(&pattern[..pattern.len() - 1])),
-        Ok(_) => Err(format!(
-            "{pattern:?} is not a tag pattern (NAME or PREFIX:*)"
-        )),
-        Err(e) => Err(format!("{pattern:?} is not a tag pattern: {e}")),
+        parse_pattern(self.tag.as_deref()?).ok()
     }
 }
 
@@ -125,7 +101,7 @@ impl Request {
             Request::ContidGet { pid } | Request::ContidSet { pid, .. } => check_pid("pid", *pid),
             Request::PrepareExec { pid, .. } => check_pid("pid", *pid),
             Request::Ps { filter } => match &filter.tag {
-                Some(pattern) => pattern_selector(pattern)
+                Some(pattern) => parse_pattern(pattern)
                     .map(|_| ())
                     .map_err(|m| Failure::new(Errno::Einval, m)),
                 None if filter.nested && filter.contid.is_none() => Err(Failure::new(
@@ -304,6 +280,31 @@ pub struct Status {
     pub sets_collected: u64,
     pub containers_dropped: u64,
     pub lost: LostCounters,
+    pub audit: AuditStatus,
+}
+
+/// The audit trail, for `ptags status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditStatus {
+    pub log: String,
+    /// False while a disk action has suspended writing.
+    pub writing: bool,
+    /// The sequence number of the last record written.
+    pub seq: u64,
+    /// Records written since the daemon started.
+    pub records_written: u64,
+    pub kernel_records: u64,
+    pub kernel_events: u64,
+    /// Kernel events of tasks in containers (followed by CONTAINER_ID).
+    pub contained_events: u64,
+    /// Lost, by where: the kernel's own count (backlog, rate limit), the
+    /// netlink socket (serials skipped after an overflow), the ring
+    /// buffer (exec/exit events), the disk (full).
+    pub lost_kernel: u64,
+    pub lost_netlink: u64,
+    pub netlink_overflows: u64,
+    pub lost_ringbuf: u64,
+    pub lost_disk: u64,
 }
 
 /// A successful answer.

@@ -1,5 +1,6 @@
 //! `ptags`: the command-line client of ptagsd, and an offline simulator.
 
+mod audit;
 mod client;
 mod commands;
 mod run;
@@ -20,7 +21,8 @@ use crate::commands::{contid_arg, TaskArg};
     version,
     about = "Process tags and audit container IDs",
     long_about = "Process tags and audit container IDs. Every command but `simulate` \
-        asks ptagsd, which checks the caller's capabilities and tags.",
+        and `audit` asks ptagsd, which checks the caller's capabilities and tags; \
+        `audit` reads the trail's files.",
     after_help = "Exit status: 0 on success, 1 when ptagsd refused or a write failed \
         (the errno name is printed), 2 on a usage or connection error."
 )]
@@ -99,6 +101,9 @@ enum Command {
     },
     /// What the daemon has attached, its counters and the events lost.
     Status,
+    /// Read the audit trail offline: search, report, verify.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     Simulate(simulate::Args),
 }
 
@@ -121,6 +126,7 @@ fn main() -> ExitCode {
     let out = Output { json: cli.json };
     let result = match cli.command {
         Command::Simulate(args) => simulate::run(args),
+        Command::Audit(command) => audit::run(command, out),
         command => client::Client::connect(&cli.socket).and_then(|mut c| match command {
             Command::Read { task } => commands::read(&mut c, out, task),
             Command::Write { task, lines } => commands::write(&mut c, out, task, &lines),
@@ -151,7 +157,7 @@ fn main() -> ExitCode {
                 command,
             } => run::run(&mut c, out, &writes, contid, &command),
             Command::Status => commands::status(&mut c, out),
-            Command::Simulate(_) => unreachable!("handled above"),
+            Command::Simulate(_) | Command::Audit(_) => unreachable!("handled above"),
         }),
     };
     match result {

@@ -20,6 +20,62 @@ pub struct Config {
     pub log_level: String,
     pub limits: Limits,
     pub collect: Collect,
+    pub audit: Audit,
+}
+
+/// The audit trail: `log_dir/audit.log` and its rotated copies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    pub format: LogFormat,
+    /// Read the kernel's audit records (NETLINK_AUDIT) and name their container.
+    pub kernel: bool,
+    /// PTAGS_EXEC and PTAGS_EXIT records for tasks in containers.
+    pub process_records: bool,
+    pub max_log_file_mib: u64,
+    pub num_logs: u32,
+    pub flush: Flush,
+    pub freq: u64,
+    pub space_left_mib: u64,
+    pub space_left_action: DiskAction,
+    pub disk_full_action: DiskAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Audit,
+    Json,
+}
+
+/// When written records are forced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flush {
+    /// Left to the kernel.
+    None,
+    /// fdatasync every `freq` records.
+    Incremental,
+    /// fdatasync after every batch.
+    Data,
+    /// fsync after every batch.
+    Sync,
+}
+
+/// What to do when the log's file system runs low or full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskAction {
+    /// Keep trying; records that cannot be written are counted as lost.
+    Ignore,
+    /// As ignore, and say so in the daemon's log.
+    Syslog,
+    /// Stop writing (counting what is lost) until space is back.
+    Suspend,
+    /// Rotate, deleting the oldest log, and go on.
+    Rotate,
+    /// Stop the daemon: no change without its record.
+    Stop,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +173,19 @@ impl Config {
                 bail!("{key} must be at least {min}, not {value}");
             }
         }
+        let a = &self.audit;
+        for (key, value, min) in [
+            ("audit.max_log_file_mib", a.max_log_file_mib, 1),
+            ("audit.num_logs", u64::from(a.num_logs), 1),
+            ("audit.freq", a.freq, 1),
+        ] {
+            if value < min {
+                bail!("{key} must be at least {min}, not {value}");
+            }
+        }
+        if a.num_logs > 999 {
+            bail!("audit.num_logs may be at most 999");
+        }
         if l.max_depth > 64 {
             bail!("limits.max_depth may be at most 64");
         }
@@ -164,6 +233,10 @@ mod tests {
             ("log_level = \"loud\"", "log_level"),
             ("pin_dir = 3", "pin_dir"),
             ("[limits\n", "TOML"),
+            ("[audit]\nformat = \"xml\"", "format"),
+            ("[audit]\ndisk_full_action = \"panic\"", "disk_full_action"),
+            ("[audit]\nnum_logs = 0", "num_logs"),
+            ("[audit]\nflush = 1", "flush"),
             (&format!("socket = \"/{}\"", "s".repeat(120)), "107 bytes"),
         ] {
             let err = format!("{:#}", Config::parse(text).unwrap_err());

@@ -3,7 +3,6 @@
 
 use log::info;
 use ptags_bpf::{ContainerEntry, ContidChange, SetOp, TaskId};
-use ptags_core::audit::{container_op_fields, format_fields};
 use ptags_core::contid::{format_contid, Style};
 use ptags_core::{decide, Container, ContainerId, Decision, Errno, Limits, SetRequest, TaskRef};
 use ptags_proto::{ContidAnswer, Failure, PsFilter, PsRow, Response};
@@ -134,7 +133,7 @@ impl Daemon<'_> {
             Decision::Create(c) => {
                 // A row left by a dropped container whose drop is not
                 // handled yet must not lend its owner to the new one.
-                self.drop_container(id, "its ID is being reused");
+                self.drop_container(id, "its ID is being reused", true);
                 let record = ContainerRecord {
                     id,
                     parent: c.parent.map(ContainerId::get),
@@ -173,20 +172,20 @@ impl Daemon<'_> {
         let id = plan.change.0;
         if !done {
             if matches!(plan.decision, Decision::Create(_)) {
-                self.drop_container(id, "the change that created it failed");
+                self.drop_container(id, "the change that created it failed", false);
             }
             return;
         }
-        // The audit trail proper is issue 6; until then the daemon's log
-        // carries the record's body.
-        let fields = container_op_fields(
+        let body = crate::audit::container_op(
             plan.decision.op(),
             pid,
-            plan.decision.id(),
-            plan.old.and_then(ContainerId::new),
+            plan.decision.id().get(),
+            plan.old,
             &caller.subject,
+            None,
         );
-        info!("CONTAINER_OP {}", format_fields(&fields));
+        info!("CONTAINER_OP {body}");
+        self.trail.log.push_daemon("CONTAINER_OP", body);
     }
 
     pub(crate) fn contid_set(

@@ -8,12 +8,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use log::{info, warn};
-use ptags_bpf::{Event, EventKind, Kernel, TaskId, TaskRow};
+use ptags_bpf::{Event, EventKind, EventReader, Kernel, TaskId, TaskRow};
 use ptags_core::audit::Subject;
 use ptags_core::contid::{chain_of, Chain};
 use ptags_core::{ContainerId, Errno, Interner, SetId, TagSet};
 use ptags_proto::{ContainerInfo, Failure, LostCounters, Request, Response, Status};
 
+use crate::audit::Trail;
 use crate::config::Config;
 use crate::process::{audit_subject, same_namespace, Creds, Pidfd};
 use crate::store::{ContainerRecord, Store};
@@ -42,12 +43,14 @@ pub(crate) struct Caller {
 
 pub struct Daemon<'k> {
     pub(crate) kernel: &'k Kernel,
+    events: EventReader<'k>,
+    pub(crate) trail: Trail,
     store: Store,
     pub(crate) interner: Interner,
     pub(crate) registry: HashMap<u64, ContainerRecord>,
     pub(crate) config: Config,
     counters: &'k Counters,
-    started: Instant,
+    pub(crate) started: Instant,
     last_collect: Instant,
     new_sets: u64,
     sets_collected: u64,
@@ -100,8 +103,15 @@ impl<'k> Daemon<'k> {
             registry.len(),
             config.state_dir.display()
         );
+        let audit = &config.audit;
+        kernel
+            .set_events(audit.process_records, audit.kernel || audit.process_records)
+            .context("switching exec and exit events")?;
+        let trail = Trail::open(&config).context("opening the audit trail")?;
         let mut daemon = Daemon {
             kernel,
+            events: kernel.events()?,
+            trail,
             store,
             interner,
             registry,
@@ -133,7 +143,13 @@ impl<'k> Daemon<'k> {
             Request::Read { target } => self.read(*target),
             Request::Write { target, text } => {
                 let caller = self.caller(peer)?;
-                self.write(&caller, *target, text)
+                let result = self.write(&caller, *target, text);
+                let threads = match &result {
+                    Ok(Response::Written { threads }) => Some(*threads),
+                    _ => None,
+                };
+                self.record_tag_op("write", &caller, target.pid, target.tid, Some(text), None, threads, result.as_ref().err());
+                result
             }
             Request::ContidGet { pid } => {
                 let caller = self.caller(peer)?;
@@ -141,7 +157,11 @@ impl<'k> Daemon<'k> {
             }
             Request::ContidSet { pid, contid } => {
                 let caller = self.caller(peer)?;
-                self.contid_set(&caller, *pid, *contid)
+                let result = self.contid_set(&caller, *pid, *contid);
+                if let Err(f) = &result {
+                    self.record_refused_contid(&caller, *pid, *contid, f);
+                }
+                result
             }
             Request::Ps { filter } => {
                 let caller = self.caller(peer)?;
@@ -149,7 +169,9 @@ impl<'k> Daemon<'k> {
             }
             Request::PrepareExec { pid, text, contid } => {
                 let caller = self.caller(peer)?;
-                self.prepare_exec(&caller, *pid, text.as_deref(), *contid)
+                let result = self.prepare_exec(&caller, *pid, text.as_deref(), *contid);
+                self.record_tag_op("prepare-exec", &caller, *pid, None, text.as_deref(), *contid, None, result.as_ref().err());
+                result
             }
             Request::Status {} => self.status(),
         };
@@ -229,7 +251,9 @@ impl<'k> Daemon<'k> {
     }
 
     /// Forgets a container whose last task has gone, and reaps its row.
-    pub(crate) fn drop_container(&mut self, id: u64, why: &str) {
+    /// `record`: the container existed (its creation was recorded), so
+    /// its end is recorded too.
+    pub(crate) fn drop_container(&mut self, id: u64, why: &str, record: bool) {
         match self.kernel.container(id) {
             Ok(Some(row)) if row.live > 0 => return,
             Ok(Some(_)) => {
@@ -246,14 +270,27 @@ impl<'k> Daemon<'k> {
             }
             self.containers_dropped += 1;
             info!("container {id} dropped: {why}");
+            if record {
+                self.trail
+                    .log
+                    .push_daemon("CONTAINER_OP", format!("op=drop contid={id}"));
+            }
         }
     }
 
-    /// Handles events from the kernel.
-    pub fn on_events(&mut self, events: Vec<Event>) {
+    /// Reads and handles what the kernel programs reported.
+    pub fn poll_events(&mut self) {
+        match self.events.poll(std::time::Duration::ZERO) {
+            Ok(batch) => self.on_events(batch),
+            Err(e) => warn!("reading kernel events: {e}"),
+        }
+    }
+
+    fn on_events(&mut self, events: Vec<Event>) {
+        self.trail_events(&events);
         for event in events {
             if event.kind == EventKind::Drop {
-                self.drop_container(event.contid, "its last task exited");
+                self.drop_container(event.contid, "its last task exited", true);
             }
         }
     }
@@ -294,7 +331,7 @@ impl<'k> Daemon<'k> {
         ids.dedup();
         for id in ids {
             if !pending.contains(&id) {
-                self.drop_container(id, "no task is in it any more");
+                self.drop_container(id, "no task is in it any more", true);
             }
         }
         Ok(())
@@ -342,6 +379,7 @@ impl<'k> Daemon<'k> {
                 task_storage: lost.task_storage,
                 container_missing: lost.container_missing,
             },
+            audit: self.audit_status(),
         }))
     }
 }

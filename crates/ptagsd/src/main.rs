@@ -1,6 +1,7 @@
 //! `ptagsd`: the daemon that owns the kernel side of ptags and is the only
 //! way to change process tags and audit container IDs.
 
+mod audit;
 mod config;
 mod contid;
 mod daemon;
@@ -12,7 +13,7 @@ mod tags;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use ptags_bpf::{Features, Kernel, Options};
 
 use crate::config::Config;
 use crate::daemon::{Counters, Daemon};
+use crate::server::Input;
 
 #[derive(Parser)]
 #[command(
@@ -106,39 +108,74 @@ fn serve(config: Config) -> Result<()> {
         .with_context(|| format!("creating {}", config.log_dir.display()))?;
     let counters = Arc::new(Counters::default());
     let mut daemon = Daemon::open(&kernel, config.clone(), &counters)?;
-    let events = kernel.events()?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
-    let jobs = server::start(&config, Arc::clone(&counters))?;
+    let (inputs, receiver) = sync_channel(1024);
+    if config.audit.kernel {
+        audit::netlink::start(inputs.clone()).context(
+            "reading kernel audit records (set audit.kernel = false to run without them)",
+        )?;
+    }
+    server::start(&config, Arc::clone(&counters), inputs)?;
     info!(
-        "serving {} (pins under {}, state in {})",
+        "serving {} (pins under {}, state in {}, audit trail {})",
         config.socket.display(),
         config.pin_dir.display(),
-        config.state_dir.display()
+        config.state_dir.display(),
+        daemon.trail.log.path().display()
     );
-    while !stop.load(Ordering::Relaxed) {
-        match jobs.recv_timeout(Duration::from_millis(100)) {
-            Ok(job) => {
-                let answer = daemon.handle(&job.peer, &job.request);
-                let _ = job.reply.send(answer);
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        match events.poll(Duration::ZERO) {
-            Ok(batch) => daemon.on_events(batch),
-            Err(e) => warn!("reading kernel events: {e}"),
-        }
-        if let Err(e) = daemon.maintain() {
-            warn!("collecting unused state: {e:#}");
-        }
+    let result = main_loop(&mut daemon, &receiver, &stop);
+    if let Err(e) = daemon.audit_flush() {
+        warn!("writing the last audit records: {e:#}");
     }
+    if let Err(e) = kernel.set_events(false, false) {
+        warn!("switching exec and exit events off: {e}");
+    }
+    drop(daemon);
     server::remove_socket(&config.socket);
     info!(
         "stopping; the pinned kernel state stays under {}",
         config.pin_dir.display()
     );
+    result
+}
+
+/// Serves requests and kernel records until a signal, or until the audit
+/// trail cannot go on (a disk action of `stop`).
+fn main_loop(daemon: &mut Daemon<'_>, inputs: &Receiver<Input>, stop: &AtomicBool) -> Result<()> {
+    while !stop.load(Ordering::Relaxed) {
+        match inputs.recv_timeout(Duration::from_millis(50)) {
+            Ok(input) => {
+                on_input(daemon, input)?;
+                // Drain what else is waiting before the periodic work.
+                for input in inputs.try_iter().take(256) {
+                    on_input(daemon, input)?;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        daemon.poll_events();
+        daemon.audit_tick()?;
+        if let Err(e) = daemon.maintain() {
+            warn!("collecting unused state: {e:#}");
+        }
+    }
+    Ok(())
+}
+
+fn on_input(daemon: &mut Daemon<'_>, input: Input) -> Result<()> {
+    match input {
+        Input::Request(job) => {
+            let answer = daemon.handle(&job.peer, &job.request);
+            // The record of a change is written before the change is told.
+            daemon.audit_commit()?;
+            let _ = job.reply.send(answer);
+        }
+        Input::Kernel(records) => daemon.on_kernel_records(records),
+        Input::KernelOverflow => daemon.on_kernel_overflow(),
+    }
     Ok(())
 }

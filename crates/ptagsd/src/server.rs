@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use ptags_proto::{
     ResponseFrame,
 };
 
+use crate::audit::netlink::KernelMessage;
 use crate::config::Config;
 use crate::daemon::Counters;
 use crate::peer::peer_of;
@@ -32,7 +33,7 @@ pub struct Job {
 
 /// Limits shared by the connection threads.
 struct Shared {
-    jobs: SyncSender<Job>,
+    jobs: SyncSender<Input>,
     counters: Arc<Counters>,
     connections: AtomicUsize,
     max_connections: usize,
@@ -66,9 +67,18 @@ impl Shared {
     }
 }
 
+/// What reaches the daemon's thread: requests from the socket, records
+/// from the kernel's audit.
+pub enum Input {
+    Request(Job),
+    Kernel(Vec<KernelMessage>),
+    /// The netlink socket overflowed: records were lost before we read them.
+    KernelOverflow,
+}
+
 /// Binds the socket (replacing a stale one, refusing if a daemon answers
-/// on it) and starts accepting. Requests arrive on the returned receiver.
-pub fn start(config: &Config, counters: Arc<Counters>) -> Result<Receiver<Job>> {
+/// on it) and starts accepting. Requests are sent to `inputs`.
+pub fn start(config: &Config, counters: Arc<Counters>, inputs: SyncSender<Input>) -> Result<()> {
     let path = &config.socket;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -84,9 +94,8 @@ pub fn start(config: &Config, counters: Arc<Counters>) -> Result<Receiver<Job>> 
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.socket_mode()))
         .with_context(|| format!("setting the mode of {}", path.display()))?;
-    let (jobs, receiver) = sync_channel(1024);
     let shared = Arc::new(Shared {
-        jobs,
+        jobs: inputs,
         counters,
         connections: AtomicUsize::new(0),
         max_connections: config.limits.max_connections as usize,
@@ -97,7 +106,7 @@ pub fn start(config: &Config, counters: Arc<Counters>) -> Result<Receiver<Job>> 
     std::thread::Builder::new()
         .name("accept".into())
         .spawn(move || accept(listener, shared))?;
-    Ok(receiver)
+    Ok(())
 }
 
 pub fn remove_socket(path: &Path) {
@@ -204,6 +213,9 @@ fn ask(shared: &Shared, peer: &Arc<Pidfd>, request: Request) -> Result<Response,
         reply,
     };
     let stopped = || Failure::new(Errno::Eagain, "the daemon is stopping");
-    shared.jobs.send(job).map_err(|_| stopped())?;
+    shared
+        .jobs
+        .send(Input::Request(job))
+        .map_err(|_| stopped())?;
     answer.recv().map_err(|_| stopped())?
 }

@@ -7,6 +7,12 @@
 
 use std::fmt;
 
+pub mod assemble;
+pub mod chain;
+pub mod query;
+pub mod report;
+pub mod types;
+
 use crate::contid::{format_chains, format_contid, Chain, ContainerId, Style};
 
 /// Whether the kernel would hex-encode this string
@@ -52,6 +58,28 @@ pub struct Stamp {
     pub secs: u64,
     pub millis: u16,
     pub serial: u64,
+}
+
+impl Stamp {
+    /// Parses `SEC.MSEC:SERIAL`, the inside of `audit(...)`.
+    pub fn parse_inner(text: &str) -> Option<Stamp> {
+        let (time, serial) = text.split_once(':')?;
+        let (secs, millis) = time.split_once('.')?;
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(secs) || millis.len() != 3 || !digits(millis) || !digits(serial) {
+            return None;
+        }
+        Some(Stamp {
+            secs: secs.parse().ok()?,
+            millis: millis.parse().ok()?,
+            serial: serial.parse().ok()?,
+        })
+    }
+
+    /// Milliseconds since the epoch.
+    pub fn epoch_millis(&self) -> u64 {
+        self.secs * 1000 + u64::from(self.millis)
+    }
 }
 
 impl fmt::Display for Stamp {
@@ -114,17 +142,7 @@ impl Record {
             return Err(RecordError::NoHeader);
         }
         let (stamp, rest) = rest.split_once("):").ok_or(RecordError::BadStamp)?;
-        let (time, serial) = stamp.split_once(':').ok_or(RecordError::BadStamp)?;
-        let (secs, millis) = time.split_once('.').ok_or(RecordError::BadStamp)?;
-        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        if !digits(secs) || millis.len() != 3 || !digits(millis) || !digits(serial) {
-            return Err(RecordError::BadStamp);
-        }
-        let stamp = Stamp {
-            secs: secs.parse().map_err(|_| RecordError::BadStamp)?,
-            millis: millis.parse().map_err(|_| RecordError::BadStamp)?,
-            serial: serial.parse().map_err(|_| RecordError::BadStamp)?,
-        };
+        let stamp = Stamp::parse_inner(stamp).ok_or(RecordError::BadStamp)?;
         let mut fields = Vec::new();
         for token in split_fields(rest) {
             let (key, value) = token
@@ -139,6 +157,22 @@ impl Record {
             fields,
         })
     }
+}
+
+/// The `key=value` tokens of a record's body, read leniently: tokens
+/// without `=` are skipped, and the fields inside a user-space record's
+/// `msg='...'` are read too (its quotes stripped), as ausearch does.
+pub fn fields(body: &str) -> impl Iterator<Item = (&str, &str)> {
+    split_fields(body).into_iter().filter_map(|token| {
+        let token = token.strip_prefix("msg='").unwrap_or(token);
+        let (key, value) = token.split_once('=')?;
+        Some((key, value.strip_suffix('\'').unwrap_or(value)))
+    })
+}
+
+/// The first value of `key` in a record's body.
+pub fn field<'a>(body: &'a str, key: &str) -> Option<&'a str> {
+    fields(body).find(|(k, _)| *k == key).map(|(_, v)| v)
 }
 
 /// Splits fields on spaces outside double quotes.
@@ -165,6 +199,46 @@ fn split_fields(text: &str) -> Vec<&str> {
     out
 }
 
+/// A JSON string literal.
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A record as the members of a JSON object (without braces), for the
+/// JSON-lines trail: `type`, `time` (`SEC.MSEC`), `serial`, the record's
+/// exact `text`, and its `fields` (the first value of each key, quotes
+/// removed, hex left as it is).
+pub fn json_members(kind: &str, stamp: &Stamp, body: &str) -> String {
+    let mut seen = std::collections::HashSet::new();
+    let members: Vec<String> = fields(body)
+        .filter(|(k, _)| seen.insert(*k))
+        .map(|(k, v)| {
+            let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
+            format!("{}:{}", json_string(k), json_string(v))
+        })
+        .collect();
+    format!(
+        "\"type\":{},\"time\":\"{}.{:03}\",\"serial\":{},\"text\":{},\"fields\":{{{}}}",
+        json_string(kind),
+        stamp.secs,
+        stamp.millis,
+        stamp.serial,
+        json_string(body),
+        members.join(",")
+    )
+}
+
 /// Who asked for a change, as records name a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subject {
@@ -177,7 +251,7 @@ pub struct Subject {
 }
 
 impl Subject {
-    fn push(&self, fields: &mut Vec<(String, String)>) {
+    pub fn push_fields(&self, fields: &mut Vec<(String, String)>) {
         fields.push(("pid".into(), self.pid.to_string()));
         fields.push(("uid".into(), self.uid.to_string()));
         fields.push(("auid".into(), self.auid.to_string()));
@@ -201,7 +275,7 @@ pub fn container_op_fields(
         ("contid".to_owned(), contid.to_string()),
         ("old-contid".to_owned(), format_contid(old, Style::Raw)),
     ];
-    caller.push(&mut fields);
+    caller.push_fields(&mut fields);
     fields
 }
 
@@ -278,6 +352,25 @@ mod tests {
         assert_eq!(decode_untrusted("\"sleep\"").unwrap(), b"sleep");
         assert_eq!(decode_untrusted("61206"), None);
         assert_eq!(decode_untrusted("zz"), None);
+    }
+
+    #[test]
+    fn json_members_are_valid_json_with_the_exact_text() {
+        let stamp = Stamp {
+            secs: 5,
+            millis: 7,
+            serial: 9,
+        };
+        let body = "pid=1 comm=\"a\\b\" x=\"\u{1}\" pid=2";
+        let json = format!("{{{}}}", json_members("SYSCALL", &stamp, body));
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["type"], "SYSCALL");
+        assert_eq!(v["time"], "5.007");
+        assert_eq!(v["serial"], 9);
+        assert_eq!(v["text"], body);
+        assert_eq!(v["fields"]["comm"], "a\\b");
+        assert_eq!(v["fields"]["x"], "\u{1}");
+        assert_eq!(v["fields"]["pid"], "1", "the first value of a key");
     }
 
     #[test]

@@ -1,0 +1,437 @@
+//! `ptags audit`: reading the trail offline, rotated files included.
+//! Needs no daemon: only the log files (and, to verify, the chain key).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use ptags_core::audit::chain::{Key, Link, Sealed, Verifier};
+use ptags_core::audit::query::{interpret, parse_time, Entry, Matcher, Query};
+use ptags_core::audit::report::Report;
+use ptags_core::audit::json_members;
+
+use crate::commands::contid_arg;
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Print the events that match every filter given.
+    #[command(after_help = "Examples:\n  ptags audit search --contid 7 --nested\n  \
+        ptags audit search --type CONTAINER_OP --since 2026-11-22T08:00 --format interpreted\n  \
+        ptags audit search -i /var/log/ptags/audit.log.1 --pid 1234 --format json\n\
+        Exit status: 0 when something matched, 1 when nothing did, 2 on error.")]
+    Search(SearchArgs),
+    /// Per container: its creation, processes, execs, tag changes, records; and losses.
+    Report(ReportArgs),
+    /// Check the keyed hash chain: any change, deletion, insertion or reordering is found and located.
+    #[command(after_help = "Exit status: 0 when the trail is intact, 1 when it is not (the place \
+        is printed as FILE:LINE), 2 on error.")]
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+pub struct Files {
+    /// A log file to read (repeatable, oldest first). Default: every file
+    /// of --log-dir, rotated ones first.
+    #[arg(short = 'i', long = "input", value_name = "FILE")]
+    inputs: Vec<PathBuf>,
+    /// Where ptagsd writes the trail.
+    #[arg(long, value_name = "DIR", default_value = "/var/log/ptags")]
+    log_dir: PathBuf,
+}
+
+impl Files {
+    /// The files to read, oldest first.
+    fn list(&self) -> Result<Vec<PathBuf>> {
+        if !self.inputs.is_empty() {
+            return Ok(self.inputs.clone());
+        }
+        let mut rotated: Vec<(u32, PathBuf)> = Vec::new();
+        let entries = std::fs::read_dir(&self.log_dir)
+            .with_context(|| format!("reading {}", self.log_dir.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if let Some(n) = name.strip_prefix("audit.log.").and_then(|n| n.parse().ok()) {
+                rotated.push((n, path));
+            }
+        }
+        rotated.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
+        let live = self.log_dir.join("audit.log");
+        if live.exists() {
+            files.push(live);
+        }
+        if files.is_empty() {
+            bail!("no audit.log in {}", self.log_dir.display());
+        }
+        Ok(files)
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// The lines as written.
+    Raw,
+    /// Dates, unset values and decoded strings, like `ausearch -i`.
+    Interpreted,
+    /// One JSON object per record.
+    Json,
+}
+
+#[derive(Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    files: Files,
+    /// Events of this container (its CONTAINER_ID, CONTAINER_OP and ptags records).
+    #[arg(long, value_parser = contid_arg)]
+    contid: Option<u64>,
+    /// With --contid: also the containers nested in it.
+    #[arg(long, requires = "contid")]
+    nested: bool,
+    /// Tag changes whose lines touch a tag matching NAME or PREFIX:*.
+    #[arg(long, value_name = "PATTERN")]
+    tag: Option<String>,
+    /// Events with a record of this type (repeatable).
+    #[arg(long = "type", short = 'm', value_name = "TYPE")]
+    kinds: Vec<String>,
+    /// Events naming this process (pid= or opid=).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// From this time: seconds since the epoch, or YYYY-MM-DD[THH:MM[:SS]] in UTC.
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Up to this time (inclusive).
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    #[arg(long, value_enum, default_value = "raw")]
+    format: Format,
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    files: Files,
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    files: Files,
+    /// The daemon's chain key.
+    #[arg(long, value_name = "FILE", default_value = "/var/lib/ptags/audit.key")]
+    key: PathBuf,
+    /// Where the daemon says the chain ends (detects a cut end). Default:
+    /// audit.tail beside the key, when the live audit.log is verified.
+    #[arg(long, value_name = "FILE")]
+    tail: Option<PathBuf>,
+}
+
+/// One line of a log: as written, and the record's text.
+struct Line {
+    raw: String,
+    record: String,
+    seq: Option<u64>,
+}
+
+/// Reads the lines of the files in order, calling `each` with the file
+/// and line number.
+fn read_lines(
+    files: &[PathBuf],
+    mut each: impl FnMut(&Path, u64, &str) -> Result<()>,
+) -> Result<()> {
+    let mut buf = Vec::with_capacity(4096);
+    for path in files {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let mut n = 0;
+        loop {
+            buf.clear();
+            if reader.read_until(b'\n', &mut buf)? == 0 {
+                break;
+            }
+            n += 1;
+            let text = String::from_utf8_lossy(&buf);
+            each(path, n, text.trim_end_matches('\n'))?;
+        }
+    }
+    Ok(())
+}
+
+/// The record in a line of either format (auditd's own logs too).
+fn record_of(raw: &str) -> Option<Line> {
+    let sealed = Sealed::split(raw);
+    let record = if raw.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(raw).ok()?;
+        let time = v["time"].as_str()?;
+        format!(
+            "type={} msg=audit({time}:{}): {}",
+            v["type"].as_str()?,
+            v["serial"].as_u64()?,
+            v["text"].as_str()?
+        )
+    } else {
+        sealed
+            .and_then(|s| s.text_record())
+            .unwrap_or(raw)
+            .to_owned()
+    };
+    Some(Line {
+        raw: raw.to_owned(),
+        record,
+        seq: sealed.map(|s| s.seq),
+    })
+}
+
+/// Reads the files event by event (consecutive records sharing a stamp).
+fn events(files: &[PathBuf], mut each: impl FnMut(&[Line], &[Entry<'_>])) -> Result<u64> {
+    let mut group: Vec<Line> = Vec::new();
+    let mut unreadable = 0u64;
+    let mut flush = |group: &mut Vec<Line>| {
+        if !group.is_empty() {
+            let entries: Vec<Entry<'_>> = group
+                .iter()
+                .filter_map(|l| Entry::parse(&l.record).ok())
+                .collect();
+            each(group, &entries);
+            group.clear();
+        }
+    };
+    read_lines(files, |_, _, raw| {
+        let Some(line) = record_of(raw) else {
+            unreadable += 1;
+            return Ok(());
+        };
+        let Ok(stamp) = Entry::parse(&line.record).map(|e| e.stamp) else {
+            unreadable += 1;
+            return Ok(());
+        };
+        let same = group
+            .last()
+            .and_then(|l| Entry::parse(&l.record).ok())
+            .is_some_and(|e| e.stamp == stamp);
+        if !same {
+            flush(&mut group);
+        }
+        group.push(line);
+        Ok(())
+    })?;
+    flush(&mut group);
+    Ok(unreadable)
+}
+
+fn warn_unreadable(n: u64) {
+    if n > 0 {
+        eprintln!("ptags: {n} lines are not audit records; skipped");
+    }
+}
+
+pub fn run(command: AuditCommand, out: crate::Output) -> Result<ExitCode> {
+    match command {
+        AuditCommand::Search(args) => search(args),
+        AuditCommand::Report(args) => report(args, out),
+        AuditCommand::Verify(args) => verify(args),
+    }
+}
+
+fn search(args: SearchArgs) -> Result<ExitCode> {
+    let time = |t: &Option<String>| t.as_deref().map(parse_time).transpose().map_err(anyhow::Error::msg);
+    let query = Query {
+        contid: args.contid,
+        nested: args.nested,
+        tag: args.tag.clone(),
+        kinds: args.kinds.clone(),
+        pid: args.pid,
+        since_ms: time(&args.since)?,
+        until_ms: time(&args.until)?,
+    };
+    let mut matcher = Matcher::new(query).map_err(anyhow::Error::msg)?;
+    let files = args.files.list()?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut matched = 0u64;
+    let mut write_error = None;
+    let unreadable = events(&files, |lines, entries| {
+        if write_error.is_some() || !matcher.matches(entries) {
+            return;
+        }
+        matched += 1;
+        let r = print_event(&mut out, args.format, lines, entries);
+        if let Err(e) = r {
+            write_error = Some(e);
+        }
+    })?;
+    match write_error {
+        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        Some(e) => return Err(e).context("writing the results"),
+        None => {}
+    }
+    out.flush()?;
+    warn_unreadable(unreadable);
+    if matched == 0 {
+        eprintln!("<no matches>");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_event(
+    out: &mut impl Write,
+    format: Format,
+    lines: &[Line],
+    entries: &[Entry<'_>],
+) -> std::io::Result<()> {
+    match format {
+        Format::Raw => {
+            for l in lines {
+                writeln!(out, "{}", l.raw)?;
+            }
+        }
+        Format::Interpreted => {
+            writeln!(out, "----")?;
+            for e in entries {
+                writeln!(out, "{}", interpret(e))?;
+            }
+        }
+        Format::Json => {
+            for (l, e) in lines.iter().zip(entries) {
+                let seq = l.seq.map_or("null".to_owned(), |s| s.to_string());
+                writeln!(out, "{{\"seq\":{seq},{}}}", json_members(e.kind, &e.stamp, e.body))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn report(args: ReportArgs, out: crate::Output) -> Result<ExitCode> {
+    let files = args.files.list()?;
+    let mut report = Report::default();
+    let unreadable = events(&files, |_, entries| report.add(entries))?;
+    warn_unreadable(unreadable);
+    print_report(&report, out);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a report as a table, or as JSON with `--json`.
+fn print_report(report: &Report, out: crate::Output) {
+    if out.json {
+        let containers: Vec<serde_json::Value> = report
+            .containers
+            .values()
+            .map(|c| {
+                serde_json::json!({
+                    "contid": c.contid,
+                    "parent": c.parent,
+                    "first": c.first.map(|s| s.epoch_millis()),
+                    "last": c.last.map(|s| s.epoch_millis()),
+                    "created": c.created.as_ref().map(|(op, pid)| serde_json::json!({"op": op, "by": pid})),
+                    "injected": c.injected,
+                    "dropped": c.dropped,
+                    "processes": c.processes,
+                    "execs": c.execs,
+                    "exits": c.exits,
+                    "tag_changes": c.tag_changes,
+                    "kernel_events": c.kernel_events,
+                    "records": c.records,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "events": report.events,
+            "records": report.records,
+            "lost": report.lost,
+            "containers": containers,
+        });
+        println!("{v}");
+        return;
+    }
+    println!(
+        "{} events, {} records, {} containers",
+        report.events,
+        report.records,
+        report.containers.len()
+    );
+    if report.lost.is_empty() {
+        println!("lost: none recorded");
+    }
+    for (what, n) in &report.lost {
+        println!("lost: {n} ({what})");
+    }
+    println!(
+        "{:>20} {:>20} {:>8} {:>9} {:>6} {:>6} {:>11} {:>13} {:>8} {:>7}",
+        "CONTID", "PARENT", "CREATED", "PROCESSES", "EXECS", "EXITS", "TAG-CHANGES", "KERNEL-EVENTS", "RECORDS", "DROPPED"
+    );
+    for c in report.containers.values() {
+        let parent = c.parent.map_or("-".to_owned(), |p| p.to_string());
+        let created = c.created.as_ref().map_or("-", |(op, _)| op.as_str());
+        let records: u64 = c.records.values().sum();
+        println!(
+            "{:>20} {:>20} {:>8} {:>9} {:>6} {:>6} {:>11} {:>13} {:>8} {:>7}",
+            c.contid,
+            parent,
+            created,
+            c.processes.len(),
+            c.execs,
+            c.exits,
+            c.tag_changes,
+            c.kernel_events,
+            records,
+            if c.dropped { "yes" } else { "no" }
+        );
+    }
+}
+
+fn verify(args: VerifyArgs) -> Result<ExitCode> {
+    let files = args.files.list()?;
+    let bytes = std::fs::read(&args.key).with_context(|| format!("reading the key {}", args.key.display()))?;
+    let key = Key::from_slice(&bytes).with_context(|| format!("in {}", args.key.display()))?;
+    let live = files.last().is_some_and(|f| f.file_name().is_some_and(|n| n == "audit.log"));
+    let tail_path = match (&args.tail, live) {
+        (Some(t), _) => Some(t.clone()),
+        (None, true) => Some(args.key.with_file_name("audit.tail")),
+        (None, false) => None,
+    };
+    let tail = match &tail_path {
+        Some(p) if p.exists() || args.tail.is_some() => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Some(Link::parse(&text).with_context(|| format!("{} is not `SEQ MAC`", p.display()))?)
+        }
+        _ => None,
+    };
+    let mut verifier = Verifier::new(key, None);
+    let mut current: Option<PathBuf> = None;
+    let mut broken = None;
+    read_lines(&files, |path, n, line| {
+        if broken.is_some() {
+            return Ok(());
+        }
+        if current.as_deref() != Some(path) {
+            current = Some(path.to_owned());
+            verifier.start_file();
+        }
+        if let Err(e) = verifier.verify(line) {
+            broken = Some(format!("{}:{n}: {e}", path.display()));
+        }
+        Ok(())
+    })?;
+    if broken.is_none() {
+        if let Err(e) = verifier.finish(tail) {
+            let last = files.last().map(|f| f.display().to_string()).unwrap_or_default();
+            broken = Some(format!("{last}: {e}"));
+        }
+    }
+    if let Some(b) = broken {
+        println!("{b}");
+        return Ok(ExitCode::from(1));
+    }
+    let last = verifier.last().map_or(0, |l| l.seq);
+    println!(
+        "intact: {} records in {} files, up to record {last}{}",
+        verifier.lines(),
+        files.len(),
+        if tail.is_some() { ", where the daemon stopped writing" } else { "" }
+    );
+    Ok(ExitCode::SUCCESS)
+}

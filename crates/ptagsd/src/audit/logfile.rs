@@ -1,0 +1,475 @@
+//! The trail on disk: sealed lines appended to `audit.log`, rotation by
+//! size and count, the flush policy, and what to do when space runs out.
+//! A batch is written with one write; a write that fails leaves no torn
+//! line (the file is cut back) and no gap in the chain (the records are
+//! sealed again when written later, or counted as lost).
+
+use std::borrow::Cow;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use log::{error, info, warn};
+use ptags_core::audit::chain::{Key, LineFormat, Link, Sealer, KEY_LEN};
+use ptags_core::audit::{json_members, Stamp};
+
+use crate::config::{Audit, DiskAction, Flush, LogFormat};
+
+/// Daemon records' serials start here: the kernel's are 32-bit, so the
+/// daemon's never name a kernel event.
+pub const DAEMON_SERIAL_BASE: u64 = 1 << 32;
+
+/// A record waiting to be written.
+struct Pending {
+    kind: Cow<'static, str>,
+    stamp: Stamp,
+    body: String,
+}
+
+impl Pending {
+    /// Our own count of records lost for lack of space, made again from
+    /// the count whenever a batch is written.
+    fn is_disk_loss(&self) -> bool {
+        self.kind == "PTAGS_LOST" && self.body.starts_with("source=disk ")
+    }
+}
+
+/// Whether records are being written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writing {
+    On,
+    /// Suspended by a disk action until space is back.
+    Suspended,
+}
+
+/// Lost for lack of space, not yet reported in the log.
+#[derive(Debug, Default, Clone, Copy)]
+struct DiskLoss {
+    lost: u64,
+    reason: &'static str,
+}
+
+pub struct LogFile {
+    dir: PathBuf,
+    path: PathBuf,
+    tail_path: PathBuf,
+    file: File,
+    size: u64,
+    format: LineFormat,
+    sealer: Sealer,
+    config: Audit,
+    pending: Vec<Pending>,
+    since_sync: u64,
+    writing: Writing,
+    unreported: DiskLoss,
+    low_on_space: bool,
+    warned_full: bool,
+    rotating_for_space: bool,
+    /// Lines written, and records lost for lack of space, since start.
+    pub written: u64,
+    pub lost_disk: u64,
+}
+
+/// Reads the chain key, making one the first time.
+pub fn load_key(path: &Path) -> Result<Key> {
+    match fs::read(path) {
+        Ok(bytes) => Key::from_slice(&bytes).with_context(|| format!("in {}", path.display())),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let mut bytes = [0u8; KEY_LEN];
+            // SAFETY: getrandom writes at most `len` bytes into the buffer.
+            let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), KEY_LEN, 0) };
+            if n != KEY_LEN as isize {
+                bail!("getrandom: {}", std::io::Error::last_os_error());
+            }
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            info!("made a new audit chain key in {}", path.display());
+            Ok(Key::new(bytes))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn now_stamp(serial: u64) -> Stamp {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Stamp {
+        secs: now.as_secs(),
+        millis: now.subsec_millis() as u16,
+        serial,
+    }
+}
+
+fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// Free bytes for unprivileged writers on the file system of `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: c is NUL-terminated and st is written by statvfs on success.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so st is initialised.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+fn open_append(path: &Path) -> Result<File> {
+    let file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
+impl LogFile {
+    /// Opens `dir/audit.log` and continues the chain from the tail file
+    /// in `state_dir`, starting with an opening record.
+    pub fn open(dir: &Path, state_dir: &Path, config: &Audit, key: Key) -> Result<LogFile> {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("audit.log");
+        let tail_path = state_dir.join("audit.tail");
+        let link = match fs::read_to_string(&tail_path) {
+            Ok(text) => Link::parse(&text)
+                .with_context(|| format!("{} is not `SEQ MAC`", tail_path.display()))?,
+            Err(e) if e.kind() == ErrorKind::NotFound => Link::default(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", tail_path.display())),
+        };
+        // The file is ahead of the tail when the daemon stopped between
+        // writing a batch and recording where the chain stood.
+        let link = match last_link(&path) {
+            Some(l) if l.seq > link.seq => l,
+            _ => link,
+        };
+        let file = open_append(&path)?;
+        let size = file.metadata()?.len();
+        let mut log = LogFile {
+            dir: dir.to_owned(),
+            path,
+            tail_path,
+            file,
+            size,
+            format: match config.format {
+                LogFormat::Audit => LineFormat::Text,
+                LogFormat::Json => LineFormat::Json,
+            },
+            sealer: Sealer::new(key, link),
+            config: config.clone(),
+            pending: Vec::new(),
+            since_sync: 0,
+            writing: Writing::On,
+            unreported: DiskLoss::default(),
+            low_on_space: false,
+            warned_full: false,
+            rotating_for_space: false,
+            written: 0,
+            lost_disk: 0,
+        };
+        log.push_opening("open");
+        log.commit()?;
+        Ok(log)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn writing(&self) -> Writing {
+        self.writing
+    }
+
+    pub fn link(&self) -> Link {
+        self.sealer.link()
+    }
+
+    /// The serial a daemon record made now gets.
+    pub fn next_daemon_serial(&self) -> u64 {
+        DAEMON_SERIAL_BASE + self.sealer.next_seq() + self.pending.len() as u64
+    }
+
+    /// Queues a daemon record, stamped now.
+    pub fn push_daemon(&mut self, kind: &'static str, body: String) {
+        let stamp = now_stamp(self.next_daemon_serial());
+        self.push(kind, stamp, body);
+    }
+
+    /// Queues a record; `commit` writes it.
+    pub fn push(&mut self, kind: impl Into<Cow<'static, str>>, stamp: Stamp, body: String) {
+        self.pending.push(Pending {
+            kind: kind.into(),
+            stamp,
+            body,
+        });
+    }
+
+    fn push_opening(&mut self, op: &str) {
+        let link = self.sealer.link();
+        let body = format!(
+            "op={op} file=\"{}\" prev-seq={} prev-mac={} key-id={} pid={}",
+            self.path.file_name().unwrap_or_default().to_string_lossy(),
+            link.seq,
+            link.mac,
+            self.sealer.key_id(),
+            std::process::id()
+        );
+        let stamp = now_stamp(DAEMON_SERIAL_BASE + self.sealer.next_seq());
+        self.pending.insert(
+            0,
+            Pending {
+                kind: "PTAGS_LOG".into(),
+                stamp,
+                body,
+            },
+        );
+    }
+
+    fn content(&self, p: &Pending) -> String {
+        match self.format {
+            LineFormat::Text => format!("type={} msg={}: {}", p.kind, p.stamp, p.body),
+            LineFormat::Json => json_members(&p.kind, &p.stamp, &p.body),
+        }
+    }
+
+    fn seal_all(&mut self, records: &[Pending]) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(records.len() * 256);
+        for p in records {
+            let content = self.content(p);
+            self.sealer.seal(self.format, &content, &mut buf);
+        }
+        buf
+    }
+
+    /// Writes what is queued. An error is returned only when the disk
+    /// action is `stop`.
+    pub fn commit(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if self.writing == Writing::Suspended {
+            self.lose(self.pending.len() as u64, "disk-full");
+            self.pending.clear();
+            return Ok(());
+        }
+        if self.unreported.lost > 0 {
+            let record = self.loss_record();
+            self.pending.insert(0, record);
+        }
+        let records = std::mem::take(&mut self.pending);
+        let before = self.sealer.clone();
+        let buf = self.seal_all(&records);
+        if self.size > 0 && self.size + buf.len() as u64 > self.config.max_log_file_mib << 20 {
+            self.sealer = before;
+            self.pending = records;
+            self.rotate("rotate")?;
+            return self.commit();
+        }
+        match self.file.write_all(&buf) {
+            Ok(()) => {
+                self.unreported.lost = 0;
+                self.warned_full = false;
+                self.size += buf.len() as u64;
+                self.written += records.len() as u64;
+                self.since_sync += records.len() as u64;
+                self.sync()?;
+                self.write_tail();
+                Ok(())
+            }
+            Err(e) => {
+                // No torn line, no hole in the chain.
+                let _ = self.file.set_len(self.size);
+                self.sealer = before;
+                if !is_no_space(&e) {
+                    error!("writing {}: {e}", self.path.display());
+                    let n = records.iter().filter(|p| !p.is_disk_loss()).count();
+                    self.lose(n as u64, "write-error");
+                    return Ok(());
+                }
+                self.disk_full(records)
+            }
+        }
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        let due = match self.config.flush {
+            Flush::None => false,
+            Flush::Incremental => self.since_sync >= self.config.freq,
+            Flush::Data | Flush::Sync => true,
+        };
+        if due {
+            let r = match self.config.flush {
+                Flush::Sync => self.file.sync_all(),
+                _ => self.file.sync_data(),
+            };
+            r.with_context(|| format!("syncing {}", self.path.display()))?;
+            self.since_sync = 0;
+        }
+        Ok(())
+    }
+
+    /// Where the chain stands, for `ptags audit verify` to detect a cut end.
+    fn write_tail(&self) {
+        let tmp = self.tail_path.with_extension("tail.new");
+        let r = fs::write(&tmp, format!("{}\n", self.sealer.link()))
+            .and_then(|()| fs::rename(&tmp, &self.tail_path));
+        if let Err(e) = r {
+            warn!("writing {}: {e}", self.tail_path.display());
+        }
+    }
+
+    fn lose(&mut self, n: u64, reason: &'static str) {
+        self.unreported.lost += n;
+        self.unreported.reason = reason;
+        self.lost_disk += n;
+    }
+
+    /// The record saying how many records could not be written, put
+    /// before the batch; the count is cleared once it is written.
+    fn loss_record(&self) -> Pending {
+        Pending {
+            kind: "PTAGS_LOST".into(),
+            stamp: now_stamp(DAEMON_SERIAL_BASE + self.sealer.next_seq()),
+            body: format!(
+                "source=disk reason={} lost={} total={}",
+                self.unreported.reason, self.unreported.lost, self.lost_disk
+            ),
+        }
+    }
+
+    fn disk_full(&mut self, mut records: Vec<Pending>) -> Result<()> {
+        // Our own loss record is made again from the count.
+        records.retain(|p| !p.is_disk_loss());
+        let n = records.len() as u64;
+        let action = self.config.disk_full_action;
+        if action == DiskAction::Rotate && !self.rotating_for_space {
+            warn!("{}: the disk is full; rotating to free space", self.path.display());
+            self.rotating_for_space = true;
+            self.pending = records;
+            let r = self.rotate("rotate");
+            self.rotating_for_space = false;
+            return r;
+        }
+        self.lose(n, "disk-full");
+        match action {
+            DiskAction::Ignore | DiskAction::Rotate => {}
+            DiskAction::Syslog => {
+                if !self.warned_full {
+                    warn!("{}: the disk is full; records are lost (counted) until it is not", self.path.display());
+                }
+            }
+            DiskAction::Suspend => {
+                warn!("{}: the disk is full; writing suspended until space is back", self.path.display());
+                self.writing = Writing::Suspended;
+            }
+            DiskAction::Stop => {
+                bail!("{}: the disk is full and disk_full_action is stop", self.path.display())
+            }
+        }
+        self.warned_full = true;
+        Ok(())
+    }
+
+    /// Moves `audit.log` to `audit.log.1` (and so on, deleting the
+    /// oldest first, which frees space before anything else) and starts
+    /// a new file with an opening record that joins the chain.
+    fn rotate(&mut self, op: &str) -> Result<()> {
+        let _ = self.file.sync_all();
+        let n = self.config.num_logs;
+        let numbered = |i: u32| self.dir.join(format!("audit.log.{i}"));
+        let gone = |r: std::io::Result<()>| match r {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+        if n <= 1 {
+            gone(fs::remove_file(&self.path))?;
+        } else {
+            gone(fs::remove_file(numbered(n - 1)))?;
+            for i in (1..n - 1).rev() {
+                gone(fs::rename(numbered(i), numbered(i + 1)))?;
+            }
+            fs::rename(&self.path, numbered(1))
+                .with_context(|| format!("rotating {}", self.path.display()))?;
+        }
+        self.file = open_append(&self.path)?;
+        self.size = 0;
+        self.since_sync = 0;
+        info!("{}: rotated ({op})", self.path.display());
+        self.push_opening(op);
+        self.commit()
+    }
+
+    /// Checks free space (every second or so): takes `space_left_action`
+    /// when it runs low, and resumes suspended writing when it is back.
+    pub fn check_space(&mut self) -> Result<()> {
+        let Some(free) = free_bytes(&self.dir) else {
+            return Ok(());
+        };
+        let threshold = self.config.space_left_mib << 20;
+        let resume_at = threshold.max(1 << 20);
+        if self.writing == Writing::Suspended && free >= resume_at {
+            info!("{}: space is back; writing resumes", self.path.display());
+            self.writing = Writing::On;
+            self.warned_full = false;
+        }
+        if free >= threshold {
+            self.low_on_space = false;
+            return Ok(());
+        }
+        if self.low_on_space {
+            return Ok(());
+        }
+        self.low_on_space = true;
+        let free_mib = free >> 20;
+        match self.config.space_left_action {
+            DiskAction::Ignore => {}
+            DiskAction::Syslog => warn!(
+                "{}: {free_mib} MiB left, under space_left_mib ({})",
+                self.path.display(),
+                self.config.space_left_mib
+            ),
+            DiskAction::Suspend => {
+                warn!("{}: {free_mib} MiB left; writing suspended", self.path.display());
+                self.writing = Writing::Suspended;
+            }
+            DiskAction::Rotate => self.rotate("rotate")?,
+            DiskAction::Stop => bail!(
+                "{}: {free_mib} MiB left and space_left_action is stop",
+                self.path.display()
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// The chain position of the last sealed line of a file, if any: the
+/// file is ahead of the tail file when the daemon stopped between the
+/// two writes.
+fn last_link(path: &Path) -> Option<Link> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let start = len.saturating_sub(1 << 20);
+    f.seek(SeekFrom::Start(start)).ok()?;
+    let mut text = String::new();
+    f.read_to_string(&mut text).ok()?;
+    let line = text.lines().next_back()?;
+    let sealed = ptags_core::audit::chain::Sealed::split(line)?;
+    Some(Link {
+        seq: sealed.seq,
+        mac: sealed.mac,
+    })
+}

@@ -1,0 +1,374 @@
+//! The audit trail. Data flows one way: kernel records (netlink) and
+//! kernel events (ring buffer) are assembled and enriched with the
+//! container of their task, the daemon's own operations are recorded,
+//! and everything is sealed into the log file.
+
+pub mod logfile;
+pub mod netlink;
+mod records;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use log::warn;
+use ptags_bpf::{Event, EventKind, LostCounts};
+use ptags_core::audit::assemble::{Assembler, KernelEvent, KernelRecord};
+use ptags_core::audit::container_id_fields;
+use ptags_core::audit::types::type_name;
+use ptags_core::contid::Chain;
+use ptags_core::ContainerId;
+
+use crate::config::Config;
+use crate::daemon::{Caller, Daemon};
+use ptags_proto::{AuditStatus, Failure};
+use logfile::{load_key, LogFile};
+use netlink::{KernelMessage, KernelStatus};
+
+pub use records::container_op;
+
+/// How long an event without EOE waits for more of its records.
+const QUIET_MS: u64 = 50;
+/// Events being assembled at once, at most.
+const MAX_OPEN_EVENTS: usize = 65536;
+/// How long the exit of a task is remembered, to name the container of
+/// its last events after it is gone.
+const EXIT_MEMORY: Duration = Duration::from_secs(30);
+
+/// What the trail counts, for `ptags status`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrailCounters {
+    pub kernel_records: u64,
+    pub kernel_events: u64,
+    /// Kernel events that got a CONTAINER_ID record.
+    pub contained_events: u64,
+    /// Records the kernel lost (its own `lost` counter, since we started).
+    pub lost_kernel: u64,
+    /// Events skipped in the kernel's serial numbers after our socket overflowed.
+    pub lost_netlink: u64,
+    pub netlink_overflows: u64,
+    /// Exec and exit events the ring buffer had no room for.
+    pub lost_ringbuf: u64,
+}
+
+/// A task that exited in a container, and when (ms since the epoch).
+#[derive(Debug, Clone, Copy)]
+struct Exit {
+    contid: u64,
+    at_ms: u64,
+    seen: Instant,
+}
+
+pub struct Trail {
+    pub(crate) log: LogFile,
+    assembler: Assembler,
+    exits: HashMap<u32, Exit>,
+    kernel_status: Option<KernelStatus>,
+    kernel_lost_base: Option<u32>,
+    bpf_lost_base: Option<LostCounts>,
+    last_check: Instant,
+    /// After an overflow: the serial seen last before it.
+    overflowed_after: Option<u64>,
+    last_serial: u64,
+    process_records: bool,
+    pub(crate) counters: TrailCounters,
+}
+
+/// CLOCK_REALTIME minus CLOCK_BOOTTIME, in nanoseconds: turns the BPF
+/// programs' boot times into wall-clock times.
+fn boot_to_real_ns() -> i128 {
+    let read = |clock| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: ts is a valid timespec for clock_gettime to fill.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+    };
+    read(libc::CLOCK_REALTIME) - read(libc::CLOCK_BOOTTIME)
+}
+
+fn epoch_ms(boot_ns: u64) -> u64 {
+    ((i128::from(boot_ns) + boot_to_real_ns()) / 1_000_000).max(0) as u64
+}
+
+impl Trail {
+    pub fn open(config: &Config) -> Result<Trail> {
+        let key = load_key(&config.state_dir.join("audit.key"))?;
+        let log = LogFile::open(&config.log_dir, &config.state_dir, &config.audit, key)?;
+        let kernel_status = if config.audit.kernel {
+            Some(KernelStatus::open()?)
+        } else {
+            None
+        };
+        Ok(Trail {
+            log,
+            assembler: Assembler::new(MAX_OPEN_EVENTS, QUIET_MS),
+            exits: HashMap::new(),
+            kernel_status,
+            kernel_lost_base: None,
+            bpf_lost_base: None,
+            last_check: Instant::now() - Duration::from_secs(10),
+            overflowed_after: None,
+            last_serial: 0,
+            process_records: config.audit.process_records,
+            counters: TrailCounters::default(),
+        })
+    }
+
+    fn lost_record(&mut self, source: &str, reason: &str, lost: u64, total: u64) {
+        self.log.push_daemon(
+            "PTAGS_LOST",
+            format!("source={source} reason={reason} lost={lost} total={total}"),
+        );
+    }
+
+    /// The container of a task that exited at or after `at_ms`.
+    fn exited(&self, pid: u32, at_ms: Option<u64>) -> Option<u64> {
+        let exit = self.exits.get(&pid)?;
+        at_ms.is_none_or(|t| exit.at_ms >= t).then_some(exit.contid)
+    }
+}
+
+impl Daemon<'_> {
+    /// Kernel audit records from the netlink reader.
+    pub fn on_kernel_records(&mut self, messages: Vec<KernelMessage>) {
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        let mut done = Vec::new();
+        for m in messages {
+            let record = match KernelRecord::parse(m.kind, &m.payload) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!("a kernel audit record of type {}: {e}", m.kind);
+                    continue;
+                }
+            };
+            let trail = &mut self.trail;
+            trail.counters.kernel_records += 1;
+            if let Some(before) = trail.overflowed_after.take() {
+                let skipped = record.stamp.serial.saturating_sub(before + 1);
+                trail.counters.lost_netlink += skipped;
+                let total = trail.counters.lost_netlink;
+                trail.lost_record("netlink", "overflow", skipped, total);
+            }
+            trail.last_serial = trail.last_serial.max(record.stamp.serial);
+            trail.assembler.push(record, now_ms, &mut done);
+        }
+        for event in done {
+            self.write_kernel_event(event);
+        }
+    }
+
+    /// The netlink socket overflowed: how much was lost shows in the
+    /// serials of the next record.
+    pub fn on_kernel_overflow(&mut self) {
+        let trail = &mut self.trail;
+        trail.counters.netlink_overflows += 1;
+        trail.overflowed_after.get_or_insert(trail.last_serial);
+        warn!("the kernel audit socket overflowed: records were lost");
+    }
+
+    fn write_kernel_event(&mut self, event: KernelEvent) {
+        let contid = event.pid().and_then(|pid| self.contid_at(pid, event.stamp.epoch_millis()));
+        let chain = contid.and_then(ContainerId::new).map(|id| self.chain(id));
+        let trail = &mut self.trail;
+        trail.counters.kernel_events += 1;
+        for r in event.records {
+            trail.log.push(type_name(r.kind), r.stamp, r.body);
+        }
+        if let Some(chain) = chain {
+            trail.counters.contained_events += 1;
+            let fields = container_id_fields(&[chain]);
+            trail.log.push(
+                "CONTAINER_ID",
+                event.stamp,
+                ptags_core::audit::format_fields(&fields),
+            );
+        }
+    }
+
+    /// The container process `pid` was in at `at_ms`: a task that has
+    /// exited since is known from its exit event; a live one is asked.
+    fn contid_at(&mut self, pid: u32, at_ms: u64) -> Option<u64> {
+        if let Some(id) = self.trail.exited(pid, Some(at_ms)) {
+            return Some(id);
+        }
+        match self.kernel.process_contid(pid) {
+            Ok(Some(id)) => return Some(id),
+            Ok(None) | Err(_) => {}
+        }
+        // Gone (or exiting, its ID already cleared): its exit event is in
+        // the ring buffer by now.
+        self.poll_events();
+        self.trail.exited(pid, Some(at_ms))
+    }
+
+    /// Exec and exit events: remembered to name the container of late
+    /// kernel records, and written when process records are on.
+    pub(crate) fn trail_events(&mut self, events: &[Event]) {
+        for e in events {
+            let at_ms = epoch_ms(e.time_ns);
+            let record = match e.kind {
+                // Recorded where the container is forgotten.
+                EventKind::Drop => continue,
+                EventKind::Exit => {
+                    self.trail.exits.insert(
+                        e.tid,
+                        Exit {
+                            contid: e.contid,
+                            at_ms,
+                            seen: Instant::now(),
+                        },
+                    );
+                    "PTAGS_EXIT"
+                }
+                EventKind::Exec => "PTAGS_EXEC",
+            };
+            if self.trail.process_records {
+                let chain = ContainerId::new(e.contid).map(|id| self.chain(id));
+                let body = records::process_record(e, chain.as_ref());
+                let stamp = ptags_core::audit::Stamp {
+                    secs: at_ms / 1000,
+                    millis: (at_ms % 1000) as u16,
+                    serial: self.trail.log.next_daemon_serial(),
+                };
+                self.trail.log.push(record, stamp, body);
+            }
+        }
+    }
+
+    /// Completes quiet events, counts losses once a second, checks the
+    /// disk, and writes what is queued. An error stops the daemon (a
+    /// disk action of `stop`).
+    pub fn audit_tick(&mut self) -> Result<()> {
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        let mut done = Vec::new();
+        self.trail.assembler.expire(now_ms, false, &mut done);
+        for event in done {
+            self.write_kernel_event(event);
+        }
+        if self.trail.last_check.elapsed() >= Duration::from_secs(1) {
+            self.trail.last_check = Instant::now();
+            self.count_losses();
+            self.trail.exits.retain(|_, e| e.seen.elapsed() < EXIT_MEMORY);
+            self.trail.log.check_space()?;
+        }
+        self.trail.log.commit()
+    }
+
+    pub(crate) fn audit_status(&self) -> AuditStatus {
+        let t = &self.trail;
+        let c = t.counters;
+        AuditStatus {
+            log: t.log.path().display().to_string(),
+            writing: t.log.writing() == logfile::Writing::On,
+            seq: t.log.link().seq,
+            records_written: t.log.written,
+            kernel_records: c.kernel_records,
+            kernel_events: c.kernel_events,
+            contained_events: c.contained_events,
+            lost_kernel: c.lost_kernel,
+            lost_netlink: c.lost_netlink,
+            netlink_overflows: c.netlink_overflows,
+            lost_ringbuf: c.lost_ringbuf,
+            lost_disk: t.log.lost_disk,
+        }
+    }
+
+    /// Records a tag operation, done or refused.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record_tag_op(
+        &mut self,
+        op: &str,
+        caller: &Caller,
+        pid: u32,
+        tid: Option<u32>,
+        text: Option<&str>,
+        new_contid: Option<u64>,
+        threads: Option<usize>,
+        failure: Option<&Failure>,
+    ) {
+        let contid = self.kernel.process_contid(pid).ok().flatten();
+        let chain = contid.and_then(ContainerId::new).map(|id| self.chain(id));
+        let body = records::tag_op(
+            &records::TagOp {
+                op,
+                pid,
+                tid,
+                contid: chain.as_ref(),
+                text,
+                new_contid,
+            },
+            &caller.subject,
+            threads,
+            failure,
+        );
+        self.trail.log.push_daemon("PTAGS_OP", body);
+    }
+
+    /// Records a refused container-ID change.
+    pub(crate) fn record_refused_contid(&mut self, caller: &Caller, pid: u32, id: u64, failure: &Failure) {
+        let old = self.kernel.process_contid(pid).ok().flatten();
+        let body = container_op("set", pid, id, old, &caller.subject, Some(failure));
+        self.trail.log.push_daemon("CONTAINER_OP", body);
+    }
+
+    /// Writes what is queued: before a request is answered, so that no
+    /// change is seen before its record is written.
+    pub fn audit_commit(&mut self) -> Result<()> {
+        self.trail.log.commit()
+    }
+
+    /// Writes everything still queued (at stop).
+    pub fn audit_flush(&mut self) -> Result<()> {
+        let mut done = Vec::new();
+        self.trail.assembler.expire(0, true, &mut done);
+        for event in done {
+            self.write_kernel_event(event);
+        }
+        self.trail.log.commit()
+    }
+
+    fn count_losses(&mut self) {
+        let trail = &mut self.trail;
+        if let Some(status) = trail.kernel_status.as_mut() {
+            match status.lost() {
+                Ok(lost) => {
+                    let base = *trail.kernel_lost_base.get_or_insert(lost);
+                    if lost > base {
+                        let new = u64::from(lost - base);
+                        trail.kernel_lost_base = Some(lost);
+                        trail.counters.lost_kernel += new;
+                        let total = trail.counters.lost_kernel;
+                        trail.lost_record("kernel", "backlog-or-rate-limit", new, total);
+                    }
+                }
+                Err(e) => warn!("reading the kernel's audit status: {e:#}"),
+            }
+        }
+        if let Ok(lost) = self.kernel.lost() {
+            let base = *self.trail.bpf_lost_base.get_or_insert(lost);
+            for (reason, now, before) in [
+                ("drop-events", lost.drop_events, base.drop_events),
+                ("exec-events", lost.exec_events, base.exec_events),
+                ("exit-events", lost.exit_events, base.exit_events),
+            ] {
+                if now > before {
+                    self.trail.counters.lost_ringbuf += now - before;
+                    let total = self.trail.counters.lost_ringbuf;
+                    self.trail.lost_record("bpf", reason, now - before, total);
+                }
+            }
+            self.trail.bpf_lost_base = Some(lost);
+        }
+    }
+}
+
+/// The chain printed for a task's container, for records naming it.
+pub fn chain_text(chain: Option<&Chain>) -> String {
+    ptags_core::contid::format_chains(
+        chain.map(std::slice::from_ref).unwrap_or_default(),
+        ptags_core::contid::Style::Raw,
+    )
+}

@@ -1,0 +1,113 @@
+//! The bodies of the daemon's own records (docs/records.md lists them).
+
+use ptags_bpf::Event;
+use ptags_core::audit::{encode_untrusted, format_fields, Subject};
+use ptags_core::contid::{format_contid, Chain, Style};
+use ptags_core::ContainerId;
+use ptags_proto::Failure;
+
+use super::chain_text;
+
+/// Bytes of a write's text a record carries; past that, its length and
+/// digest stand for the rest.
+pub const MAX_RECORDED_TEXT: usize = 64 * 1024;
+
+fn result_fields(fields: &mut Vec<(String, String)>, failure: Option<&Failure>) {
+    match failure {
+        None => fields.push(("res".into(), "success".into())),
+        Some(f) => {
+            fields.push(("res".into(), "failed".into()));
+            fields.push(("errno".into(), f.errno.clone()));
+            if let Some(line) = f.line {
+                fields.push(("line".into(), line.to_string()));
+            }
+        }
+    }
+}
+
+/// `CONTAINER_OP`: a container-ID change (set, inject, nest), or a
+/// refused one.
+pub fn container_op(
+    op: &str,
+    opid: u32,
+    contid: u64,
+    old: Option<u64>,
+    caller: &Subject,
+    failure: Option<&Failure>,
+) -> String {
+    let mut fields = vec![
+        ("op".to_owned(), op.to_owned()),
+        ("opid".to_owned(), opid.to_string()),
+        // Raw: a refused request may name the unset value.
+        ("contid".to_owned(), format_contid(ContainerId::new(contid), Style::Raw)),
+        (
+            "old-contid".to_owned(),
+            format_contid(old.and_then(ContainerId::new), Style::Raw),
+        ),
+    ];
+    caller.push_fields(&mut fields);
+    result_fields(&mut fields, failure);
+    format_fields(&fields)
+}
+
+/// What a tag operation asked for.
+pub struct TagOp<'a> {
+    pub op: &'a str,
+    pub pid: u32,
+    pub tid: Option<u32>,
+    /// The target's container after the operation.
+    pub contid: Option<&'a Chain>,
+    pub text: Option<&'a str>,
+    /// `ptags run`'s container ID for the program it starts.
+    pub new_contid: Option<u64>,
+}
+
+/// `PTAGS_OP`: a change of tags (a write, or `ptags run`'s preparation),
+/// who asked, on whom, the lines, and the result.
+pub fn tag_op(op: &TagOp<'_>, caller: &Subject, threads: Option<usize>, failure: Option<&Failure>) -> String {
+    let mut fields = vec![
+        ("op".to_owned(), op.op.to_owned()),
+        ("opid".to_owned(), op.pid.to_string()),
+    ];
+    if let Some(tid) = op.tid {
+        fields.push(("tid".into(), tid.to_string()));
+    }
+    fields.push(("contid".into(), chain_text(op.contid)));
+    if let Some(text) = op.text {
+        let bytes = text.as_bytes();
+        let cut = bytes.len() > MAX_RECORDED_TEXT;
+        fields.push((
+            "text".into(),
+            encode_untrusted(&bytes[..bytes.len().min(MAX_RECORDED_TEXT)]),
+        ));
+        if cut {
+            fields.push(("text-len".into(), bytes.len().to_string()));
+            fields.push(("text-digest".into(), blake3::hash(bytes).to_hex().to_string()));
+        }
+    }
+    if let Some(id) = op.new_contid {
+        fields.push(("new-contid".into(), id.to_string()));
+    }
+    caller.push_fields(&mut fields);
+    result_fields(&mut fields, failure);
+    if let Some(n) = threads {
+        fields.push(("threads".into(), n.to_string()));
+    }
+    format_fields(&fields)
+}
+
+/// `PTAGS_EXEC`, `PTAGS_EXIT`: a task in a container started a program
+/// or exited.
+pub fn process_record(e: &Event, chain: Option<&Chain>) -> String {
+    let fields = vec![
+        ("pid".to_owned(), e.pid.to_string()),
+        ("tid".to_owned(), e.tid.to_string()),
+        ("ppid".to_owned(), e.ppid.to_string()),
+        ("uid".to_owned(), e.uid.to_string()),
+        ("auid".to_owned(), e.loginuid.to_string()),
+        ("ses".to_owned(), e.sessionid.to_string()),
+        ("comm".to_owned(), encode_untrusted(e.comm.as_bytes())),
+        ("contid".to_owned(), chain_text(chain)),
+    ];
+    format_fields(&fields)
+}
