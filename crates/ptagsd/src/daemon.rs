@@ -235,10 +235,14 @@ impl<'k> Daemon<'k> {
 
     pub(crate) fn chain(&self, id: ContainerId) -> Chain {
         let depth = self.config.limits.max_depth as usize + 1;
+        // A container dropped a moment ago still names its parent for
+        // the kernel records of its last tasks, enriched after the drop.
         chain_of(id, depth, |c| {
-            self.registry
-                .get(&c.get())
-                .map(|r| r.parent.and_then(ContainerId::new))
+            let parent = match self.registry.get(&c.get()) {
+                Some(r) => Some(r.parent),
+                None => self.trail.dropped_parent(c.get()),
+            };
+            parent.map(|p| p.and_then(ContainerId::new))
         })
     }
 
@@ -264,7 +268,8 @@ impl<'k> Daemon<'k> {
             Ok(None) => {}
             Err(e) => warn!("reading container {id}: {e}"),
         }
-        if self.registry.remove(&id).is_some() {
+        if let Some(removed) = self.registry.remove(&id) {
+            self.trail.remember_dropped(id, removed.parent);
             if let Err(e) = self.store.delete_container(id) {
                 warn!("deleting container {id} from the registry: {e:#}");
             }

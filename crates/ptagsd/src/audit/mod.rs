@@ -61,6 +61,8 @@ struct Exit {
 
 pub struct Trail {
     pub(crate) log: LogFile,
+    /// Containers dropped a moment ago, and their parents.
+    dropped: HashMap<u64, (Option<u64>, Instant)>,
     assembler: Assembler,
     exits: HashMap<u32, Exit>,
     kernel_status: Option<KernelStatus>,
@@ -106,6 +108,7 @@ impl Trail {
             log,
             assembler: Assembler::new(MAX_OPEN_EVENTS, QUIET_MS),
             exits: HashMap::new(),
+            dropped: HashMap::new(),
             kernel_status,
             kernel_lost_base: None,
             bpf_lost_base: None,
@@ -122,6 +125,14 @@ impl Trail {
             "PTAGS_LOST",
             format!("source={source} reason={reason} lost={lost} total={total}"),
         );
+    }
+
+    pub(crate) fn remember_dropped(&mut self, id: u64, parent: Option<u64>) {
+        self.dropped.insert(id, (parent, Instant::now()));
+    }
+
+    pub(crate) fn dropped_parent(&self, id: u64) -> Option<Option<u64>> {
+        self.dropped.get(&id).map(|(p, _)| *p)
     }
 
     /// The container of a task that exited at or after `at_ms`.
@@ -252,6 +263,7 @@ impl Daemon<'_> {
             self.trail.last_check = Instant::now();
             self.count_losses();
             self.trail.exits.retain(|_, e| e.seen.elapsed() < EXIT_MEMORY);
+            self.trail.dropped.retain(|_, (_, at)| at.elapsed() < EXIT_MEMORY);
             self.trail.log.check_space()?;
         }
         self.trail.log.commit()

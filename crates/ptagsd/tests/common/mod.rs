@@ -81,11 +81,15 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "socket = {:?}\nstate_dir = {:?}\npin_dir = {:?}\nlog_dir = {:?}\n{}{}",
+                "socket = {:?}\nstate_dir = {:?}\npin_dir = {:?}\n{}{}{}",
                 self.socket(),
                 d.join("state"),
                 self.pin_dir,
-                d.join("log"),
+                if self.extra.contains("log_dir") {
+                    String::new()
+                } else {
+                    format!("log_dir = {:?}\n", d.join("log"))
+                },
                 if self.extra.contains("log_level") {
                     ""
                 } else {
