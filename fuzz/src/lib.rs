@@ -173,3 +173,31 @@ pub fn request_frame(data: &[u8]) {
         assert!(matches!(f.errno(), Some(Errno::Eproto | Errno::Einval)));
     }
 }
+
+/// The trail's readers on any bytes: a line is split from its seal,
+/// parsed as a record, matched and interpreted, and verified, without a
+/// panic; a kernel payload parses or is refused; a time parses or not.
+pub fn audit_log(data: &[u8]) {
+    use ptags_core::audit::assemble::KernelRecord;
+    use ptags_core::audit::chain::{Key, Sealed, Verifier};
+    use ptags_core::audit::query::{interpret, parse_time, Entry, Matcher, Query};
+    let text = String::from_utf8_lossy(data);
+    let mut verifier = Verifier::new(Key::new([7; 32]), None);
+    let mut matcher = Matcher::new(Query {
+        contid: Some(7),
+        nested: true,
+        tag: Some("a:*".into()),
+        ..Query::default()
+    })
+    .expect("a valid query");
+    for line in text.lines() {
+        let _ = verifier.verify(line);
+        let record = Sealed::split(line).and_then(|s| s.text_record()).unwrap_or(line);
+        if let Ok(entry) = Entry::parse(record) {
+            let _ = interpret(&entry);
+            let _ = matcher.matches(&[entry]);
+        }
+        let _ = KernelRecord::parse(1300, line.as_bytes());
+        let _ = parse_time(line);
+    }
+}

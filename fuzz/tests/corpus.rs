@@ -37,3 +37,8 @@ fn contid_decision_corpus() {
 fn request_frame_corpus() {
     replay("request_frame", ptags_fuzz::request_frame);
 }
+
+#[test]
+fn audit_log_corpus() {
+    replay("audit_log", ptags_fuzz::audit_log);
+}

@@ -78,7 +78,7 @@ impl Stamp {
 
     /// Milliseconds since the epoch.
     pub fn epoch_millis(&self) -> u64 {
-        self.secs * 1000 + u64::from(self.millis)
+        self.secs.saturating_mul(1000).saturating_add(u64::from(self.millis))
     }
 }
 
