@@ -134,15 +134,8 @@ impl Record {
 
     /// Parses one line of the audit text format.
     pub fn parse(line: &str) -> Result<Record, RecordError> {
-        let rest = line.strip_prefix("type=").ok_or(RecordError::NoHeader)?;
-        let (kind, rest) = rest
-            .split_once(" msg=audit(")
-            .ok_or(RecordError::NoHeader)?;
-        if kind.is_empty() || kind.contains(char::is_whitespace) {
-            return Err(RecordError::NoHeader);
-        }
-        let (stamp, rest) = rest.split_once("):").ok_or(RecordError::BadStamp)?;
-        let stamp = Stamp::parse_inner(stamp).ok_or(RecordError::BadStamp)?;
+        let entry = query::Entry::parse(line)?;
+        let (kind, stamp, rest) = (entry.kind, entry.stamp, entry.body);
         let mut fields = Vec::new();
         for token in split_fields(rest) {
             let (key, value) = token
