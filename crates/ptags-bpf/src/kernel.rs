@@ -12,6 +12,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, RingBuffer, RingBufferBuilder};
 
 use crate::pins;
+use crate::task::pidfd_open;
 use crate::skel::types::{
     ptags_config, ptags_event, ptags_event_kind as K, ptags_event_mask as M, ptags_layout,
     ptags_lost_reason as L, ptags_set_args, ptags_set_ops as O, ptags_task, ptags_task_row,
@@ -325,33 +326,24 @@ impl Kernel {
     /// The state of one task (thread), read through a pidfd. `None` when
     /// the kernel holds nothing for it (no tags, no container).
     pub fn task_state(&self, task: TaskId) -> Result<Option<TaskState>> {
-        let pidfd = task.pidfd()?;
-        let key = pidfd.as_raw_fd().to_ne_bytes();
-        match self.task_state.lookup(&key, MapFlags::LOCK) {
+        self.state_through(&task.pidfd()?, task.tid)
+    }
+
+    /// The state of process `pid` (its main thread), for naming the
+    /// container of an audit event: `None` for a task the kernel holds
+    /// nothing for. `Err(NoSuchTask)` once the process is gone; no
+    /// start-time check: the caller tells a reused pid by the exit events
+    /// it has seen.
+    pub fn process_state(&self, pid: u32) -> Result<Option<TaskState>> {
+        self.state_through(&pidfd_open(pid, 0)?, pid)
+    }
+
+    fn state_through(&self, pidfd: &OwnedFd, tid: u32) -> Result<Option<TaskState>> {
+        match self.task_state.lookup(&pidfd.as_raw_fd().to_ne_bytes(), MapFlags::LOCK) {
             Ok(Some(bytes)) => Ok(Some(TaskState::from_raw(&from_bytes(&bytes)))),
             Ok(None) => Ok(None),
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).context(|| format!("reading the state of task {}", task.tid)),
-        }
-    }
-
-    /// The container ID of process `pid` (its main thread), for naming
-    /// the container of an audit event. `Err(NoSuchTask)` once the
-    /// process is gone; no start-time check: the caller tells a reused
-    /// pid by the exit events it has seen.
-    pub fn process_contid(&self, pid: u32) -> Result<Option<u64>> {
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        if fd < 0 {
-            return Err(Error::NoSuchTask(pid));
-        }
-        // SAFETY: fd is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        match self.task_state.lookup(&fd.as_raw_fd().to_ne_bytes(), MapFlags::LOCK) {
-            Ok(Some(bytes)) => Ok(TaskState::from_raw(&from_bytes(&bytes)).contid),
-            Ok(None) => Ok(None),
-            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).context(|| format!("reading the state of process {pid}")),
+            Err(e) => Err(e).context(|| format!("reading the state of task {tid}")),
         }
     }
 
@@ -566,6 +558,13 @@ impl EventReader<'_> {
         self.ring
             .poll(timeout)
             .context(|| "polling the event ring buffer".into())?;
+        self.drain()
+    }
+
+    /// Returns the events queued now, without waiting. No system call:
+    /// the ring buffer is read from shared memory, so this is cheap
+    /// enough to call for every audit event.
+    pub fn drain(&self) -> Result<Vec<Event>> {
         self.ring
             .consume()
             .context(|| "reading the event ring buffer".into())?;

@@ -34,14 +34,7 @@ impl TaskId {
 
     /// A pidfd for this one thread, checked to still be the same task.
     pub(crate) fn pidfd(&self) -> Result<OwnedFd> {
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let fd =
-            unsafe { libc::syscall(libc::SYS_pidfd_open, self.tid as libc::pid_t, PIDFD_THREAD) };
-        if fd < 0 {
-            return Err(Error::NoSuchTask(self.tid));
-        }
-        // SAFETY: fd is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let fd = pidfd_open(self.tid, PIDFD_THREAD)?;
         // The pidfd pins the task: if it is still the one we named now, it
         // is for as long as we hold the fd.
         if TaskId::of(self.tid)? != *self {
@@ -49,6 +42,17 @@ impl TaskId {
         }
         Ok(fd)
     }
+}
+
+/// `pidfd_open(2)`: `flags` 0 names the process, PIDFD_THREAD one thread.
+pub(crate) fn pidfd_open(pid: u32, flags: libc::c_uint) -> Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, flags) };
+    if fd < 0 {
+        return Err(Error::NoSuchTask(pid));
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// What the kernel holds for one task.

@@ -12,7 +12,7 @@ mod message;
 
 pub use frame::{read_frame, write_frame, FrameError};
 pub use message::{
-    AuditStatus, ContainerInfo, ContidAnswer, Failure, LostCounters, PsFilter, PsRow, Request, RequestFrame,
+    AuditCounters, AuditStatus, ContainerInfo, ContidAnswer, Failure, LostCounters, PsFilter, PsRow, Request, RequestFrame,
     Response, ResponseFrame, Status, Target, PROTOCOL_VERSION,
 };
 

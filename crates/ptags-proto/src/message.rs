@@ -293,18 +293,28 @@ pub struct AuditStatus {
     pub seq: u64,
     /// Records written since the daemon started.
     pub records_written: u64,
+    /// Records lost for lack of disk space.
+    pub lost_disk: u64,
+    #[serde(flatten)]
+    pub counters: AuditCounters,
+}
+
+/// What the daemon's audit pipeline counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCounters {
     pub kernel_records: u64,
     pub kernel_events: u64,
     /// Kernel events of tasks in containers (followed by CONTAINER_ID).
     pub contained_events: u64,
-    /// Lost, by where: the kernel's own count (backlog, rate limit), the
-    /// netlink socket (serials skipped after an overflow), the ring
-    /// buffer (exec/exit events), the disk (full).
+    /// Lost by the kernel itself (its `lost` counter: backlog, rate
+    /// limit), since the daemon started.
     pub lost_kernel: u64,
+    /// Events skipped in the kernel's serials after our netlink socket
+    /// overflowed, and how often it did.
     pub lost_netlink: u64,
     pub netlink_overflows: u64,
+    /// Exec and exit events the ring buffer had no room for.
     pub lost_ringbuf: u64,
-    pub lost_disk: u64,
 }
 
 /// A successful answer.
@@ -328,7 +338,7 @@ pub enum Response {
         rows: Vec<PsRow>,
     },
     Prepared,
-    Status(Status),
+    Status(Box<Status>),
 }
 
 /// An answer as sent: the version and either `ok` or `error`.

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use ptags_core::audit::chain::{Key, Link, Sealed, Verifier};
 use ptags_core::audit::query::{interpret, parse_time, Entry, Matcher, Query};
 use ptags_core::audit::report::Report;
-use ptags_core::audit::json_members;
+use ptags_core::audit::{json_members, Stamp};
 
 use crate::commands::contid_arg;
 
@@ -42,8 +42,26 @@ pub struct Files {
     log_dir: PathBuf,
 }
 
+/// A log file, opened when the files were listed: a rotation while it is
+/// read renames it, but what is read stays the file that was listed.
+struct Opened {
+    path: PathBuf,
+    file: File,
+}
+
 impl Files {
-    /// The files to read, oldest first.
+    /// The files to read, oldest first, all opened at once.
+    fn open(&self) -> Result<Vec<Opened>> {
+        self.list()?
+            .into_iter()
+            .map(|path| {
+                let file =
+                    File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+                Ok(Opened { path, file })
+            })
+            .collect()
+    }
+
     fn list(&self) -> Result<Vec<PathBuf>> {
         if !self.inputs.is_empty() {
             return Ok(self.inputs.clone());
@@ -58,7 +76,7 @@ impl Files {
                 rotated.push((n, path));
             }
         }
-        rotated.sort_by(|a, b| b.0.cmp(&a.0));
+        rotated.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
         let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
         let live = self.log_dir.join("audit.log");
         if live.exists() {
@@ -129,22 +147,22 @@ pub struct VerifyArgs {
     tail: Option<PathBuf>,
 }
 
-/// One line of a log: as written, and the record's text.
+/// One line of a log: as written, the record's text, and its stamp.
 struct Line {
     raw: String,
     record: String,
     seq: Option<u64>,
+    stamp: Stamp,
 }
 
 /// Reads the lines of the files in order, calling `each` with the file
 /// and line number.
 fn read_lines(
-    files: &[PathBuf],
+    files: &[Opened],
     mut each: impl FnMut(&Path, u64, &str) -> Result<()>,
 ) -> Result<()> {
     let mut buf = Vec::with_capacity(4096);
-    for path in files {
-        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    for Opened { path, file } in files {
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let mut n = 0;
         loop {
@@ -160,7 +178,8 @@ fn read_lines(
     Ok(())
 }
 
-/// The record in a line of either format (auditd's own logs too).
+/// The record in a line of either format (auditd's own logs too);
+/// `None` for a line that holds no record.
 fn record_of(raw: &str) -> Option<Line> {
     let sealed = Sealed::split(raw);
     let record = if raw.starts_with('{') {
@@ -178,15 +197,17 @@ fn record_of(raw: &str) -> Option<Line> {
             .unwrap_or(raw)
             .to_owned()
     };
+    let stamp = Entry::parse(&record).ok()?.stamp;
     Some(Line {
         raw: raw.to_owned(),
         record,
         seq: sealed.map(|s| s.seq),
+        stamp,
     })
 }
 
 /// Reads the files event by event (consecutive records sharing a stamp).
-fn events(files: &[PathBuf], mut each: impl FnMut(&[Line], &[Entry<'_>])) -> Result<u64> {
+fn events(files: &[Opened], mut each: impl FnMut(&[Line], &[Entry<'_>])) -> Result<u64> {
     let mut group: Vec<Line> = Vec::new();
     let mut unreadable = 0u64;
     let mut flush = |group: &mut Vec<Line>| {
@@ -204,15 +225,7 @@ fn events(files: &[PathBuf], mut each: impl FnMut(&[Line], &[Entry<'_>])) -> Res
             unreadable += 1;
             return Ok(());
         };
-        let Ok(stamp) = Entry::parse(&line.record).map(|e| e.stamp) else {
-            unreadable += 1;
-            return Ok(());
-        };
-        let same = group
-            .last()
-            .and_then(|l| Entry::parse(&l.record).ok())
-            .is_some_and(|e| e.stamp == stamp);
-        if !same {
+        if group.last().is_some_and(|l| l.stamp != line.stamp) {
             flush(&mut group);
         }
         group.push(line);
@@ -224,7 +237,7 @@ fn events(files: &[PathBuf], mut each: impl FnMut(&[Line], &[Entry<'_>])) -> Res
 
 fn warn_unreadable(n: u64) {
     if n > 0 {
-        eprintln!("ptags: {n} lines are not audit records; skipped");
+        eprintln!("ptags: {n} lines are not audit records and were not read");
     }
 }
 
@@ -248,7 +261,7 @@ fn search(args: SearchArgs) -> Result<ExitCode> {
         until_ms: time(&args.until)?,
     };
     let mut matcher = Matcher::new(query).map_err(anyhow::Error::msg)?;
-    let files = args.files.list()?;
+    let files = args.files.open()?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut matched = 0u64;
@@ -306,7 +319,7 @@ fn print_event(
 }
 
 fn report(args: ReportArgs, out: crate::Output) -> Result<ExitCode> {
-    let files = args.files.list()?;
+    let files = args.files.open()?;
     let mut report = Report::default();
     let unreadable = events(&files, |_, entries| report.add(entries))?;
     warn_unreadable(unreadable);
@@ -384,10 +397,12 @@ fn print_report(report: &Report, out: crate::Output) {
 }
 
 fn verify(args: VerifyArgs) -> Result<ExitCode> {
-    let files = args.files.list()?;
+    let files = args.files.open()?;
     let bytes = std::fs::read(&args.key).with_context(|| format!("reading the key {}", args.key.display()))?;
     let key = Key::from_slice(&bytes).with_context(|| format!("in {}", args.key.display()))?;
-    let live = files.last().is_some_and(|f| f.file_name().is_some_and(|n| n == "audit.log"));
+    let live = files
+        .last()
+        .is_some_and(|f| f.path.file_name().is_some_and(|n| n == "audit.log"));
     let tail_path = match (&args.tail, live) {
         (Some(t), _) => Some(t.clone()),
         (None, true) => Some(args.key.with_file_name("audit.tail")),
@@ -418,7 +433,7 @@ fn verify(args: VerifyArgs) -> Result<ExitCode> {
     })?;
     if broken.is_none() {
         if let Err(e) = verifier.finish(tail) {
-            let last = files.last().map(|f| f.display().to_string()).unwrap_or_default();
+            let last = files.last().map(|f| f.path.display().to_string()).unwrap_or_default();
             broken = Some(format!("{last}: {e}"));
         }
     }

@@ -188,19 +188,20 @@ fn print_status(s: &Status) {
         l.drop_events, l.exec_events, l.exit_events, l.task_storage, l.container_missing
     );
     let a = &s.audit;
+    let c = &a.counters;
     println!(
         "audit trail: {} ({}), record {}; {} written, {} kernel records in {} events ({} in containers)",
         a.log,
         if a.writing { "writing" } else { "SUSPENDED" },
         a.seq,
         a.records_written,
-        a.kernel_records,
-        a.kernel_events,
-        a.contained_events
+        c.kernel_records,
+        c.kernel_events,
+        c.contained_events
     );
     println!(
         "audit records lost: {} by the kernel, {} at the netlink socket ({} overflows), {} in the ring buffer, {} for lack of disk space",
-        a.lost_kernel, a.lost_netlink, a.netlink_overflows, a.lost_ringbuf, a.lost_disk
+        c.lost_kernel, c.lost_netlink, c.netlink_overflows, c.lost_ringbuf, a.lost_disk
     );
     println!(
         "containers: {} ({} dropped)",

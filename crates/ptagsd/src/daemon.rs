@@ -14,7 +14,7 @@ use ptags_core::contid::{chain_of, Chain};
 use ptags_core::{ContainerId, Errno, Interner, SetId, TagSet};
 use ptags_proto::{ContainerInfo, Failure, LostCounters, Request, Response, Status};
 
-use crate::audit::Trail;
+use crate::audit::{TagOp, Trail};
 use crate::config::Config;
 use crate::process::{audit_subject, same_namespace, Creds, Pidfd};
 use crate::store::{ContainerRecord, Store};
@@ -144,11 +144,14 @@ impl<'k> Daemon<'k> {
             Request::Write { target, text } => {
                 let caller = self.caller(peer)?;
                 let result = self.write(&caller, *target, text);
-                let threads = match &result {
-                    Ok(Response::Written { threads }) => Some(*threads),
-                    _ => None,
+                let op = TagOp {
+                    op: "write",
+                    pid: target.pid,
+                    tid: target.tid,
+                    text: Some(text),
+                    new_contid: None,
                 };
-                self.record_tag_op("write", &caller, target.pid, target.tid, Some(text), None, threads, result.as_ref().err());
+                self.record_tag_op(&caller, &op, &result);
                 result
             }
             Request::ContidGet { pid } => {
@@ -170,7 +173,14 @@ impl<'k> Daemon<'k> {
             Request::PrepareExec { pid, text, contid } => {
                 let caller = self.caller(peer)?;
                 let result = self.prepare_exec(&caller, *pid, text.as_deref(), *contid);
-                self.record_tag_op("prepare-exec", &caller, *pid, None, text.as_deref(), *contid, None, result.as_ref().err());
+                let op = TagOp {
+                    op: "prepare-exec",
+                    pid: *pid,
+                    tid: None,
+                    text: text.as_deref(),
+                    new_contid: *contid,
+                };
+                self.record_tag_op(&caller, &op, &result);
                 result
             }
             Request::Status {} => self.status(),
@@ -285,7 +295,7 @@ impl<'k> Daemon<'k> {
 
     /// Reads and handles what the kernel programs reported.
     pub fn poll_events(&mut self) {
-        match self.events.poll(std::time::Duration::ZERO) {
+        match self.events.drain() {
             Ok(batch) => self.on_events(batch),
             Err(e) => warn!("reading kernel events: {e}"),
         }
@@ -363,7 +373,7 @@ impl<'k> Daemon<'k> {
             .collect();
         containers.sort_by_key(|c| c.contid);
         let c = self.counters;
-        Ok(Response::Status(Status {
+        Ok(Response::Status(Box::new(Status {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             protocol: ptags_proto::PROTOCOL_VERSION,
             pid: std::process::id(),
@@ -385,7 +395,7 @@ impl<'k> Daemon<'k> {
                 container_missing: lost.container_missing,
             },
             audit: self.audit_status(),
-        }))
+        })))
     }
 }
 

@@ -21,11 +21,11 @@ use ptags_core::ContainerId;
 
 use crate::config::Config;
 use crate::daemon::{Caller, Daemon};
-use ptags_proto::{AuditStatus, Failure};
+use ptags_proto::{AuditCounters, AuditStatus, Failure, Response};
 use logfile::{load_key, LogFile};
 use netlink::{KernelMessage, KernelStatus};
 
-pub use records::container_op;
+pub use records::{container_op, TagOp};
 
 /// How long an event without EOE waits for more of its records.
 const QUIET_MS: u64 = 50;
@@ -34,22 +34,6 @@ const MAX_OPEN_EVENTS: usize = 65536;
 /// How long the exit of a task is remembered, to name the container of
 /// its last events after it is gone.
 const EXIT_MEMORY: Duration = Duration::from_secs(30);
-
-/// What the trail counts, for `ptags status`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TrailCounters {
-    pub kernel_records: u64,
-    pub kernel_events: u64,
-    /// Kernel events that got a CONTAINER_ID record.
-    pub contained_events: u64,
-    /// Records the kernel lost (its own `lost` counter, since we started).
-    pub lost_kernel: u64,
-    /// Events skipped in the kernel's serial numbers after our socket overflowed.
-    pub lost_netlink: u64,
-    pub netlink_overflows: u64,
-    /// Exec and exit events the ring buffer had no room for.
-    pub lost_ringbuf: u64,
-}
 
 /// A task that exited in a container, and when (ms since the epoch).
 #[derive(Debug, Clone, Copy)]
@@ -73,7 +57,7 @@ pub struct Trail {
     overflowed_after: Option<u64>,
     last_serial: u64,
     process_records: bool,
-    pub(crate) counters: TrailCounters,
+    pub(crate) counters: AuditCounters,
 }
 
 /// CLOCK_REALTIME minus CLOCK_BOOTTIME, in nanoseconds: turns the BPF
@@ -89,10 +73,6 @@ fn boot_to_real_ns() -> i128 {
         i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
     };
     read(libc::CLOCK_REALTIME) - read(libc::CLOCK_BOOTTIME)
-}
-
-fn epoch_ms(boot_ns: u64) -> u64 {
-    ((i128::from(boot_ns) + boot_to_real_ns()) / 1_000_000).max(0) as u64
 }
 
 impl Trail {
@@ -116,7 +96,7 @@ impl Trail {
             overflowed_after: None,
             last_serial: 0,
             process_records: config.audit.process_records,
-            counters: TrailCounters::default(),
+            counters: AuditCounters::default(),
         })
     }
 
@@ -205,21 +185,25 @@ impl Daemon<'_> {
         if let Some(id) = self.trail.exited(pid, Some(at_ms)) {
             return Some(id);
         }
-        match self.kernel.process_contid(pid) {
-            Ok(Some(id)) => return Some(id),
-            Ok(None) | Err(_) => {}
+        match self.kernel.process_state(pid) {
+            Ok(Some(state)) if state.contid.is_some() => state.contid,
+            // Not in a container now. It may have exited since the event:
+            // its ID is cleared at exit, its storage freed before it is
+            // reaped, and it is gone once reaped, all after its exit event
+            // was queued. Reading the queue costs no system call.
+            _ => {
+                self.poll_events();
+                self.trail.exited(pid, Some(at_ms))
+            }
         }
-        // Gone (or exiting, its ID already cleared): its exit event is in
-        // the ring buffer by now.
-        self.poll_events();
-        self.trail.exited(pid, Some(at_ms))
     }
 
     /// Exec and exit events: remembered to name the container of late
     /// kernel records, and written when process records are on.
     pub(crate) fn trail_events(&mut self, events: &[Event]) {
+        let offset_ns = boot_to_real_ns();
         for e in events {
-            let at_ms = epoch_ms(e.time_ns);
+            let at_ms = ((i128::from(e.time_ns) + offset_ns) / 1_000_000).max(0) as u64;
             let record = match e.kind {
                 // Recorded where the container is forgotten.
                 EventKind::Drop => continue,
@@ -271,57 +255,41 @@ impl Daemon<'_> {
 
     pub(crate) fn audit_status(&self) -> AuditStatus {
         let t = &self.trail;
-        let c = t.counters;
         AuditStatus {
             log: t.log.path().display().to_string(),
             writing: t.log.writing() == logfile::Writing::On,
             seq: t.log.link().seq,
             records_written: t.log.written,
-            kernel_records: c.kernel_records,
-            kernel_events: c.kernel_events,
-            contained_events: c.contained_events,
-            lost_kernel: c.lost_kernel,
-            lost_netlink: c.lost_netlink,
-            netlink_overflows: c.netlink_overflows,
-            lost_ringbuf: c.lost_ringbuf,
             lost_disk: t.log.lost_disk,
+            counters: t.counters,
         }
     }
 
     /// Records a tag operation, done or refused.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn record_tag_op(
         &mut self,
-        op: &str,
         caller: &Caller,
-        pid: u32,
-        tid: Option<u32>,
-        text: Option<&str>,
-        new_contid: Option<u64>,
-        threads: Option<usize>,
-        failure: Option<&Failure>,
+        op: &TagOp<'_>,
+        result: &Result<Response, Failure>,
     ) {
-        let contid = self.kernel.process_contid(pid).ok().flatten();
-        let chain = contid.and_then(ContainerId::new).map(|id| self.chain(id));
-        let body = records::tag_op(
-            &records::TagOp {
-                op,
-                pid,
-                tid,
-                contid: chain.as_ref(),
-                text,
-                new_contid,
-            },
-            &caller.subject,
-            threads,
-            failure,
-        );
+        let chain = self.contid_of(op.pid).map(|id| self.chain(id));
+        let threads = match result {
+            Ok(Response::Written { threads }) => Some(*threads),
+            _ => None,
+        };
+        let body = records::tag_op(op, chain.as_ref(), &caller.subject, threads, result.as_ref().err());
         self.trail.log.push_daemon("PTAGS_OP", body);
+    }
+
+    /// A live process's container, for records of requests about it.
+    fn contid_of(&self, pid: u32) -> Option<ContainerId> {
+        let state = self.kernel.process_state(pid).ok().flatten()?;
+        state.contid.and_then(ContainerId::new)
     }
 
     /// Records a refused container-ID change.
     pub(crate) fn record_refused_contid(&mut self, caller: &Caller, pid: u32, id: u64, failure: &Failure) {
-        let old = self.kernel.process_contid(pid).ok().flatten();
+        let old = self.contid_of(pid).map(ContainerId::get);
         let body = container_op("set", pid, id, old, &caller.subject, Some(failure));
         self.trail.log.push_daemon("CONTAINER_OP", body);
     }

@@ -55,8 +55,6 @@ pub struct TagOp<'a> {
     pub op: &'a str,
     pub pid: u32,
     pub tid: Option<u32>,
-    /// The target's container after the operation.
-    pub contid: Option<&'a Chain>,
     pub text: Option<&'a str>,
     /// `ptags run`'s container ID for the program it starts.
     pub new_contid: Option<u64>,
@@ -64,7 +62,14 @@ pub struct TagOp<'a> {
 
 /// `PTAGS_OP`: a change of tags (a write, or `ptags run`'s preparation),
 /// who asked, on whom, the lines, and the result.
-pub fn tag_op(op: &TagOp<'_>, caller: &Subject, threads: Option<usize>, failure: Option<&Failure>) -> String {
+/// `contid`: the target's container after the operation.
+pub fn tag_op(
+    op: &TagOp<'_>,
+    contid: Option<&Chain>,
+    caller: &Subject,
+    threads: Option<usize>,
+    failure: Option<&Failure>,
+) -> String {
     let mut fields = vec![
         ("op".to_owned(), op.op.to_owned()),
         ("opid".to_owned(), op.pid.to_string()),
@@ -72,7 +77,7 @@ pub fn tag_op(op: &TagOp<'_>, caller: &Subject, threads: Option<usize>, failure:
     if let Some(tid) = op.tid {
         fields.push(("tid".into(), tid.to_string()));
     }
-    fields.push(("contid".into(), chain_text(op.contid)));
+    fields.push(("contid".into(), chain_text(contid)));
     if let Some(text) = op.text {
         let bytes = text.as_bytes();
         let cut = bytes.len() > MAX_RECORDED_TEXT;

@@ -20,10 +20,15 @@ pub fn cli_path() -> PathBuf {
     path
 }
 
+/// Whether a skip must be a failure instead: PTAGS_REQUIRE_BPF=1 (CI).
+pub fn skips_fail() -> bool {
+    std::env::var("PTAGS_REQUIRE_BPF").is_ok_and(|v| v == "1")
+}
+
 /// Whether this machine can run the daemon; panics instead of skipping
 /// when PTAGS_REQUIRE_BPF=1 (CI).
 pub fn can_run(test: &str) -> bool {
-    let required = std::env::var("PTAGS_REQUIRE_BPF").is_ok_and(|v| v == "1");
+    let required = skips_fail();
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let missing = ptags_bpf::Features::probe().missing();
