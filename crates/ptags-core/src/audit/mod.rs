@@ -156,7 +156,7 @@ impl Record {
 /// without `=` are skipped, and the fields inside a user-space record's
 /// `msg='...'` are read too (its quotes stripped), as ausearch does.
 pub fn fields(body: &str) -> impl Iterator<Item = (&str, &str)> {
-    split_fields(body).into_iter().filter_map(|token| {
+    split_fields(body).filter_map(|token| {
         let token = token.strip_prefix("msg='").unwrap_or(token);
         let (key, value) = token.split_once('=')?;
         Some((key, value.strip_suffix('\'').unwrap_or(value)))
@@ -169,27 +169,29 @@ pub fn field<'a>(body: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// Splits fields on spaces outside double quotes.
-fn split_fields(text: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut start = None;
-    let mut quoted = false;
-    for (i, c) in text.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            ' ' if !quoted => {
-                if let Some(s) = start.take() {
-                    out.push(&text[s..i]);
-                }
-                continue;
-            }
-            _ => {}
+fn split_fields(text: &str) -> impl Iterator<Item = &str> {
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while bytes.get(at) == Some(&b' ') {
+            at += 1;
         }
-        start.get_or_insert(i);
-    }
-    if let Some(s) = start {
-        out.push(&text[s..]);
-    }
-    out
+        if at >= bytes.len() {
+            return None;
+        }
+        let start = at;
+        let mut quoted = false;
+        while let Some(&b) = bytes.get(at) {
+            match b {
+                b'"' => quoted = !quoted,
+                b' ' if !quoted => break,
+                _ => {}
+            }
+            at += 1;
+        }
+        // Spaces and quotes are ASCII: the cuts fall on char boundaries.
+        Some(&text[start..at])
+    })
 }
 
 /// A JSON string literal.
