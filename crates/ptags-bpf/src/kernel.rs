@@ -12,12 +12,12 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, RingBuffer, RingBufferBuilder};
 
 use crate::pins;
-use crate::task::pidfd_open;
 use crate::skel::types::{
     ptags_config, ptags_event, ptags_event_kind as K, ptags_event_mask as M, ptags_layout,
     ptags_lost_reason as L, ptags_set_args, ptags_set_ops as O, ptags_task, ptags_task_row,
 };
 use crate::skel::PtagsSkelBuilder;
+use crate::task::pidfd_open;
 use crate::task::{ContainerEntry, SetOp, TaskId, TaskRow, TaskState};
 use crate::{Context, Error, Result};
 
@@ -339,7 +339,10 @@ impl Kernel {
     }
 
     fn state_through(&self, pidfd: &OwnedFd, tid: u32) -> Result<Option<TaskState>> {
-        match self.task_state.lookup(&pidfd.as_raw_fd().to_ne_bytes(), MapFlags::LOCK) {
+        match self
+            .task_state
+            .lookup(&pidfd.as_raw_fd().to_ne_bytes(), MapFlags::LOCK)
+        {
             Ok(Some(bytes)) => Ok(Some(TaskState::from_raw(&from_bytes(&bytes)))),
             Ok(None) => Ok(None),
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(None),

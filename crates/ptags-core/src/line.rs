@@ -94,7 +94,9 @@ pub fn parse_pattern(pattern: &str) -> Result<Selector<'_>, String> {
         return Err("an empty tag pattern".into());
     }
     if pattern.contains('=') {
-        return Err(format!("{pattern:?} is not a tag pattern (NAME or PREFIX:*)"));
+        return Err(format!(
+            "{pattern:?} is not a tag pattern (NAME or PREFIX:*)"
+        ));
     }
     selector(pattern).map_err(|e| format!("{pattern:?} is not a tag pattern: {e}"))
 }

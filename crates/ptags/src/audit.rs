@@ -26,8 +26,10 @@ pub enum AuditCommand {
     /// Per container: its creation, processes, execs, tag changes, records; and losses.
     Report(ReportArgs),
     /// Check the keyed hash chain: any change, deletion, insertion or reordering is found and located.
-    #[command(after_help = "Exit status: 0 when the trail is intact, 1 when it is not (the place \
-        is printed as FILE:LINE), 2 on error.")]
+    #[command(
+        after_help = "Exit status: 0 when the trail is intact, 1 when it is not (the place \
+        is printed as FILE:LINE), 2 on error."
+    )]
     Verify(VerifyArgs),
 }
 
@@ -250,7 +252,12 @@ pub fn run(command: AuditCommand, out: crate::Output) -> Result<ExitCode> {
 }
 
 fn search(args: SearchArgs) -> Result<ExitCode> {
-    let time = |t: &Option<String>| t.as_deref().map(parse_time).transpose().map_err(anyhow::Error::msg);
+    let time = |t: &Option<String>| {
+        t.as_deref()
+            .map(parse_time)
+            .transpose()
+            .map_err(anyhow::Error::msg)
+    };
     let query = Query {
         contid: args.contid,
         nested: args.nested,
@@ -311,7 +318,11 @@ fn print_event(
         Format::Json => {
             for (l, e) in lines.iter().zip(entries) {
                 let seq = l.seq.map_or("null".to_owned(), |s| s.to_string());
-                writeln!(out, "{{\"seq\":{seq},{}}}", json_members(e.kind, &e.stamp, e.body))?;
+                writeln!(
+                    out,
+                    "{{\"seq\":{seq},{}}}",
+                    json_members(e.kind, &e.stamp, e.body)
+                )?;
             }
         }
     }
@@ -374,7 +385,16 @@ fn print_report(report: &Report, out: crate::Output) {
     }
     println!(
         "{:>20} {:>20} {:>8} {:>9} {:>6} {:>6} {:>11} {:>13} {:>8} {:>7}",
-        "CONTID", "PARENT", "CREATED", "PROCESSES", "EXECS", "EXITS", "TAG-CHANGES", "KERNEL-EVENTS", "RECORDS", "DROPPED"
+        "CONTID",
+        "PARENT",
+        "CREATED",
+        "PROCESSES",
+        "EXECS",
+        "EXITS",
+        "TAG-CHANGES",
+        "KERNEL-EVENTS",
+        "RECORDS",
+        "DROPPED"
     );
     for c in report.containers.values() {
         let parent = c.parent.map_or("-".to_owned(), |p| p.to_string());
@@ -398,7 +418,8 @@ fn print_report(report: &Report, out: crate::Output) {
 
 fn verify(args: VerifyArgs) -> Result<ExitCode> {
     let files = args.files.open()?;
-    let bytes = std::fs::read(&args.key).with_context(|| format!("reading the key {}", args.key.display()))?;
+    let bytes = std::fs::read(&args.key)
+        .with_context(|| format!("reading the key {}", args.key.display()))?;
     let key = Key::from_slice(&bytes).with_context(|| format!("in {}", args.key.display()))?;
     let live = files
         .last()
@@ -410,7 +431,8 @@ fn verify(args: VerifyArgs) -> Result<ExitCode> {
     };
     let tail = match &tail_path {
         Some(p) if p.exists() || args.tail.is_some() => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             Some(Link::parse(&text).with_context(|| format!("{} is not `SEQ MAC`", p.display()))?)
         }
         _ => None,
@@ -433,7 +455,10 @@ fn verify(args: VerifyArgs) -> Result<ExitCode> {
     })?;
     if broken.is_none() {
         if let Err(e) = verifier.finish(tail) {
-            let last = files.last().map(|f| f.path.display().to_string()).unwrap_or_default();
+            let last = files
+                .last()
+                .map(|f| f.path.display().to_string())
+                .unwrap_or_default();
             broken = Some(format!("{last}: {e}"));
         }
     }
@@ -446,7 +471,11 @@ fn verify(args: VerifyArgs) -> Result<ExitCode> {
         "intact: {} records in {} files, up to record {last}{}",
         verifier.lines(),
         files.len(),
-        if tail.is_some() { ", where the daemon stopped writing" } else { "" }
+        if tail.is_some() {
+            ", where the daemon stopped writing"
+        } else {
+            ""
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,16 +1,15 @@
 //! The audit trail end to end, with the real kernel audit: events of
 //! tasks in containers carry CONTAINER_ID, ausearch reads the log, the
-//! chain finds tampering, a full disk is survived and counted, and a
-//! fork storm loses nothing. The audit state (rules, enabled, backlog)
-//! is restored when each test ends.
+//! chain finds tampering, and a fork storm loses nothing. The audit
+//! state (rules, enabled, backlog) is restored when each test ends.
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 
-use common::{can_run, skips_fail, stdout, wait_until, Daemon};
+use common::trail::{log_files, read_trail, wait_for_trail};
+use common::{can_run, skips_fail, stdout, Daemon};
 
 /// The kernel's audit state is global: one test changes it at a time.
 static AUDIT: Mutex<()> = Mutex::new(());
@@ -20,7 +19,10 @@ static AUDIT: Mutex<()> = Mutex::new(());
 fn has_tool(test: &str, tool: &str) -> bool {
     let found = Command::new(tool).arg("-v").output().is_ok();
     if !found {
-        assert!(!skips_fail(), "{test}: {tool} is required (apt-get install auditd)");
+        assert!(
+            !skips_fail(),
+            "{test}: {tool} is required (apt-get install auditd)"
+        );
         eprintln!("SKIPPED {test}: {tool} missing (apt-get install auditd)");
     }
     found
@@ -79,52 +81,13 @@ impl Drop for AuditState {
         for key in &self.keys {
             let _ = Command::new("auditctl").args(["-D", "-k", key]).output();
         }
-        let _ = Command::new("auditctl").args(["-b", &self.backlog]).output();
-        let _ = Command::new("auditctl").args(["-e", &self.enabled]).output();
+        let _ = Command::new("auditctl")
+            .args(["-b", &self.backlog])
+            .output();
+        let _ = Command::new("auditctl")
+            .args(["-e", &self.enabled])
+            .output();
     }
-}
-
-/// The trail's files, oldest first.
-fn log_files(d: &Daemon) -> Vec<PathBuf> {
-    let dir = d.dir.path().join("log");
-    let mut rotated: Vec<(u32, PathBuf)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| {
-            let p = e.unwrap().path();
-            let n = p.file_name()?.to_str()?.strip_prefix("audit.log.")?.parse().ok()?;
-            Some((n, p))
-        })
-        .collect();
-    rotated.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
-    let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
-    files.push(dir.join("audit.log"));
-    files
-}
-
-fn trail(d: &Daemon) -> String {
-    log_files(d)
-        .iter()
-        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
-        .collect()
-}
-
-fn key_file(d: &Daemon) -> String {
-    d.dir.path().join("state/audit.key").display().to_string()
-}
-
-fn log_dir(d: &Daemon) -> String {
-    d.dir.path().join("log").display().to_string()
-}
-
-/// Waits up to 10 s for the trail to satisfy `cond`; shows it if not.
-fn wait_for_trail(d: &Daemon, what: &str, cond: impl Fn(&str) -> bool) {
-    for _ in 0..500 {
-        if cond(&trail(d)) {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    panic!("the trail never had {what}:\n{}\n--- daemon log:\n{}", trail(d), d.log());
 }
 
 /// The stamp `audit(...)` of a line.
@@ -163,7 +126,7 @@ fn kernel_events_carry_their_container_and_ausearch_groups_them() {
     };
     wait_for_trail(&d, "three reads", |t| reads(t) >= 3);
     wait_for_trail(&d, "the nested chain", |t| t.contains("contid=4343,^4242"));
-    let text = trail(&d);
+    let text = read_trail(&d.log_dir);
     let syscalls: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("type=SYSCALL") && l.contains(" syscall=257 "))
@@ -187,7 +150,10 @@ fn kernel_events_carry_their_container_and_ausearch_groups_them() {
     // The CONTAINER_OP records, with the caller's identity.
     assert!(text.contains("type=CONTAINER_OP"), "{text}");
     assert!(text.contains("op=set opid="), "{text}");
-    assert!(text.contains("op=nest opid=") && text.contains("contid=4343 old-contid=4242"), "{text}");
+    assert!(
+        text.contains("op=nest opid=") && text.contains("contid=4343 old-contid=4242"),
+        "{text}"
+    );
     wait_for_trail(&d, "the drops", |t| {
         t.contains("op=drop contid=4343") && t.contains("op=drop contid=4242")
     });
@@ -200,20 +166,30 @@ fn kernel_events_carry_their_container_and_ausearch_groups_them() {
         .unwrap();
     let found = stdout(&out);
     // The reads (openat), not the rule's own CONFIG_CHANGE event.
-    let events: Vec<&str> = found.split("----").filter(|e| e.contains(" syscall=257 ")).collect();
+    let events: Vec<&str> = found
+        .split("----")
+        .filter(|e| e.contains(" syscall=257 "))
+        .collect();
     assert_eq!(events.len(), 3, "ausearch:\n{found}");
     assert_eq!(
-        events.iter().filter(|e| e.contains("type=CONTAINER_ID")).count(),
+        events
+            .iter()
+            .filter(|e| e.contains("type=CONTAINER_ID"))
+            .count(),
         2,
         "ausearch:\n{found}"
     );
     for e in events.iter().filter(|e| e.contains("type=CONTAINER_ID")) {
-        let stamps: Vec<&str> = e.lines().filter(|l| l.starts_with("type=")).map(stamp).collect();
+        let stamps: Vec<&str> = e
+            .lines()
+            .filter(|l| l.starts_with("type="))
+            .map(stamp)
+            .collect();
         assert!(stamps.windows(2).all(|w| w[0] == w[1]), "{e}");
     }
 
     // ptags audit search: the container, nested ones on request.
-    let dir = log_dir(&d);
+    let dir = d.log_dir.display().to_string();
     let search = |extra: &[&str]| {
         let mut args = vec!["audit", "search", "--log-dir", &dir, "--type", "SYSCALL"];
         args.extend(extra);
@@ -238,7 +214,7 @@ fn kernel_events_carry_their_container_and_ausearch_groups_them() {
         ["4242", "nest"],
         "{report}"
     );
-    let verify = d.ptags(&["audit", "verify", "--log-dir", &dir, "--key", &key_file(&d)]);
+    let verify = d.ptags(&["audit", "verify", "--log-dir", &dir, "--key", &d.key_file()]);
     assert!(verify.status.success(), "{}", stdout(&verify));
 }
 
@@ -251,7 +227,7 @@ fn verify_edited(d: &Daemon, edit: impl FnOnce(&mut Vec<String>), tail: bool) ->
     std::fs::write(&copy, lines.join("\n") + "\n").unwrap();
     let tail_file = d.dir.path().join("state/audit.tail").display().to_string();
     let copy = copy.display().to_string();
-    let key = key_file(d);
+    let key = d.key_file();
     let mut args = vec!["audit", "verify", "-i", &copy, "--key", &key];
     if tail {
         args.extend(["--tail", &tail_file]);
@@ -270,19 +246,39 @@ fn verify_finds_every_change_and_says_where() {
     d.stop();
     let (ok, out) = verify_edited(&d, |_| {}, true);
     assert!(ok, "{out}");
-    let n = std::fs::read_to_string(d.dir.path().join("log/audit.log")).unwrap().lines().count();
-    assert!(n >= 9, "an opening and 8 tag changes at least:\n{}", d.log());
+    let n = std::fs::read_to_string(d.dir.path().join("log/audit.log"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(
+        n >= 9,
+        "an opening and 8 tag changes at least:\n{}",
+        d.log()
+    );
 
-    let (ok, out) = verify_edited(&d, |l| l[3] = l[3].replace("res=success", "res=failed"), false);
-    assert!(!ok && out.contains("edited.log:4:") && out.contains("altered"), "{out}");
+    let (ok, out) = verify_edited(
+        &d,
+        |l| l[3] = l[3].replace("res=success", "res=failed"),
+        false,
+    );
+    assert!(
+        !ok && out.contains("edited.log:4:") && out.contains("altered"),
+        "{out}"
+    );
     let (ok, out) = verify_edited(&d, |l| drop(l.remove(5)), false);
-    assert!(!ok && out.contains("edited.log:6:") && out.contains("missing"), "{out}");
+    assert!(
+        !ok && out.contains("edited.log:6:") && out.contains("missing"),
+        "{out}"
+    );
     let (ok, out) = verify_edited(&d, |l| l.swap(2, 3), false);
     assert!(!ok && out.contains("edited.log:3:"), "{out}");
     let (ok, out) = verify_edited(&d, |l| l.truncate(l.len() - 2), true);
     assert!(!ok && out.contains("cut off"), "{out}");
     let (ok, out) = verify_edited(&d, |l| drop(l.remove(0)), false);
-    assert!(!ok && out.contains("edited.log:1:") && out.contains("opening"), "{out}");
+    assert!(
+        !ok && out.contains("edited.log:1:") && out.contains("opening"),
+        "{out}"
+    );
 
     // A restart continues the chain in the same file.
     d.restart();
@@ -299,79 +295,6 @@ fn verify_finds_every_change_and_says_where() {
     );
 }
 
-fn status_field(d: &Daemon, name: &str) -> u64 {
-    let out = stdout(&d.ptags(&["--json", "status"]));
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["audit"][name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no audit.{name} in {out}"))
-}
-
-#[test]
-fn a_full_disk_suspends_counts_and_resumes() {
-    if !can_run("a_full_disk_suspends") {
-        return;
-    }
-    let _lock = AUDIT.lock().unwrap_or_else(|e| e.into_inner());
-    // The log directory is a tmpfs of 256 KiB, mounted before the daemon starts.
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("log");
-    std::fs::create_dir(&log).unwrap();
-    let mount = |size: &str, remount: bool| {
-        let opts = if remount { format!("remount,size={size}") } else { format!("size={size}") };
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &opts, "tmpfs", log.to_str().unwrap()])
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount tmpfs {opts}");
-    };
-    mount("256k", false);
-    let _unmount = Unmount(log.clone());
-    let d = Daemon::start(
-        "audit-disk",
-        &format!(
-            "log_dir = {log:?}\n[audit]\nkernel = false\nprocess_records = true\n\
-             space_left_mib = 0\ndisk_full_action = \"suspend\"\nflush = \"none\"\n"
-        ),
-    );
-    // Every exec and exit in the container is a record: far more than 256 KiB.
-    d.sh("ptags run --contid 6161 -- sh -c 'i=0; while [ $i -lt 3000 ]; do /bin/true; i=$((i+1)); done'");
-    wait_until(|| status_field(&d, "lost_disk") > 0);
-    let out = stdout(&d.ptags(&["status"]));
-    assert!(out.contains("SUSPENDED"), "{out}");
-    let lost_before = status_field(&d, "lost_disk");
-    // Space is back: writing resumes, and the first record says what was lost.
-    mount("16m", true);
-    wait_until(|| stdout(&d.ptags(&["status"])).contains("(writing)"));
-    d.sh("sleep 30 & ptags write $! +after:full >/dev/null; kill $!");
-    let after = "text=2B61667465723A66756C6C"; // "+after:full", hex-encoded
-    wait_until(|| std::fs::read_to_string(log.join("audit.log")).unwrap().contains(after));
-    let lost = status_field(&d, "lost_disk");
-    assert!(lost >= lost_before);
-    let text = std::fs::read_to_string(log.join("audit.log")).unwrap();
-    let reported: u64 = text
-        .lines()
-        .filter(|l| l.starts_with("type=PTAGS_LOST") && l.contains("source=disk"))
-        .map(|l| {
-            let v = l.split(" lost=").nth(1).unwrap();
-            v.split(' ').next().unwrap().parse::<u64>().unwrap()
-        })
-        .sum();
-    assert_eq!(reported, lost, "every lost record is counted in the log:\n{}", &text[text.len().saturating_sub(2000)..]);
-    let key = key_file(&d);
-    let verify = d.ptags(&["audit", "verify", "--log-dir", log.to_str().unwrap(), "--key", &key]);
-    assert!(verify.status.success(), "{}", stdout(&verify));
-}
-
-/// Unmounts the test's tmpfs, after the daemon using it has stopped.
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_fork_storm_loses_no_record() {
     let test = "a_fork_storm_loses_no_record";
@@ -385,7 +308,10 @@ fn a_fork_storm_loses_no_record() {
     );
     let key = format!("ptags-test-storm-{}", std::process::id());
     let mut audit = AuditState::new();
-    audit.rule(&["-a", "always,exit", "-F", "arch=b64", "-S", "execve"], &key);
+    audit.rule(
+        &["-a", "always,exit", "-F", "arch=b64", "-S", "execve"],
+        &key,
+    );
     const EXECS: usize = 2000;
     d.sh(&format!(
         "ptags run --contid 7171 -- sh -c 'i=0; while [ $i -lt {EXECS} ]; do /bin/true; i=$((i+1)); done'"
@@ -407,10 +333,16 @@ fn a_fork_storm_loses_no_record() {
     };
     wait_for_trail(&d, "the drop", |t| t.contains("op=drop contid=7171"));
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let text = trail(&d);
-    let lost = status_field(&d, "lost_kernel") + status_field(&d, "lost_netlink") + status_field(&d, "lost_ringbuf");
+    let text = read_trail(&d.log_dir);
+    let lost = d.audit_counter("lost_kernel")
+        + d.audit_counter("lost_netlink")
+        + d.audit_counter("lost_ringbuf");
     assert_eq!(lost, 0, "records were lost (and counted)");
-    assert_eq!(count(&text), expected, "execve events with CONTAINER_ID 7171");
+    assert_eq!(
+        count(&text),
+        expected,
+        "execve events with CONTAINER_ID 7171"
+    );
     let execs = text
         .lines()
         .filter(|l| l.starts_with("type=PTAGS_EXEC") && l.contains("contid=7171 "))
@@ -420,9 +352,9 @@ fn a_fork_storm_loses_no_record() {
     // rule sees every exec of the machine, so the daemon stops first:
     // the trail must not rotate while it is verified.
     d.stop();
-    let files = log_files(&d);
+    let files = log_files(&d.log_dir);
     assert!(files.len() > 2, "rotated: {files:?}");
-    let dir = log_dir(&d);
-    let verify = d.ptags(&["audit", "verify", "--log-dir", &dir, "--key", &key_file(&d)]);
+    let dir = d.log_dir.display().to_string();
+    let verify = d.ptags(&["audit", "verify", "--log-dir", &dir, "--key", &d.key_file()]);
     assert!(verify.status.success(), "{}", stdout(&verify));
 }

@@ -27,7 +27,10 @@ pub enum KernelRecordError {
 impl KernelRecord {
     /// Parses a netlink payload: `audit(1606404280.226:174542): body`.
     pub fn parse(kind: u16, payload: &[u8]) -> Result<KernelRecord, KernelRecordError> {
-        let end = payload.iter().position(|&b| b == 0).unwrap_or(payload.len());
+        let end = payload
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(payload.len());
         // The kernel hex-encodes untrusted bytes: the payload is ASCII,
         // checked at SIMD speed before the slow lossy path is needed.
         let text = match std::str::from_utf8(&payload[..end]) {
@@ -35,7 +38,9 @@ impl KernelRecord {
             Err(_) => String::from_utf8_lossy(&payload[..end]),
         };
         let text = text.trim_end_matches('\n');
-        let rest = text.strip_prefix("audit(").ok_or(KernelRecordError::NoStamp)?;
+        let rest = text
+            .strip_prefix("audit(")
+            .ok_or(KernelRecordError::NoStamp)?;
         let (stamp, body) = rest.split_once("):").ok_or(KernelRecordError::NoStamp)?;
         let stamp = Stamp::parse_inner(stamp).ok_or(KernelRecordError::NoStamp)?;
         Ok(KernelRecord {
@@ -47,7 +52,12 @@ impl KernelRecord {
 
     /// The record as the log writes it.
     pub fn text(&self) -> String {
-        format!("type={} msg={}: {}", type_name(self.kind), self.stamp, self.body)
+        format!(
+            "type={} msg={}: {}",
+            type_name(self.kind),
+            self.stamp,
+            self.body
+        )
     }
 }
 
@@ -142,7 +152,10 @@ impl Assembler {
 
     fn complete_oldest(&mut self, done: &mut Vec<KernelEvent>) {
         if let Some(stamp) = self.order.pop_front() {
-            let p = self.pending.remove(&stamp).expect("order and pending agree");
+            let p = self
+                .pending
+                .remove(&stamp)
+                .expect("order and pending agree");
             done.push(KernelEvent {
                 stamp,
                 records: p.records,
@@ -156,13 +169,17 @@ mod tests {
     use super::*;
 
     fn rec(kind: u16, serial: u64, body: &str) -> KernelRecord {
-        KernelRecord::parse(kind, format!("audit(1700000000.123:{serial}): {body}").as_bytes())
-            .unwrap()
+        KernelRecord::parse(
+            kind,
+            format!("audit(1700000000.123:{serial}): {body}").as_bytes(),
+        )
+        .unwrap()
     }
 
     #[test]
     fn payloads_parse_like_the_kernel_writes_them() {
-        let r = KernelRecord::parse(1300, b"audit(1700000000.123:45): arch=c000003e pid=7\0").unwrap();
+        let r =
+            KernelRecord::parse(1300, b"audit(1700000000.123:45): arch=c000003e pid=7\0").unwrap();
         assert_eq!(r.stamp.serial, 45);
         assert_eq!(r.body, "arch=c000003e pid=7");
         assert_eq!(

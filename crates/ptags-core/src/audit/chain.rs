@@ -38,7 +38,9 @@ impl Key {
     }
 
     pub fn from_slice(bytes: &[u8]) -> Result<Key, ChainError> {
-        let bytes: [u8; KEY_LEN] = bytes.try_into().map_err(|_| ChainError::KeyLength(bytes.len()))?;
+        let bytes: [u8; KEY_LEN] = bytes
+            .try_into()
+            .map_err(|_| ChainError::KeyLength(bytes.len()))?;
         Ok(Key(bytes))
     }
 
@@ -225,7 +227,9 @@ impl<'a> Sealed<'a> {
 pub enum Broken {
     #[error("the line carries no ptags_seq/ptags_mac seal (cut, or not written by ptagsd)")]
     Unsealed,
-    #[error("the file does not start with its PTAGS_LOG opening record (its beginning was removed)")]
+    #[error(
+        "the file does not start with its PTAGS_LOG opening record (its beginning was removed)"
+    )]
     NoOpening,
     #[error("the file is sealed with key {found}, not with this key ({expected})")]
     WrongKey { expected: String, found: String },
@@ -399,9 +403,7 @@ mod tests {
             let rec = format!("type=SYSCALL msg=audit(2.000:{i}): pid={i} comm=\"x\"");
             match format {
                 LineFormat::Text => sealer.seal(format, &rec, &mut out),
-                LineFormat::Json => {
-                    sealer.seal(format, &format!("\"text\":\"pid={i}\""), &mut out)
-                }
+                LineFormat::Json => sealer.seal(format, &format!("\"text\":\"pid={i}\""), &mut out),
             }
         }
         let text = String::from_utf8(out).unwrap();
@@ -463,7 +465,13 @@ mod tests {
         let truncated = &lines[..8];
         assert_eq!(
             check(truncated, Some(tail)),
-            Err((8, Broken::Truncated { last: 8, expected: 11 }))
+            Err((
+                8,
+                Broken::Truncated {
+                    last: 8,
+                    expected: 11
+                }
+            ))
         );
 
         let headless = &lines[2..];
@@ -474,7 +482,10 @@ mod tests {
         assert_eq!(check(&unsealed, None), Err((2, Broken::Unsealed)));
 
         let mut wrong = Verifier::new(key(8), None);
-        assert!(matches!(wrong.verify(&lines[0]), Err(Broken::WrongKey { .. })));
+        assert!(matches!(
+            wrong.verify(&lines[0]),
+            Err(Broken::WrongKey { .. })
+        ));
     }
 
     #[test]
@@ -482,9 +493,17 @@ mod tests {
         let mut sealer = Sealer::new(key(1), Link::default());
         let mut first = Vec::new();
         sealer.seal(LineFormat::Text, &opening(&sealer), &mut first);
-        sealer.seal(LineFormat::Text, "type=X msg=audit(1.000:1): a=1", &mut first);
+        sealer.seal(
+            LineFormat::Text,
+            "type=X msg=audit(1.000:1): a=1",
+            &mut first,
+        );
         let joint = sealer.link();
-        sealer.seal(LineFormat::Text, "type=X msg=audit(1.000:2): a=2", &mut first);
+        sealer.seal(
+            LineFormat::Text,
+            "type=X msg=audit(1.000:2): a=2",
+            &mut first,
+        );
         let mut second = Vec::new();
         sealer.seal(LineFormat::Text, &opening(&sealer), &mut second);
 

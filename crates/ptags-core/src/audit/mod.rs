@@ -78,7 +78,9 @@ impl Stamp {
 
     /// Milliseconds since the epoch.
     pub fn epoch_millis(&self) -> u64 {
-        self.secs.saturating_mul(1000).saturating_add(u64::from(self.millis))
+        self.secs
+            .saturating_mul(1000)
+            .saturating_add(u64::from(self.millis))
     }
 }
 
@@ -219,7 +221,10 @@ pub fn json_members(kind: &str, stamp: &Stamp, body: &str) -> String {
     let members: Vec<String> = fields(body)
         .filter(|(k, _)| seen.insert(*k))
         .map(|(k, v)| {
-            let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(v);
             format!("{}:{}", json_string(k), json_string(v))
         })
         .collect();

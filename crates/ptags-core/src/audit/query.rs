@@ -196,7 +196,17 @@ fn overlap(a: &Selector<'_>, b: &Selector<'_>) -> bool {
 
 /// Fields whose values are untrusted strings (quoted or hex).
 const STRING_FIELDS: &[&str] = &[
-    "comm", "exe", "cwd", "name", "proctitle", "key", "text", "path", "cmd", "acct", "file",
+    "comm",
+    "exe",
+    "cwd",
+    "name",
+    "proctitle",
+    "key",
+    "text",
+    "path",
+    "cmd",
+    "acct",
+    "file",
 ];
 
 /// A value as a person reads it, as `ausearch -i` shows it (without
@@ -269,7 +279,11 @@ pub fn format_utc(secs: u64) -> String {
 /// (`2026-11-22`, `2026-11-22T10:30:00`, with ` ` for `T` and an optional
 /// `Z`).
 pub fn parse_time(text: &str) -> Result<u64, String> {
-    let bad = || format!("{text:?} is not a time (seconds since the epoch, or YYYY-MM-DD[THH:MM[:SS]] in UTC)");
+    let bad = || {
+        format!(
+            "{text:?} is not a time (seconds since the epoch, or YYYY-MM-DD[THH:MM[:SS]] in UTC)"
+        )
+    };
     if let Some((secs, frac)) = text.split_once('.').or(Some((text, ""))) {
         if !secs.is_empty() && secs.bytes().all(|b| b.is_ascii_digit()) {
             if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
@@ -277,7 +291,10 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
             }
             let s: u64 = secs.parse().map_err(|_| bad())?;
             let ms: u64 = format!("{frac:0<3}").parse().map_err(|_| bad())?;
-            return s.checked_mul(1000).and_then(|v| v.checked_add(ms)).ok_or_else(bad);
+            return s
+                .checked_mul(1000)
+                .and_then(|v| v.checked_add(ms))
+                .ok_or_else(bad);
         }
     }
     let text_utc = text.strip_suffix('Z').unwrap_or(text);
@@ -299,7 +316,8 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
     let (y, mo, da) = (num(d[0], 4)?, num(d[1], 2)?, num(d[2], 2)?);
     let (h, mi) = (num(t[0], 2)?, num(t[1], 2)?);
     let s = if t.len() == 3 { num(t[2], 2)? } else { 0 };
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || h > 23 || mi > 59 || s > 60 || y < 1970 {
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || h > 23 || mi > 59 || s > 60 || y < 1970
+    {
         return Err(bad());
     }
     let days = days_from_civil(i64::from(y), mo, da);
@@ -330,7 +348,8 @@ mod tests {
             .collect()
     }
 
-    const SYSCALL: &str = "type=SYSCALL msg=audit(1700000000.100:55): syscall=2 ppid=1 pid=100 comm=\"cat\"";
+    const SYSCALL: &str =
+        "type=SYSCALL msg=audit(1700000000.100:55): syscall=2 ppid=1 pid=100 comm=\"cat\"";
     const CONTID: &str = "type=CONTAINER_ID msg=audit(1700000000.100:55): contid=4,^2";
     const NEST: &str = "type=CONTAINER_OP msg=audit(1700000000.050:4294967297): op=nest opid=90 contid=4 old-contid=2 pid=80";
     const OTHER: &str = "type=SYSCALL msg=audit(1700000001.000:56): syscall=2 ppid=1 pid=200";
@@ -414,7 +433,14 @@ mod tests {
         assert_eq!(parse_time("2023-11-14T22:13:20Z"), Ok(1_700_000_000_000));
         assert_eq!(parse_time("2023-11-14 22:13"), Ok(1_699_999_980_000));
         assert_eq!(parse_time("2023-11-14"), Ok(1_699_920_000_000));
-        for bad in ["", "x", "2023-02-30", "2023-13-01", "1.2345", "2023-11-14T25:00"] {
+        for bad in [
+            "",
+            "x",
+            "2023-02-30",
+            "2023-13-01",
+            "1.2345",
+            "2023-11-14T25:00",
+        ] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
         for secs in [0u64, 951_782_400, 1_700_000_000, 4_102_444_800] {

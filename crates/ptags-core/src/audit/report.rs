@@ -64,10 +64,13 @@ impl Report {
             let Some(id) = own_contid(e) else {
                 continue;
             };
-            let c = self.containers.entry(id).or_insert_with(|| ContainerReport {
-                contid: id,
-                ..ContainerReport::default()
-            });
+            let c = self
+                .containers
+                .entry(id)
+                .or_insert_with(|| ContainerReport {
+                    contid: id,
+                    ..ContainerReport::default()
+                });
             c.first.get_or_insert(e.stamp);
             c.last = Some(e.stamp);
             *c.records.entry(e.kind.to_owned()).or_default() += 1;
@@ -139,7 +142,15 @@ mod tests {
         let inner = &report.containers[&8];
         assert_eq!(inner.parent, Some(7));
         assert_eq!(inner.created, Some(("nest".into(), 10)));
-        assert_eq!((inner.execs, inner.exits, inner.tag_changes, inner.kernel_events), (1, 1, 1, 1));
+        assert_eq!(
+            (
+                inner.execs,
+                inner.exits,
+                inner.tag_changes,
+                inner.kernel_events
+            ),
+            (1, 1, 1, 1)
+        );
         assert_eq!(inner.processes.iter().copied().collect::<Vec<_>>(), [12]);
         assert!(inner.dropped);
         assert_eq!(inner.records["CONTAINER_OP"], 2);

@@ -9,6 +9,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use log::{error, info, warn};
@@ -24,15 +25,23 @@ pub const DAEMON_SERIAL_BASE: u64 = 1 << 32;
 /// A record waiting to be written.
 struct Pending {
     kind: Cow<'static, str>,
-    stamp: Stamp,
+    secs: u64,
+    millis: u16,
+    /// A kernel record's serial. A daemon record's is given when it is
+    /// sealed: 2^32 + its sequence number, unique and telling its place.
+    kernel_serial: Option<u64>,
     body: String,
 }
 
 impl Pending {
-    /// Our own count of records lost for lack of space, made again from
-    /// the count whenever a batch is written.
-    fn is_disk_loss(&self) -> bool {
-        self.kind == "PTAGS_LOST" && self.body.starts_with("source=disk ")
+    fn daemon(kind: &'static str, at: Duration, body: String) -> Pending {
+        Pending {
+            kind: kind.into(),
+            secs: at.as_secs(),
+            millis: at.subsec_millis() as u16,
+            kernel_serial: None,
+            body,
+        }
     }
 }
 
@@ -64,9 +73,10 @@ pub struct LogFile {
     since_sync: u64,
     writing: Writing,
     unreported: DiskLoss,
+    /// The file has no opening record yet: it is written first (`op`).
+    opening: Option<&'static str>,
     low_on_space: bool,
     warned_full: bool,
-    rotating_for_space: bool,
     /// Lines written, and records lost for lack of space, since start.
     pub written: u64,
     pub lost_disk: u64,
@@ -98,15 +108,10 @@ pub fn load_key(path: &Path) -> Result<Key> {
     }
 }
 
-fn now_stamp(serial: u64) -> Stamp {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Stamp {
-        secs: now.as_secs(),
-        millis: now.subsec_millis() as u16,
-        serial,
-    }
+fn now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 fn is_no_space(e: &std::io::Error) -> bool {
@@ -174,13 +179,12 @@ impl LogFile {
             since_sync: 0,
             writing: Writing::On,
             unreported: DiskLoss::default(),
+            opening: Some("open"),
             low_on_space: false,
             warned_full: false,
-            rotating_for_space: false,
             written: 0,
             lost_disk: 0,
         };
-        log.push_opening("open");
         log.commit()?;
         Ok(log)
     }
@@ -197,27 +201,30 @@ impl LogFile {
         self.sealer.link()
     }
 
-    /// The serial a daemon record made now gets.
-    pub fn next_daemon_serial(&self) -> u64 {
-        DAEMON_SERIAL_BASE + self.sealer.next_seq() + self.pending.len() as u64
-    }
-
     /// Queues a daemon record, stamped now.
     pub fn push_daemon(&mut self, kind: &'static str, body: String) {
-        let stamp = now_stamp(self.next_daemon_serial());
-        self.push(kind, stamp, body);
+        self.pending.push(Pending::daemon(kind, now(), body));
     }
 
-    /// Queues a record; `commit` writes it.
-    pub fn push(&mut self, kind: impl Into<Cow<'static, str>>, stamp: Stamp, body: String) {
+    /// Queues a daemon record about something that happened at `at`
+    /// (since the epoch).
+    pub fn push_daemon_at(&mut self, kind: &'static str, at: Duration, body: String) {
+        self.pending.push(Pending::daemon(kind, at, body));
+    }
+
+    /// Queues a kernel record; `commit` writes it.
+    pub fn push_kernel(&mut self, kind: impl Into<Cow<'static, str>>, stamp: Stamp, body: String) {
         self.pending.push(Pending {
             kind: kind.into(),
-            stamp,
+            secs: stamp.secs,
+            millis: stamp.millis,
+            kernel_serial: Some(stamp.serial),
             body,
         });
     }
 
-    fn push_opening(&mut self, op: &str) {
+    /// The record that opens a file: where the chain stood before it.
+    fn opening_record(&self, op: &str) -> Pending {
         let link = self.sealer.link();
         let body = format!(
             "op={op} file=\"{}\" prev-seq={} prev-mac={} key-id={} pid={}",
@@ -227,59 +234,61 @@ impl LogFile {
             self.sealer.key_id(),
             std::process::id()
         );
-        let stamp = now_stamp(DAEMON_SERIAL_BASE + self.sealer.next_seq());
-        self.pending.insert(
-            0,
-            Pending {
-                kind: "PTAGS_LOG".into(),
-                stamp,
-                body,
-            },
-        );
-    }
-
-    fn content(&self, p: &Pending) -> String {
-        match self.format {
-            LineFormat::Text => format!("type={} msg={}: {}", p.kind, p.stamp, p.body),
-            LineFormat::Json => json_members(&p.kind, &p.stamp, &p.body),
-        }
+        Pending::daemon("PTAGS_LOG", now(), body)
     }
 
     fn seal_all(&mut self, records: &[Pending]) -> Vec<u8> {
         let mut buf = Vec::with_capacity(records.len() * 256);
         for p in records {
-            let content = self.content(p);
+            let stamp = Stamp {
+                secs: p.secs,
+                millis: p.millis,
+                serial: p
+                    .kernel_serial
+                    .unwrap_or(DAEMON_SERIAL_BASE + self.sealer.next_seq()),
+            };
+            let content = match self.format {
+                LineFormat::Text => format!("type={} msg={stamp}: {}", p.kind, p.body),
+                LineFormat::Json => json_members(&p.kind, &stamp, &p.body),
+            };
             self.sealer.seal(self.format, &content, &mut buf);
         }
         buf
     }
 
-    /// Writes what is queued. An error is returned only when the disk
-    /// action is `stop`.
+    /// Writes what is queued, after the file's opening record and the
+    /// count of what the disk lost, if either is due. An error is
+    /// returned only when the disk action is `stop`.
     pub fn commit(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.opening.is_none() {
             return Ok(());
         }
         if self.writing == Writing::Suspended {
-            self.lose(self.pending.len() as u64, "disk-full");
+            self.lose(self.pending.len() as u64, "suspended");
             self.pending.clear();
             return Ok(());
         }
-        if self.unreported.lost > 0 {
-            let record = self.loss_record();
-            self.pending.insert(0, record);
+        let mut records = Vec::with_capacity(self.pending.len() + 2);
+        if let Some(op) = self.opening {
+            records.push(self.opening_record(op));
         }
-        let records = std::mem::take(&mut self.pending);
+        if self.unreported.lost > 0 {
+            records.push(self.loss_record());
+        }
+        // Those two are made again from the state when the write fails.
+        let made_here = records.len();
+        records.append(&mut self.pending);
         let before = self.sealer.clone();
         let buf = self.seal_all(&records);
         if self.size > 0 && self.size + buf.len() as u64 > self.config.max_log_file_mib << 20 {
             self.sealer = before;
-            self.pending = records;
+            self.pending = records.split_off(made_here);
             self.rotate("rotate")?;
             return self.commit();
         }
         match self.file.write_all(&buf) {
             Ok(()) => {
+                self.opening = None;
                 self.unreported.lost = 0;
                 self.warned_full = false;
                 self.size += buf.len() as u64;
@@ -293,10 +302,10 @@ impl LogFile {
                 // No torn line, no hole in the chain.
                 let _ = self.file.set_len(self.size);
                 self.sealer = before;
+                records.drain(..made_here);
                 if !is_no_space(&e) {
                     error!("writing {}: {e}", self.path.display());
-                    let n = records.iter().filter(|p| !p.is_disk_loss()).count();
-                    self.lose(n as u64, "write-error");
+                    self.lose(records.len() as u64, "write-error");
                     return Ok(());
                 }
                 self.disk_full(records)
@@ -340,53 +349,80 @@ impl LogFile {
     /// The record saying how many records could not be written, put
     /// before the batch; the count is cleared once it is written.
     fn loss_record(&self) -> Pending {
-        Pending {
-            kind: "PTAGS_LOST".into(),
-            stamp: now_stamp(DAEMON_SERIAL_BASE + self.sealer.next_seq()),
-            body: format!(
-                "source=disk reason={} lost={} total={}",
-                self.unreported.reason, self.unreported.lost, self.lost_disk
-            ),
-        }
+        let body = format!(
+            "source=disk reason={} lost={} total={}",
+            self.unreported.reason, self.unreported.lost, self.lost_disk
+        );
+        Pending::daemon("PTAGS_LOST", now(), body)
     }
 
-    fn disk_full(&mut self, mut records: Vec<Pending>) -> Result<()> {
-        // Our own loss record is made again from the count.
-        records.retain(|p| !p.is_disk_loss());
-        let n = records.len() as u64;
+    fn disk_full(&mut self, records: Vec<Pending>) -> Result<()> {
         let action = self.config.disk_full_action;
-        if action == DiskAction::Rotate && !self.rotating_for_space {
-            warn!("{}: the disk is full; rotating to free space", self.path.display());
-            self.rotating_for_space = true;
+        if action == DiskAction::Rotate && self.free_space()? {
             self.pending = records;
-            let r = self.rotate("rotate");
-            self.rotating_for_space = false;
-            return r;
+            return self.commit();
         }
-        self.lose(n, "disk-full");
+        self.lose(records.len() as u64, "disk-full");
         match action {
-            DiskAction::Ignore | DiskAction::Rotate => {}
-            DiskAction::Syslog => {
+            DiskAction::Ignore => {}
+            DiskAction::Syslog | DiskAction::Rotate => {
                 if !self.warned_full {
-                    warn!("{}: the disk is full; records are lost (counted) until it is not", self.path.display());
+                    warn!(
+                        "{}: the disk is full; records are lost (counted) until it is not",
+                        self.path.display()
+                    );
                 }
             }
             DiskAction::Suspend => {
-                warn!("{}: the disk is full; writing suspended until space is back", self.path.display());
+                warn!(
+                    "{}: the disk is full; writing suspended until space is back",
+                    self.path.display()
+                );
                 self.writing = Writing::Suspended;
             }
             DiskAction::Stop => {
-                bail!("{}: the disk is full and disk_full_action is stop", self.path.display())
+                bail!(
+                    "{}: the disk is full and disk_full_action is stop",
+                    self.path.display()
+                )
             }
         }
         self.warned_full = true;
         Ok(())
     }
 
+    /// Frees space for the `rotate` actions: rotates a file that has
+    /// records, else deletes the oldest rotated file. False when there
+    /// is nothing left to delete.
+    fn free_space(&mut self) -> Result<bool> {
+        if self.size > 0 {
+            warn!("{}: space is short; rotating", self.path.display());
+            self.rotate("rotate")?;
+            return Ok(true);
+        }
+        for i in (1..self.config.num_logs).rev() {
+            let old = self.dir.join(format!("audit.log.{i}"));
+            match fs::remove_file(&old) {
+                Ok(()) => {
+                    warn!(
+                        "{}: space is short; deleted {}",
+                        self.path.display(),
+                        old.display()
+                    );
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("deleting {}", old.display())),
+            }
+        }
+        Ok(false)
+    }
+
     /// Moves `audit.log` to `audit.log.1` (and so on, deleting the
     /// oldest first, which frees space before anything else) and starts
-    /// a new file with an opening record that joins the chain.
-    fn rotate(&mut self, op: &str) -> Result<()> {
+    /// a new file, whose first record (written by the next commit) is
+    /// the opening that joins the chain.
+    fn rotate(&mut self, op: &'static str) -> Result<()> {
         let _ = self.file.sync_all();
         let n = self.config.num_logs;
         let numbered = |i: u32| self.dir.join(format!("audit.log.{i}"));
@@ -407,9 +443,9 @@ impl LogFile {
         self.file = open_append(&self.path)?;
         self.size = 0;
         self.since_sync = 0;
+        self.opening = Some(op);
         info!("{}: rotated ({op})", self.path.display());
-        self.push_opening(op);
-        self.commit()
+        Ok(())
     }
 
     /// Checks free space (every second or so): takes `space_left_action`
@@ -442,10 +478,15 @@ impl LogFile {
                 self.config.space_left_mib
             ),
             DiskAction::Suspend => {
-                warn!("{}: {free_mib} MiB left; writing suspended", self.path.display());
+                warn!(
+                    "{}: {free_mib} MiB left; writing suspended",
+                    self.path.display()
+                );
                 self.writing = Writing::Suspended;
             }
-            DiskAction::Rotate => self.rotate("rotate")?,
+            DiskAction::Rotate => {
+                self.free_space()?;
+            }
             DiskAction::Stop => bail!(
                 "{}: {free_mib} MiB left and space_left_action is stop",
                 self.path.display()

@@ -21,9 +21,9 @@ use ptags_core::ContainerId;
 
 use crate::config::Config;
 use crate::daemon::{Caller, Daemon};
-use ptags_proto::{AuditCounters, AuditStatus, Failure, Response};
 use logfile::{load_key, LogFile};
 use netlink::{KernelMessage, KernelStatus};
+use ptags_proto::{AuditCounters, AuditStatus, Failure, Response};
 
 pub use records::{container_op, TagOp};
 
@@ -161,17 +161,19 @@ impl Daemon<'_> {
     }
 
     fn write_kernel_event(&mut self, event: KernelEvent) {
-        let contid = event.pid().and_then(|pid| self.contid_at(pid, event.stamp.epoch_millis()));
+        let contid = event
+            .pid()
+            .and_then(|pid| self.contid_at(pid, event.stamp.epoch_millis()));
         let chain = contid.and_then(ContainerId::new).map(|id| self.chain(id));
         let trail = &mut self.trail;
         trail.counters.kernel_events += 1;
         for r in event.records {
-            trail.log.push(type_name(r.kind), r.stamp, r.body);
+            trail.log.push_kernel(type_name(r.kind), r.stamp, r.body);
         }
         if let Some(chain) = chain {
             trail.counters.contained_events += 1;
             let fields = container_id_fields(&[chain]);
-            trail.log.push(
+            trail.log.push_kernel(
                 "CONTAINER_ID",
                 event.stamp,
                 ptags_core::audit::format_fields(&fields),
@@ -223,12 +225,8 @@ impl Daemon<'_> {
             if self.trail.process_records {
                 let chain = ContainerId::new(e.contid).map(|id| self.chain(id));
                 let body = records::process_record(e, chain.as_ref());
-                let stamp = ptags_core::audit::Stamp {
-                    secs: at_ms / 1000,
-                    millis: (at_ms % 1000) as u16,
-                    serial: self.trail.log.next_daemon_serial(),
-                };
-                self.trail.log.push(record, stamp, body);
+                let at = std::time::Duration::from_millis(at_ms);
+                self.trail.log.push_daemon_at(record, at, body);
             }
         }
     }
@@ -246,8 +244,12 @@ impl Daemon<'_> {
         if self.trail.last_check.elapsed() >= Duration::from_secs(1) {
             self.trail.last_check = Instant::now();
             self.count_losses();
-            self.trail.exits.retain(|_, e| e.seen.elapsed() < EXIT_MEMORY);
-            self.trail.dropped.retain(|_, (_, at)| at.elapsed() < EXIT_MEMORY);
+            self.trail
+                .exits
+                .retain(|_, e| e.seen.elapsed() < EXIT_MEMORY);
+            self.trail
+                .dropped
+                .retain(|_, (_, at)| at.elapsed() < EXIT_MEMORY);
             self.trail.log.check_space()?;
         }
         self.trail.log.commit()
@@ -277,7 +279,13 @@ impl Daemon<'_> {
             Ok(Response::Written { threads }) => Some(*threads),
             _ => None,
         };
-        let body = records::tag_op(op, chain.as_ref(), &caller.subject, threads, result.as_ref().err());
+        let body = records::tag_op(
+            op,
+            chain.as_ref(),
+            &caller.subject,
+            threads,
+            result.as_ref().err(),
+        );
         self.trail.log.push_daemon("PTAGS_OP", body);
     }
 
@@ -288,7 +296,13 @@ impl Daemon<'_> {
     }
 
     /// Records a refused container-ID change.
-    pub(crate) fn record_refused_contid(&mut self, caller: &Caller, pid: u32, id: u64, failure: &Failure) {
+    pub(crate) fn record_refused_contid(
+        &mut self,
+        caller: &Caller,
+        pid: u32,
+        id: u64,
+        failure: &Failure,
+    ) {
         let old = self.contid_of(pid).map(ContainerId::get);
         let body = container_op("set", pid, id, old, &caller.subject, Some(failure));
         self.trail.log.push_daemon("CONTAINER_OP", body);

@@ -94,7 +94,8 @@ fn recv(fd: &OwnedFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
 /// Joins the multicast group and starts a thread that hands every
 /// record to the daemon's thread. Needs CAP_AUDIT_READ.
 pub fn start(inputs: SyncSender<Input>) -> Result<()> {
-    let fd = audit_socket().context("opening a NETLINK_AUDIT socket (is audit built into this kernel?)")?;
+    let fd = audit_socket()
+        .context("opening a NETLINK_AUDIT socket (is audit built into this kernel?)")?;
     let size = RECEIVE_BUFFER;
     // SAFETY: setsockopt reads an int of the size given.
     let forced = unsafe {

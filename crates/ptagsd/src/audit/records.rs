@@ -39,7 +39,10 @@ pub fn container_op(
         ("op".to_owned(), op.to_owned()),
         ("opid".to_owned(), opid.to_string()),
         // Raw: a refused request may name the unset value.
-        ("contid".to_owned(), format_contid(ContainerId::new(contid), Style::Raw)),
+        (
+            "contid".to_owned(),
+            format_contid(ContainerId::new(contid), Style::Raw),
+        ),
         (
             "old-contid".to_owned(),
             format_contid(old.and_then(ContainerId::new), Style::Raw),
@@ -87,7 +90,10 @@ pub fn tag_op(
         ));
         if cut {
             fields.push(("text-len".into(), bytes.len().to_string()));
-            fields.push(("text-digest".into(), blake3::hash(bytes).to_hex().to_string()));
+            fields.push((
+                "text-digest".into(),
+                blake3::hash(bytes).to_hex().to_string(),
+            ));
         }
     }
     if let Some(id) = op.new_contid {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod trail;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -51,6 +53,8 @@ pub fn can_run(test: &str) -> bool {
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub pin_dir: PathBuf,
+    /// Where the audit trail is written.
+    pub log_dir: PathBuf,
     extra: String,
     child: Option<Child>,
 }
@@ -66,9 +70,15 @@ impl Daemon {
             "/sys/fs/bpf/ptags-test-{test}-{}",
             std::process::id()
         ));
+        let table: toml::Table = extra.parse().expect("the test's TOML");
+        let log_dir = match table.get("log_dir") {
+            Some(dir) => PathBuf::from(dir.as_str().expect("log_dir is a string")),
+            None => dir.path().join("log"),
+        };
         let mut d = Daemon {
             dir,
             pin_dir,
+            log_dir,
             extra: extra.to_owned(),
             child: None,
         };
@@ -93,7 +103,7 @@ impl Daemon {
                 if self.extra.contains("log_dir") {
                     String::new()
                 } else {
-                    format!("log_dir = {:?}\n", d.join("log"))
+                    format!("log_dir = {:?}\n", self.log_dir)
                 },
                 if self.extra.contains("log_level") {
                     ""
@@ -153,6 +163,26 @@ impl Daemon {
                 self.log()
             );
         }
+    }
+
+    /// Waits up to 10 s for the daemon to exit by itself; its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("the daemon runs");
+        for _ in 0..500 {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("ptagsd did not exit in 10 s:\n{}", self.log());
+    }
+
+    /// Restarts the daemon with `extra` in place of the TOML it had.
+    pub fn restart_with(&mut self, extra: &str) {
+        self.stop();
+        self.extra = extra.to_owned();
+        self.spawn();
     }
 
     pub fn restart(&mut self) {
