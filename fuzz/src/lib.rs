@@ -201,3 +201,21 @@ pub fn audit_log(data: &[u8]) {
         let _ = parse_time(line);
     }
 }
+
+/// The OCI hook's input: any bytes as a container state. A state that
+/// parses has a bounded, non-empty ID and a known status; a label made
+/// from it has a set ID, and tags whose every line parses.
+pub fn oci_state(data: &[u8]) {
+    use ptags_core::line::parse_line;
+    use ptags_core::oci::{label, State, MAX_ID_BYTES};
+    let Ok(state) = State::parse(data) else {
+        return;
+    };
+    assert!(!state.id.is_empty() && state.id.len() <= MAX_ID_BYTES);
+    if let Ok(label) = label(&state) {
+        assert_ne!(label.contid.get(), u64::MAX);
+        for line in label.tags.as_deref().unwrap_or_default().split('\n') {
+            assert!(parse_line(line).is_ok(), "{line:?}");
+        }
+    }
+}

@@ -42,3 +42,8 @@ fn request_frame_corpus() {
 fn audit_log_corpus() {
     replay("audit_log", ptags_fuzz::audit_log);
 }
+
+#[test]
+fn oci_state_corpus() {
+    replay("oci_state", ptags_fuzz::oci_state);
+}

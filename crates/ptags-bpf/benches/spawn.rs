@@ -1,13 +1,15 @@
 //! Cost of the kernel programs on spawn: fork+exec+exit of /bin/true, with
 //! the programs attached and a tagged, contained parent, against nothing
-//! attached, in one run, rounds interleaved so that drift hits both.
+//! attached, in one run, rounds interleaved so that drift hits both; and
+//! on any system call (getppid), whose exit the setns program sees while
+//! a container has a setns policy (the "with" rounds have one).
 //!
 //!     sudo cargo bench -p ptags-bpf --bench spawn [-- ROUNDS SPAWNS]
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ptags_bpf::{Kernel, Options, SetOp, TaskId};
+use ptags_bpf::{Join, Kernel, Options, SetOp, TaskId};
 
 fn spawn_many(n: usize) -> Duration {
     let start = Instant::now();
@@ -19,6 +21,19 @@ fn spawn_many(n: usize) -> Duration {
     }
     start.elapsed()
 }
+
+/// Plain system calls: with the programs attached each exit runs the
+/// setns program, which returns at once for anything but setns.
+fn syscalls_many(n: usize) -> Duration {
+    let start = Instant::now();
+    for _ in 0..n {
+        // SAFETY: getppid has no preconditions.
+        std::hint::black_box(unsafe { libc::getppid() });
+    }
+    start.elapsed()
+}
+
+const SYSCALLS: usize = 1_000_000;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -47,8 +62,11 @@ fn main() {
     let me = TaskId::of(unsafe { libc::gettid() } as u32).unwrap();
     spawn_many(spawns / 4); // warm up caches and the page cache
     let (mut bare, mut with) = (Vec::new(), Vec::new());
+    let (mut bare_calls, mut with_calls) = (Vec::new(), Vec::new());
+    let calls = if full { SYSCALLS } else { SYSCALLS / 100 };
     for _ in 0..rounds {
         bare.push(spawn_many(spawns));
+        bare_calls.push(syscalls_many(calls));
         let k = Kernel::open(&Options::default()).expect("loading the programs");
         k.set(
             me,
@@ -59,19 +77,48 @@ fn main() {
             },
         )
         .unwrap();
+        // A policy for a namespace no task is in: the setns program is
+        // attached, and returns early for every other system call.
+        let policy = Join {
+            contid: 99,
+            set_id: 7,
+            kept_id: 3,
+        };
+        k.set_join(1, &policy).unwrap();
         with.push(spawn_many(spawns));
+        with_calls.push(syscalls_many(calls));
         assert_eq!(k.lost().unwrap(), Default::default());
         drop(k);
     }
-    let (b, w) = (median(bare), median(with));
-    let per = |d: Duration| d.as_secs_f64() * 1e6 / spawns as f64;
-    println!("spawn /bin/true, {rounds} rounds of {spawns}, medians:");
+    report(
+        "spawn /bin/true",
+        rounds,
+        spawns,
+        "µs",
+        1e6,
+        median(bare),
+        median(with),
+    );
+    report(
+        "getppid()",
+        rounds,
+        calls,
+        "ns",
+        1e9,
+        median(bare_calls),
+        median(with_calls),
+    );
+}
+
+fn report(what: &str, rounds: usize, n: usize, unit: &str, scale: f64, b: Duration, w: Duration) {
+    let per = |d: Duration| d.as_secs_f64() * scale / n as f64;
+    println!("{what}, {rounds} rounds of {n}, medians:");
     println!(
-        "  nothing attached:                 {:8.2} µs per spawn",
+        "  nothing attached:                   {:8.2} {unit} each",
         per(b)
     );
     println!(
-        "  attached, tagged contained parent: {:8.2} µs per spawn",
+        "  attached, tagged contained caller:  {:8.2} {unit} each",
         per(w)
     );
     println!(

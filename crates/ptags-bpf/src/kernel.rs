@@ -13,8 +13,9 @@ use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, RingBuffer, RingBufferBuilde
 
 use crate::pins;
 use crate::skel::types::{
-    ptags_config, ptags_event, ptags_event_kind as K, ptags_event_mask as M, ptags_layout,
-    ptags_lost_reason as L, ptags_set_args, ptags_set_ops as O, ptags_task, ptags_task_row,
+    ptags_config, ptags_event, ptags_event_kind as K, ptags_event_mask as M, ptags_join,
+    ptags_layout, ptags_lost_reason as L, ptags_set_args, ptags_set_ops as O, ptags_task,
+    ptags_task_row,
 };
 use crate::skel::PtagsSkelBuilder;
 use crate::task::pidfd_open;
@@ -32,6 +33,8 @@ unsafe impl plain::Plain for ptags_config {}
 unsafe impl plain::Plain for ptags_task_row {}
 // SAFETY: as above.
 unsafe impl plain::Plain for crate::skel::types::ptags_container {}
+// SAFETY: as above.
+unsafe impl plain::Plain for ptags_join {}
 
 fn bytes_of<T: plain::Plain>(v: &T) -> &[u8] {
     // SAFETY: T is Plain: any byte of it may be read.
@@ -80,6 +83,8 @@ pub struct Event {
     pub time_ns: u64,
     pub contid: u64,
     pub set_id: u64,
+    /// For joins: the task's container before.
+    pub old_contid: Option<u64>,
     pub comm: String,
 }
 
@@ -89,6 +94,19 @@ pub enum EventKind {
     Drop,
     Exec,
     Exit,
+    /// A task entered a container's mount namespace and joined it.
+    Join,
+    /// A task of another container entered one and kept its own ID.
+    JoinRefused,
+}
+
+/// A container's setns policy: who enters the mount namespace it is
+/// keyed by joins container `contid` with these tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Join {
+    pub contid: u64,
+    pub set_id: u64,
+    pub kept_id: u64,
 }
 
 impl Event {
@@ -98,6 +116,8 @@ impl Event {
             K::PTAGS_EVENT_DROP => EventKind::Drop,
             K::PTAGS_EVENT_EXEC => EventKind::Exec,
             K::PTAGS_EVENT_EXIT => EventKind::Exit,
+            K::PTAGS_EVENT_JOIN => EventKind::Join,
+            K::PTAGS_EVENT_JOIN_REFUSED => EventKind::JoinRefused,
             _ => return None,
         };
         Some(Event {
@@ -112,6 +132,7 @@ impl Event {
             time_ns: raw.time_ns,
             contid: raw.contid,
             set_id: raw.set_id,
+            old_contid: (raw.old_contid != u64::MAX).then_some(raw.old_contid),
             comm: crate::task::comm(&raw.comm),
         })
     }
@@ -125,6 +146,10 @@ pub const ATTACHED: [&str; 3] = [
     "tp_btf/sched_process_exit",
 ];
 
+/// The setns program's attach point: attached only while a container has
+/// a setns policy, since it runs at the exit of every system call.
+pub const SETNS_ATTACH: &str = "tp_btf/sys_exit (setns)";
+
 /// What the kernel side could not do, per reason, summed over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LostCounts {
@@ -133,17 +158,22 @@ pub struct LostCounts {
     pub exit_events: u64,
     pub task_storage: u64,
     pub container_missing: u64,
+    pub join_events: u64,
 }
 
 /// The loaded kernel side. Dropping it detaches whatever is not pinned.
 pub struct Kernel {
     task_state: MapHandle,
     containers: MapHandle,
+    joins: MapHandle,
     config: MapHandle,
     lost: MapHandle,
     events: MapHandle,
     set_prog: OwnedFd,
     tasks_prog: OwnedFd,
+    setns_prog: OwnedFd,
+    /// The setns program's link while it is attached and not pinned.
+    setns_link: std::sync::Mutex<Option<OwnedFd>>,
     /// Held while not pinned: dropping them detaches the programs.
     _links: Vec<Link>,
     pin_dir: Option<PathBuf>,
@@ -184,6 +214,7 @@ impl Kernel {
         let mut kernel = Kernel {
             task_state: handle(&skel.maps.task_state, "task_state")?,
             containers: handle(&skel.maps.containers, "containers")?,
+            joins: handle(&skel.maps.joins, "joins")?,
             config: handle(&skel.maps.ptags_config, "ptags_config")?,
             lost: handle(&skel.maps.lost, "lost")?,
             events: handle(&skel.maps.events, "events")?,
@@ -199,6 +230,13 @@ impl Kernel {
                 .as_fd()
                 .try_clone_to_owned()
                 .context(|| "duplicating the task iterator".into())?,
+            setns_prog: skel
+                .progs
+                .ptags_setns
+                .as_fd()
+                .try_clone_to_owned()
+                .context(|| "duplicating the setns program".into())?,
+            setns_link: std::sync::Mutex::new(None),
             _links: Vec::new(),
             pin_dir: options.pin_dir.clone(),
         };
@@ -231,6 +269,7 @@ impl Kernel {
         let maps = [
             &mut self.task_state,
             &mut self.containers,
+            &mut self.joins,
             &mut self.config,
             &mut self.lost,
             &mut self.events,
@@ -243,8 +282,9 @@ impl Kernel {
             link.pin(pins::path(dir, name))
                 .context(|| format!("pinning {name}"))?;
         }
-        pins::pin_prog(&self.set_prog, dir, pins::SET_PROG)?;
-        pins::pin_prog(&self.tasks_prog, dir, pins::TASKS_PROG)?;
+        pins::pin_fd(&self.set_prog, dir, pins::SET_PROG)?;
+        pins::pin_fd(&self.tasks_prog, dir, pins::TASKS_PROG)?;
+        pins::pin_fd(&self.setns_prog, dir, pins::SETNS_PROG)?;
         Ok(())
     }
 
@@ -277,6 +317,8 @@ impl Kernel {
             .map_err(|_| mismatch(format!("no pinned {}", pins::SET_PROG)))?;
         let tasks_prog = pins::open_prog(dir, pins::TASKS_PROG)
             .map_err(|_| mismatch(format!("no pinned {}", pins::TASKS_PROG)))?;
+        let setns_prog = pins::open_prog(dir, pins::SETNS_PROG)
+            .map_err(|_| mismatch(format!("no pinned {}", pins::SETNS_PROG)))?;
         for name in pins::LINKS {
             if !pins::path(dir, name).exists() {
                 return Err(mismatch(format!("no pinned {name}")));
@@ -285,11 +327,14 @@ impl Kernel {
         Ok(Kernel {
             task_state,
             containers: open_map("containers")?,
+            joins: open_map("joins")?,
             config,
             lost: open_map("lost")?,
             events: open_map("events")?,
             set_prog,
             tasks_prog,
+            setns_prog,
+            setns_link: std::sync::Mutex::new(None),
             _links: Vec::new(),
             pin_dir: Some(dir.to_owned()),
         })
@@ -453,6 +498,106 @@ impl Kernel {
         }
     }
 
+    /// Switches the setns policy on for the mount namespace whose inode
+    /// number is `mnt_ns` (or changes it).
+    pub fn set_join(&self, mnt_ns: u64, join: &Join) -> Result<()> {
+        let raw = ptags_join {
+            contid: join.contid,
+            set_id: join.set_id,
+            kept_id: join.kept_id,
+        };
+        self.joins
+            .update(&mnt_ns.to_ne_bytes(), bytes_of(&raw), MapFlags::ANY)
+            .context(|| format!("setting the setns policy of mount namespace {mnt_ns}"))?;
+        self.attach_setns()
+    }
+
+    /// Switches it off; whether it was on. The setns program is detached
+    /// with the last policy.
+    pub fn remove_join(&self, mnt_ns: u64) -> Result<bool> {
+        let removed = match self.joins.delete(&mnt_ns.to_ne_bytes()) {
+            Ok(()) => true,
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => false,
+            Err(e) => return Err(e).context(|| format!("removing the setns policy of {mnt_ns}")),
+        };
+        if self.joins.keys().next().is_none() {
+            self.detach_setns()?;
+        }
+        Ok(removed)
+    }
+
+    /// Whether the setns program is attached.
+    pub fn setns_attached(&self) -> bool {
+        self.setns_link
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+            || self
+                .pin_dir
+                .as_ref()
+                .is_some_and(|d| pins::path(d, pins::SETNS_LINK).exists())
+    }
+
+    fn attach_setns(&self) -> Result<()> {
+        if self.setns_attached() {
+            return Ok(());
+        }
+        // SAFETY: a valid tp_btf program fd; a NULL name attaches it to
+        // the tracepoint its BTF names. Returns a new link fd or -errno.
+        let fd = unsafe {
+            libbpf_sys::bpf_raw_tracepoint_open(std::ptr::null(), self.setns_prog.as_raw_fd())
+        };
+        if fd < 0 {
+            return Err(std::io::Error::from_raw_os_error(-fd))
+                .context(|| "attaching the setns program to sys_exit".into());
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        let link = unsafe { OwnedFd::from_raw_fd(fd) };
+        match &self.pin_dir {
+            // Pinned, it stays attached across restarts of the daemon.
+            Some(dir) => pins::pin_fd(&link, dir, pins::SETNS_LINK)?,
+            None => *self.setns_link.lock().unwrap_or_else(|e| e.into_inner()) = Some(link),
+        }
+        Ok(())
+    }
+
+    fn detach_setns(&self) -> Result<()> {
+        self.setns_link
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(dir) = &self.pin_dir {
+            let p = pins::path(dir, pins::SETNS_LINK);
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).context(|| format!("removing {}", p.display()))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Every mount namespace with a setns policy, and the policy.
+    pub fn joins(&self) -> Vec<(u64, Join)> {
+        self.joins
+            .keys()
+            .filter_map(|k| {
+                let v = self.joins.lookup(&k, MapFlags::ANY).ok()??;
+                let raw: ptags_join = from_bytes(&v);
+                let ns = u64::from_ne_bytes(k.try_into().ok()?);
+                Some((
+                    ns,
+                    Join {
+                        contid: raw.contid,
+                        set_id: raw.set_id,
+                        kept_id: raw.kept_id,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// What the kernel could not do, per reason.
     pub fn lost(&self) -> Result<LostCounts> {
         let read = |reason: L| -> Result<u64> {
@@ -472,6 +617,7 @@ impl Kernel {
             exit_events: read(L::PTAGS_LOST_RINGBUF_EXIT)?,
             task_storage: read(L::PTAGS_LOST_TASK_STORAGE)?,
             container_missing: read(L::PTAGS_LOST_CONTAINER)?,
+            join_events: read(L::PTAGS_LOST_RINGBUF_JOIN)?,
         })
     }
 

@@ -11,7 +11,9 @@ mod pins;
 pub mod probe;
 mod task;
 
-pub use kernel::{Event, EventKind, EventReader, Kernel, LostCounts, Options, ATTACHED};
+pub use kernel::{
+    Event, EventKind, EventReader, Join, Kernel, LostCounts, Options, ATTACHED, SETNS_ATTACH,
+};
 pub use probe::Features;
 pub use task::{ContainerEntry, ContidChange, SetOp, TaskId, TaskRow, TaskState};
 

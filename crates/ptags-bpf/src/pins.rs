@@ -7,10 +7,20 @@ use std::path::{Path, PathBuf};
 
 use crate::{Context, Result};
 
-pub(crate) const MAPS: [&str; 5] = ["task_state", "containers", "ptags_config", "lost", "events"];
+pub(crate) const MAPS: [&str; 6] = [
+    "task_state",
+    "containers",
+    "joins",
+    "ptags_config",
+    "lost",
+    "events",
+];
 pub(crate) const LINKS: [&str; 3] = ["link_fork", "link_exec", "link_exit"];
 pub(crate) const SET_PROG: &str = "prog_set";
 pub(crate) const TASKS_PROG: &str = "prog_tasks";
+pub(crate) const SETNS_PROG: &str = "prog_setns";
+/// Present only while some container has a setns policy.
+pub(crate) const SETNS_LINK: &str = "link_setns";
 
 pub(crate) fn path(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
@@ -56,7 +66,7 @@ pub(crate) fn remove_all(dir: &Path) -> Result<()> {
     for name in MAPS
         .iter()
         .chain(LINKS.iter())
-        .chain([SET_PROG, TASKS_PROG].iter())
+        .chain([SET_PROG, TASKS_PROG, SETNS_PROG, SETNS_LINK].iter())
     {
         let p = path(dir, name);
         match std::fs::remove_file(&p) {
@@ -77,8 +87,8 @@ fn c_path(dir: &Path, name: &str) -> CString {
     CString::new(path(dir, name).as_os_str().as_encoded_bytes()).expect("pin paths have no NUL")
 }
 
-/// Pins a program that has no link (it is run, not attached).
-pub(crate) fn pin_prog(prog: &OwnedFd, dir: &Path, name: &str) -> Result<()> {
+/// Pins a program or a link by its fd.
+pub(crate) fn pin_fd(prog: &OwnedFd, dir: &Path, name: &str) -> Result<()> {
     let path = c_path(dir, name);
     // SAFETY: a valid program fd and a NUL-terminated path.
     let ret = unsafe { libbpf_sys::bpf_obj_pin(prog.as_raw_fd(), path.as_ptr()) };
@@ -88,7 +98,7 @@ pub(crate) fn pin_prog(prog: &OwnedFd, dir: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Opens a program pinned by [`pin_prog`].
+/// Opens a program pinned by [`pin_fd`].
 pub(crate) fn open_prog(dir: &Path, name: &str) -> Result<OwnedFd> {
     let path = c_path(dir, name);
     // SAFETY: a NUL-terminated path; returns a new fd or a negative errno.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{kernel_or_skip, PinDir};
-use ptags_bpf::{ContainerEntry, EventKind, Kernel, Options, SetOp, TaskId, TaskState};
+use ptags_bpf::{ContainerEntry, EventKind, Join, Kernel, Options, SetOp, TaskId, TaskState};
 
 /// A shell driven line by line: each line written to it is run, and
 /// whatever it prints comes back.
@@ -582,4 +582,109 @@ fn container_changes_refuse_a_task_that_is_not_alone() {
             || k.container(9191).unwrap().unwrap().live == 0
     });
     wait_for(|| k.reap_container(9191).unwrap());
+}
+
+fn mount_namespace(pid: u32) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
+        .unwrap()
+        .ino()
+}
+
+#[test]
+fn entering_a_mount_namespace_with_a_policy_joins_its_container() {
+    let Some(k) = kernel_or_skip("entering_a_mount_namespace_joins") else {
+        return;
+    };
+    let me = TaskId::of(std::process::id()).unwrap();
+    let entry = ContainerEntry {
+        parent: None,
+        owner_pid: me.tid,
+        owner_start_ticks: me.start_ticks,
+        live: 0,
+    };
+    let spawn = |args: &[&str]| {
+        let child = Command::new(args[0]).args(&args[1..]).spawn().unwrap();
+        wait_for_comm(child.id(), "sleep");
+        child
+    };
+    let mut children = vec![spawn(&["unshare", "-m", "sleep", "30"])];
+    let member = children[0].id();
+    k.set(
+        TaskId::of(member).unwrap(),
+        &SetOp {
+            tags: Some((11, 12)),
+            contid: Some((5353, Some(entry))),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ns = mount_namespace(member);
+    let join = Join {
+        contid: 5353,
+        set_id: 11,
+        kept_id: 12,
+    };
+    // The setns program runs at every system call's exit: attached only
+    // while a policy exists.
+    assert!(!k.setns_attached());
+    k.set_join(ns, &join).unwrap();
+    assert!(k.setns_attached());
+    assert_eq!(k.joins(), [(ns, join)]);
+    let events = k.events().unwrap();
+    let target = member.to_string();
+
+    // A task without an ID joins at setns; its exec then prunes as usual.
+    children.push(spawn(&["nsenter", "-t", &target, "-m", "sleep", "30"]));
+    let entered = state(&k, children[1].id());
+    assert_eq!(
+        (entered.contid, entered.set_id, entered.kept_id),
+        (Some(5353), 12, 12)
+    );
+    assert_eq!(k.container(5353).unwrap().unwrap().live, 2);
+
+    // A task of another container keeps its ID, and the kernel says so.
+    let mut other = Shell::start();
+    k.set(
+        other.task(),
+        &SetOp {
+            contid: Some((6464, Some(entry))),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let stayed = other.spawn_waiting(&format!("nsenter -t {target} -m sleep 30"));
+    wait_for_comm(stayed, "sleep");
+    assert_eq!(state(&k, stayed).contid, Some(6464));
+    assert_eq!(k.container(5353).unwrap().unwrap().live, 2);
+
+    // Without the policy, entering changes nothing.
+    assert!(k.remove_join(ns).unwrap());
+    assert!(!k.setns_attached());
+    children.push(spawn(&["nsenter", "-t", &target, "-m", "sleep", "30"]));
+    assert_eq!(state(&k, children[2].id()).contid, None);
+
+    let mut seen = Vec::new();
+    wait_for(|| {
+        seen.extend(events.poll(Duration::from_millis(20)).unwrap());
+        seen.len() >= 2
+    });
+    let joins: Vec<_> = seen
+        .iter()
+        .map(|e| (e.kind, e.contid, e.old_contid))
+        .collect();
+    assert_eq!(
+        joins,
+        [
+            (EventKind::Join, 5353, None),
+            (EventKind::JoinRefused, 5353, Some(6464))
+        ]
+    );
+    for mut c in children {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    // SAFETY: killing a pid this test started and has not reaped.
+    unsafe { libc::kill(stayed as i32, libc::SIGKILL) };
+    assert_eq!(k.lost().unwrap(), Default::default());
 }

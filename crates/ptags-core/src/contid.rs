@@ -59,6 +59,9 @@ pub enum Style {
     Interpreted,
 }
 
+/// The largest pid Linux hands out (`PID_MAX_LIMIT` on 64-bit).
+pub const PID_MAX: u32 = 1 << 22;
+
 /// Prints a possibly unset ID.
 pub fn format_contid(id: Option<ContainerId>, style: Style) -> String {
     match (id, style) {

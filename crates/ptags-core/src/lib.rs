@@ -7,7 +7,9 @@
 //! - [`tagset`]: the immutable, shared set with its read format and its
 //!   content [`digest`], and [`intern`] to give equal sets one ID;
 //! - [`contid`]: the audit container ID, its text forms and the rules for
-//!   setting it.
+//!   setting it;
+//! - [`oci`]: the state an OCI runtime gives its hooks, and the label a
+//!   container gets from it.
 //!
 //! Every failure maps to the [`Errno`] the reference semantics give.
 
@@ -18,6 +20,7 @@ pub mod digest;
 pub mod errno;
 pub mod intern;
 pub mod line;
+pub mod oci;
 pub mod perm;
 pub mod tag;
 pub mod tagset;

@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 /// Bumped on any incompatible change; the daemon refuses other versions.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// The largest pid Linux hands out (`PID_MAX_LIMIT` on 64-bit).
-const PID_MAX: u32 = 1 << 22;
+use ptags_core::contid::PID_MAX;
 
 /// A process, or one of its threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +71,22 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         contid: Option<u64>,
     },
+    /// Labels the first process of a container, which waits to exec the
+    /// container's program (an OCI hook at createRuntime, for the runtime
+    /// that made it): from that exec on it has container ID `contid` and
+    /// the tags the write `text` gives (the threads it has now do not
+    /// matter: the exec leaves one). A task that later enters its mount
+    /// namespace (`runc exec`, `nsenter`) joins the container with the
+    /// same tags.
+    ContainerCreate {
+        pid: u32,
+        contid: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+    },
+    /// A container has stopped (an OCI poststop hook): its setns policy
+    /// is switched off, and its end recorded if its last task has gone.
+    ContainerEnd { contid: u64 },
     /// What is attached, counters, losses. (A struct variant, so that
     /// unknown fields are refused here too.)
     Status {},
@@ -99,7 +114,14 @@ impl Request {
                 Ok(())
             }
             Request::ContidGet { pid } | Request::ContidSet { pid, .. } => check_pid("pid", *pid),
-            Request::PrepareExec { pid, .. } => check_pid("pid", *pid),
+            Request::PrepareExec { pid, .. } | Request::ContainerCreate { pid, .. } => {
+                check_pid("pid", *pid)
+            }
+            Request::ContainerEnd { contid } if *contid == u64::MAX => Err(Failure::new(
+                Errno::Einval,
+                "the unset value (-1) names no container",
+            )),
+            Request::ContainerEnd { .. } => Ok(()),
             Request::Ps { filter } => match &filter.tag {
                 Some(pattern) => parse_pattern(pattern)
                     .map(|_| ())
@@ -123,6 +145,8 @@ impl Request {
             Request::ContidSet { .. } => "contid_set",
             Request::Ps { .. } => "ps",
             Request::PrepareExec { .. } => "prepare_exec",
+            Request::ContainerCreate { .. } => "container_create",
+            Request::ContainerEnd { .. } => "container_end",
             Request::Status {} => "status",
         }
     }
@@ -258,6 +282,7 @@ pub struct LostCounters {
     pub exit_events: u64,
     pub task_storage: u64,
     pub container_missing: u64,
+    pub join_events: u64,
 }
 
 /// The daemon's state, for `ptags status`.
@@ -338,6 +363,18 @@ pub enum Response {
         rows: Vec<PsRow>,
     },
     Prepared,
+    /// The container's first process is labelled (`op`: set, nest or
+    /// inject, as for `contid_set`), and the setns policy is on for its
+    /// mount namespace `mnt_ns` (the namespace's inode number).
+    ContainerCreated {
+        op: String,
+        mnt_ns: u64,
+    },
+    /// The container's policy is off; `dropped`: its last task has gone
+    /// and its end is on record.
+    Ended {
+        dropped: bool,
+    },
     Status(Box<Status>),
 }
 
@@ -416,6 +453,12 @@ mod tests {
                 text: Some("+x\n".into()),
                 contid: Some(7),
             },
+            Request::ContainerCreate {
+                pid: 9,
+                contid: 12,
+                text: Some("+@app:web\n".into()),
+            },
+            Request::ContainerEnd { contid: 1 << 62 },
             Request::Status {},
         ];
         for req in reqs {
@@ -455,6 +498,8 @@ mod tests {
             r#"{"v":1,"req":{"op":"status","as_uid":0}}"#,
             r#"{"v":1,"req":{"op":"contid_set","pid":1,"contid":18446744073709551616}}"#,
             r#"{"v":1,"req":{"op":"write","target":{"pid":1},"text":"\ud800"}}"#,
+            r#"{"v":1,"req":{"op":"container_create","pid":1}}"#,
+            r#"{"v":1,"req":{"op":"container_end"}}"#,
         ] {
             let err = decode(bad).unwrap_err();
             assert_eq!(err.errno(), Some(Errno::Eproto), "{bad}: {err}");
@@ -473,6 +518,8 @@ mod tests {
             r#"{"v":1,"req":{"op":"ps","filter":{"tag":"@a"}}}"#,
             r#"{"v":1,"req":{"op":"ps","filter":{"tag":""}}}"#,
             r#"{"v":1,"req":{"op":"ps","filter":{"nested":true}}}"#,
+            r#"{"v":1,"req":{"op":"container_create","pid":0,"contid":1}}"#,
+            r#"{"v":1,"req":{"op":"container_end","contid":18446744073709551615}}"#,
         ] {
             let err = decode(bad).unwrap_err();
             assert_eq!(err.errno(), Some(Errno::Einval), "{bad}: {err}");

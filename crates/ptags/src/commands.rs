@@ -184,8 +184,8 @@ fn print_status(s: &Status) {
     );
     let l = &s.lost;
     println!(
-        "lost in the kernel: {} drop events, {} exec events, {} exit events, {} task storage, {} missing containers",
-        l.drop_events, l.exec_events, l.exit_events, l.task_storage, l.container_missing
+        "lost in the kernel: {} drop events, {} exec events, {} exit events, {} join events, {} task storage, {} missing containers",
+        l.drop_events, l.exec_events, l.exit_events, l.join_events, l.task_storage, l.container_missing
     );
     let a = &s.audit;
     let c = &a.counters;

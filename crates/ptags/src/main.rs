@@ -3,6 +3,7 @@
 mod audit;
 mod client;
 mod commands;
+mod oci;
 mod run;
 mod simulate;
 mod text;
@@ -101,6 +102,9 @@ enum Command {
     },
     /// What the daemon has attached, its counters and the events lost.
     Status,
+    /// The OCI runtime hook (createRuntime and poststop): labels a
+    /// container from the state on standard input.
+    OciHook(oci::Args),
     /// Read the audit trail offline: search, report, verify.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -122,11 +126,16 @@ enum ContidCommand {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: restores the default action of SIGPIPE before any thread
+    // exists, so that `ptags ps | head` ends quietly like other tools
+    // instead of panicking on a closed pipe.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let out = Output { json: cli.json };
     let result = match cli.command {
         Command::Simulate(args) => simulate::run(args),
         Command::Audit(command) => audit::run(command, out),
+        Command::OciHook(args) => oci::run(&cli.socket, args),
         command => client::Client::connect(&cli.socket).and_then(|mut c| match command {
             Command::Read { task } => commands::read(&mut c, out, task),
             Command::Write { task, lines } => commands::write(&mut c, out, task, &lines),
@@ -157,7 +166,9 @@ fn main() -> ExitCode {
                 command,
             } => run::run(&mut c, out, &writes, contid, &command),
             Command::Status => commands::status(&mut c, out),
-            Command::Simulate(_) | Command::Audit(_) => unreachable!("handled above"),
+            Command::Simulate(_) | Command::Audit(_) | Command::OciHook(_) => {
+                unreachable!("handled above")
+            }
         }),
     };
     match result {

@@ -32,7 +32,7 @@ fn container_of(record: &ContainerRecord) -> Option<Container> {
     })
 }
 
-fn need_audit_control(caller: &Caller) -> Result<(), Failure> {
+pub(crate) fn need_audit_control(caller: &Caller) -> Result<(), Failure> {
     if caller.creds.has_cap(CAP_AUDIT_CONTROL) {
         return Ok(());
     }
@@ -86,12 +86,15 @@ impl Daemon<'_> {
     /// Gathers the facts of audit-container-id.md from one pass over the
     /// kernel's task list (`tree`) and decides; a new container is
     /// registered (durably) before the kernel can hold its ID.
+    /// `at_exec`: the ID is taken at the target's next exec, which leaves
+    /// it one thread, so its threads now do not count.
     pub(crate) fn decide_contid(
         &mut self,
         caller: &Caller,
         tree: &Tree,
         pid: u32,
         id: u64,
+        at_exec: bool,
     ) -> Result<ContidPlan, Failure> {
         let caller_row = tree.get(caller.pid()).ok_or_else(|| gone(caller.pid()))?;
         let target_row = tree
@@ -114,7 +117,7 @@ impl Daemon<'_> {
             caller_contid: caller_row.state.contid.and_then(ContainerId::new),
             target: tree.task_ref(pid).ok_or_else(|| gone(pid))?,
             target_has_children: tree.has_children(pid),
-            target_threads: tree.threads(pid) as u32,
+            target_threads: if at_exec { 1 } else { tree.threads(pid) as u32 },
             target_ancestors: &ancestors,
             target_container: target_row
                 .state
@@ -195,7 +198,7 @@ impl Daemon<'_> {
         id: u64,
     ) -> Result<Response, Failure> {
         let tree = Tree::new(self.kernel.tasks().map_err(kernel_failure)?);
-        let plan = self.decide_contid(caller, &tree, pid, id)?;
+        let plan = self.decide_contid(caller, &tree, pid, id, false)?;
         let op = SetOp {
             contid: Some(plan.change),
             alone: true,

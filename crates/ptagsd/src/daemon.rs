@@ -183,6 +183,29 @@ impl<'k> Daemon<'k> {
                 self.record_tag_op(&caller, &op, &result);
                 result
             }
+            Request::ContainerCreate { pid, contid, text } => {
+                let caller = self.caller(peer)?;
+                let result = self.container_create(&caller, *pid, *contid, text.as_deref());
+                if let Err(f) = &result {
+                    self.record_refused_contid(&caller, *pid, *contid, f);
+                }
+                let op = TagOp {
+                    op: "prepare-container",
+                    pid: *pid,
+                    tid: None,
+                    text: text.as_deref(),
+                    new_contid: Some(*contid),
+                };
+                self.record_tag_op(&caller, &op, &result);
+                if let Ok(Response::ContainerCreated { mnt_ns, .. }) = &result {
+                    self.record_join_policy(&caller, *pid, *contid, *mnt_ns);
+                }
+                result
+            }
+            Request::ContainerEnd { contid } => {
+                let caller = self.caller(peer)?;
+                self.container_end(&caller, *contid)
+            }
             Request::Status {} => self.status(),
         };
         let counter = match &result {
@@ -278,6 +301,7 @@ impl<'k> Daemon<'k> {
             Ok(None) => {}
             Err(e) => warn!("reading container {id}: {e}"),
         }
+        self.forget_joins(id);
         if let Some(removed) = self.registry.remove(&id) {
             self.trail.remember_dropped(id, removed.parent);
             if let Err(e) = self.store.delete_container(id) {
@@ -325,7 +349,8 @@ impl<'k> Daemon<'k> {
     fn collect(&mut self, rows: Vec<TaskRow>) -> Result<()> {
         self.last_collect = Instant::now();
         self.new_sets = 0;
-        let in_use: HashSet<u64> = rows.iter().flat_map(set_ids_in_use).collect();
+        let mut in_use: HashSet<u64> = rows.iter().flat_map(set_ids_in_use).collect();
+        in_use.extend(self.join_set_ids());
         let dropped = self.interner.collect(|id| in_use.contains(&id.0));
         if !dropped.is_empty() {
             self.store.delete_sets(&dropped)?;
@@ -379,7 +404,15 @@ impl<'k> Daemon<'k> {
             pid: std::process::id(),
             uptime_secs: self.started.elapsed().as_secs(),
             pin_dir: self.config.pin_dir.display().to_string(),
-            attached: ptags_bpf::ATTACHED.iter().map(|s| s.to_string()).collect(),
+            attached: ptags_bpf::ATTACHED
+                .iter()
+                .chain(
+                    self.kernel
+                        .setns_attached()
+                        .then_some(&ptags_bpf::SETNS_ATTACH),
+                )
+                .map(|s| s.to_string())
+                .collect(),
             tag_sets: self.interner.count(),
             containers,
             requests_ok: c.requests_ok.load(Ordering::Relaxed),
@@ -393,6 +426,7 @@ impl<'k> Daemon<'k> {
                 exit_events: lost.exit_events,
                 task_storage: lost.task_storage,
                 container_missing: lost.container_missing,
+                join_events: lost.join_events,
             },
             audit: self.audit_status(),
         })))

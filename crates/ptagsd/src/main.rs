@@ -7,6 +7,7 @@ mod contid;
 mod daemon;
 mod peer;
 mod process;
+mod runtime;
 mod server;
 mod store;
 mod tags;

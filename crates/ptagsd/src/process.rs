@@ -135,6 +135,15 @@ pub fn same_namespace(pid: u32, kind: &str) -> Result<bool, Failure> {
     Ok(theirs == ours)
 }
 
+/// The inode number of a process's namespace of `kind` (`mnt`, `pid`,
+/// ...), which names the namespace machine-wide while it exists.
+pub fn namespace_inode(pid: u32, kind: &str) -> Result<u64, Failure> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
+        .map(|m| m.ino())
+        .map_err(|_| gone(pid))
+}
+
 /// A process as audit records name it: pid, uid, login uid, session and
 /// comm (read from /proc; unreadable values print as unset).
 pub fn audit_subject(pid: u32, uid: u32) -> Subject {

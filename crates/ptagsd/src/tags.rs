@@ -10,7 +10,7 @@ use crate::process::{exe_of, gone, tgid_of, thread_ids, Creds, Pidfd, Tree, CAP_
 
 /// How many times a process write looks again for threads created while
 /// it ran (they copied a thread's tags from before the write).
-const THREAD_ROUNDS: usize = 8;
+pub(crate) const THREAD_ROUNDS: usize = 8;
 
 /// The threads a target names: one, or every thread of the process.
 fn threads_of(target: Target) -> Result<Vec<u32>, Failure> {
@@ -42,14 +42,14 @@ impl Daemon<'_> {
     }
 
     /// A task's tags now.
-    fn tags_of(&self, task: TaskId) -> Result<TagSet, Failure> {
+    pub(crate) fn tags_of(&self, task: TaskId) -> Result<TagSet, Failure> {
         let state = self.kernel.task_state(task).map_err(kernel_failure)?;
         Ok(self.set_of(state.unwrap_or_default().set_id))
     }
 
     /// The writer: the caller's tags at the start of the write, its
     /// CAP_MAC_ADMIN, and its relation to the target process.
-    fn writer(&self, caller: &Caller, pid: u32) -> Result<Writer, Failure> {
+    pub(crate) fn writer(&self, caller: &Caller, pid: u32) -> Result<Writer, Failure> {
         let relation = if pid == caller.pid() {
             Relation::Itself
         } else {
@@ -200,7 +200,7 @@ impl Daemon<'_> {
         };
         let (set, kept) = self.intern(&next)?;
         let change = match contid {
-            Some(id) => Some(self.decide_contid(caller, &tree, pid, id)?),
+            Some(id) => Some(self.decide_contid(caller, &tree, pid, id, false)?),
             None => None,
         };
         let op = SetOp {

@@ -8,87 +8,11 @@ mod common;
 use std::process::Command;
 use std::sync::Mutex;
 
-use common::trail::{log_files, read_trail, wait_for_trail};
-use common::{can_run, skips_fail, stdout, Daemon};
+use common::trail::{has_tool, log_files, read_trail, wait_for_trail, AuditState};
+use common::{can_run, stdout, Daemon};
 
 /// The kernel's audit state is global: one test changes it at a time.
 static AUDIT: Mutex<()> = Mutex::new(());
-
-/// Whether a tool of the Debian package auditd is here; CI
-/// (PTAGS_REQUIRE_BPF=1) fails rather than skips.
-fn has_tool(test: &str, tool: &str) -> bool {
-    let found = Command::new(tool).arg("-v").output().is_ok();
-    if !found {
-        assert!(
-            !skips_fail(),
-            "{test}: {tool} is required (apt-get install auditd)"
-        );
-        eprintln!("SKIPPED {test}: {tool} missing (apt-get install auditd)");
-    }
-    found
-}
-
-fn auditctl(args: &[&str]) -> String {
-    let out = Command::new("auditctl").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "auditctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout(&out)
-}
-
-/// Kernel audit switched on with room for bursts; rules added through it
-/// are removed, and the state restored, on drop.
-struct AuditState {
-    enabled: String,
-    backlog: String,
-    keys: Vec<String>,
-}
-
-impl AuditState {
-    fn new() -> AuditState {
-        let status = auditctl(&["-s"]);
-        let value = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{name} ")))
-                .unwrap_or_else(|| panic!("no {name} in auditctl -s:\n{status}"))
-                .trim()
-                .to_owned()
-        };
-        let state = AuditState {
-            enabled: value("enabled"),
-            backlog: value("backlog_limit"),
-            keys: Vec::new(),
-        };
-        auditctl(&["-b", "8192"]);
-        auditctl(&["-e", "1"]);
-        state
-    }
-
-    /// Adds a rule whose key is `key` (the rule's last arguments).
-    fn rule(&mut self, args: &[&str], key: &str) {
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["-k", key]);
-        auditctl(&all);
-        self.keys.push(key.to_owned());
-    }
-}
-
-impl Drop for AuditState {
-    fn drop(&mut self) {
-        for key in &self.keys {
-            let _ = Command::new("auditctl").args(["-D", "-k", key]).output();
-        }
-        let _ = Command::new("auditctl")
-            .args(["-b", &self.backlog])
-            .output();
-        let _ = Command::new("auditctl")
-            .args(["-e", &self.enabled])
-            .output();
-    }
-}
 
 /// The stamp `audit(...)` of a line.
 fn stamp(line: &str) -> &str {

@@ -12,7 +12,7 @@
 enum ptags_layout {
 	/* Bump when any struct or map below changes: pins of another
 	 * layout are refused instead of misread. */
-	PTAGS_LAYOUT_VERSION = 2,
+	PTAGS_LAYOUT_VERSION = 3,
 };
 
 enum ptags_task_flags {
@@ -30,7 +30,8 @@ struct ptags_task {
 	__u64 kept_id;	/* its kept subset: what survives exec */
 	__u64 contid;	/* valid with PTAGS_TASK_HAS_CONTID */
 	/* Taken at the next exec instead of pruning (PTAGS_TASK_PENDING),
-	 * so that a command starts already labelled. Not inherited. */
+	 * so that a command starts already labelled. Copied to new threads
+	 * (any of them may be the one to exec), not to child processes. */
 	__u64 pending_set_id;
 	__u64 pending_kept_id;
 	__u64 pending_contid;	/* with PTAGS_TASK_PENDING_CONTID */
@@ -46,10 +47,23 @@ struct ptags_container {
 };
 
 
+/* The setns policy of a container (audit-container-id.md): a task that
+ * enters the mount namespace this is keyed by (its inode number) joins
+ * the container and takes these tags. */
+struct ptags_join {
+	__u64 contid;
+	__u64 set_id;
+	__u64 kept_id;
+};
+
 enum ptags_event_kind {
 	PTAGS_EVENT_DROP = 1,	/* a container's last task exited */
 	PTAGS_EVENT_EXEC = 2,	/* a task in a container exec'd */
 	PTAGS_EVENT_EXIT = 3,	/* a task in a container exited */
+	PTAGS_EVENT_JOIN = 4,	/* a task joined a container at setns */
+	/* A task in another container entered a container's namespace and
+	 * kept its own ID: it may not leave its container that way. */
+	PTAGS_EVENT_JOIN_REFUSED = 5,
 };
 
 /* One ring-buffer record: what an audit record needs. */
@@ -65,6 +79,7 @@ struct ptags_event {
 	__u64 time_ns;		/* CLOCK_BOOTTIME */
 	__u64 contid;
 	__u64 set_id;
+	__u64 old_contid;	/* for joins: the ID before, (u64)-1 for none */
 	char comm[16];
 };
 
@@ -85,7 +100,8 @@ enum ptags_lost_reason {
 	PTAGS_LOST_RINGBUF_EXIT = 2,
 	PTAGS_LOST_TASK_STORAGE = 3,	/* no storage for a child at fork */
 	PTAGS_LOST_CONTAINER = 4,	/* a task's container was not in the table */
-	PTAGS_LOST_REASONS = 5,
+	PTAGS_LOST_RINGBUF_JOIN = 5,
+	PTAGS_LOST_REASONS = 6,
 };
 
 /* The ops of the ptags_set syscall program. */

@@ -22,6 +22,12 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define PF_EXITING 0x4
 #define ENOMEM 12
 #define USER_HZ 100
+#ifndef __TARGET_ARCH_x86
+#error "the setns policy reads the syscall number of x86_64 (orig_ax, __NR_setns)"
+#endif
+#define NR_SETNS 308
+/* The daemon's limits.max_depth may be at most this. */
+#define MAX_DEPTH 64
 #define NSEC_PER_TICK (1000000000ULL / USER_HZ)
 
 struct {
@@ -37,6 +43,14 @@ struct {
 	__type(key, __u64);
 	__type(value, struct ptags_container);
 } containers SEC(".maps");
+
+/* The setns policy, keyed by mount-namespace inode number. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct ptags_join);
+} joins SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -62,6 +76,7 @@ struct {
 struct ptags_event ptags_event_type;
 struct ptags_set_args ptags_set_args_type;
 struct ptags_task_row ptags_task_row_type;
+struct ptags_join ptags_join_type;
 enum ptags_layout ptags_layout_type;
 enum ptags_task_flags ptags_task_flags_type;
 enum ptags_event_kind ptags_event_kind_type;
@@ -88,14 +103,30 @@ static bool events_enabled(__u32 bit)
 	return c && (c->event_mask & bit);
 }
 
-static void emit(struct task_struct *t, __u32 kind, __u64 contid, __u64 set_id, __u32 lost_reason)
+/* The lost counter of an event kind whose event found the ring full. */
+static __u32 lost_reason_of(__u32 kind)
+{
+	switch (kind) {
+	case PTAGS_EVENT_DROP:
+		return PTAGS_LOST_RINGBUF_DROP;
+	case PTAGS_EVENT_EXEC:
+		return PTAGS_LOST_RINGBUF_EXEC;
+	case PTAGS_EVENT_EXIT:
+		return PTAGS_LOST_RINGBUF_EXIT;
+	default:
+		return PTAGS_LOST_RINGBUF_JOIN;
+	}
+}
+
+/* `old_contid` is for joins; (u64)-1 otherwise. */
+static void emit(struct task_struct *t, __u32 kind, __u64 contid, __u64 set_id, __u64 old_contid)
 {
 	struct ptags_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	struct pid *pid;
 	unsigned int level;
 
 	if (!e) {
-		count_lost(lost_reason);
+		count_lost(lost_reason_of(kind));
 		return;
 	}
 	e->kind = kind;
@@ -111,6 +142,7 @@ static void emit(struct task_struct *t, __u32 kind, __u64 contid, __u64 set_id, 
 	e->time_ns = bpf_ktime_get_boot_ns();
 	e->contid = contid;
 	e->set_id = set_id;
+	e->old_contid = old_contid;
 	BPF_CORE_READ_STR_INTO(&e->comm, t, comm);
 	bpf_ringbuf_submit(e, 0);
 }
@@ -149,15 +181,18 @@ static void container_leave(struct task_struct *t, __u64 contid)
 		return;
 	}
 	if (__sync_fetch_and_add(&c->live, -1) == 1)
-		emit(t, PTAGS_EVENT_DROP, contid, 0, PTAGS_LOST_RINGBUF_DROP);
+		emit(t, PTAGS_EVENT_DROP, contid, 0, (__u64)-1);
 }
 
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(ptags_fork, struct task_struct *parent, struct task_struct *child)
 {
 	struct ptags_task *ps, *cs;
-	__u64 set_id, kept_id, contid;
+	__u64 set_id, kept_id, contid, p_set, p_kept, p_contid;
 	__u32 flags;
+	/* A new thread copies the pending state too: whichever thread
+	 * execs replaces the whole process, so all of them are prepared. */
+	bool thread = BPF_CORE_READ(child, tgid) == BPF_CORE_READ(parent, tgid);
 
 	/* The creating task, which for a thread is the thread that called
 	 * clone, not the group leader. */
@@ -168,7 +203,12 @@ int BPF_PROG(ptags_fork, struct task_struct *parent, struct task_struct *child)
 	set_id = ps->set_id;
 	kept_id = ps->kept_id;
 	contid = ps->contid;
+	p_set = ps->pending_set_id;
+	p_kept = ps->pending_kept_id;
+	p_contid = ps->pending_contid;
 	flags = ps->flags & PTAGS_TASK_HAS_CONTID;
+	if (thread)
+		flags = ps->flags;
 	bpf_spin_unlock(&ps->lock);
 
 	cs = bpf_task_storage_get(&task_state, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -180,6 +220,9 @@ int BPF_PROG(ptags_fork, struct task_struct *parent, struct task_struct *child)
 	cs->set_id = set_id;
 	cs->kept_id = kept_id;
 	cs->contid = contid;
+	cs->pending_set_id = p_set;
+	cs->pending_kept_id = p_kept;
+	cs->pending_contid = p_contid;
 	cs->flags = flags;
 	bpf_spin_unlock(&cs->lock);
 
@@ -223,7 +266,7 @@ int BPF_PROG(ptags_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 			container_leave(p, old_contid);
 	}
 	if (has && events_enabled(PTAGS_EVENTS_EXEC))
-		emit(p, PTAGS_EVENT_EXEC, new_contid, set_id, PTAGS_LOST_RINGBUF_EXEC);
+		emit(p, PTAGS_EVENT_EXEC, new_contid, set_id, (__u64)-1);
 	return 0;
 }
 
@@ -247,8 +290,99 @@ int BPF_PROG(ptags_exit, struct task_struct *p)
 	if (!(flags & PTAGS_TASK_HAS_CONTID))
 		return 0;
 	if (events_enabled(PTAGS_EVENTS_EXIT))
-		emit(p, PTAGS_EVENT_EXIT, contid, set_id, PTAGS_LOST_RINGBUF_EXIT);
+		emit(p, PTAGS_EVENT_EXIT, contid, set_id, (__u64)-1);
 	container_leave(p, contid);
+	return 0;
+}
+
+/* Whether container `outer` is `id` or one of its ancestors. */
+static bool within(__u64 id, __u64 outer)
+{
+	struct ptags_container *c;
+	int i;
+
+	for (i = 0; i < MAX_DEPTH; i++) {
+		if (id == outer)
+			return true;
+		c = bpf_map_lookup_elem(&containers, &id);
+		if (!c || c->parent == (__u64)-1)
+			return false;
+		id = c->parent;
+	}
+	return false;
+}
+
+/*
+ * The setns policy: a task that has entered the mount namespace of a
+ * container that asked for it (`runc exec`, `nsenter`) joins that
+ * container, as its descendants would have. A task already in it, or
+ * in a container nested in it, stays; a task in an unrelated or an
+ * enclosing container keeps its ID (it may not leave its container that
+ * way), which is reported. A container whose last task has gone takes
+ * no one: its namespace's inode number may be reused.
+ */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(ptags_setns, struct pt_regs *regs, long ret)
+{
+	struct task_struct *t;
+	struct ptags_container *c;
+	struct ptags_join *j;
+	struct ptags_task *s;
+	__u64 ns, old_contid = (__u64)-1, contid;
+	bool had, raced;
+
+	/* Every system call's exit comes here; only a successful setns
+	 * matters. (tp/syscalls/sys_exit_setns would fire for setns alone,
+	 * but programs of that type may not take the task's spin lock.) */
+	if (ret != 0 || BPF_CORE_READ(regs, orig_ax) != NR_SETNS)
+		return 0;
+	t = bpf_get_current_task_btf();
+	ns = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.inum);
+	j = bpf_map_lookup_elem(&joins, &ns);
+	if (!j)
+		return 0;
+	contid = j->contid;
+	c = bpf_map_lookup_elem(&containers, &contid);
+	if (!c || c->live <= 0)
+		return 0;
+	s = bpf_task_storage_get(&task_state, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!s) {
+		count_lost(PTAGS_LOST_TASK_STORAGE);
+		return 0;
+	}
+	bpf_spin_lock(&s->lock);
+	had = s->flags & PTAGS_TASK_HAS_CONTID;
+	if (had)
+		old_contid = s->contid;
+	bpf_spin_unlock(&s->lock);
+	/* The container table is read outside the task's lock, where
+	 * helpers may run. */
+	if (had && within(old_contid, contid))
+		return 0;
+	if (had && !within(contid, old_contid)) {
+		emit(t, PTAGS_EVENT_JOIN_REFUSED, contid, 0, old_contid);
+		return 0;
+	}
+	/* Counted in first, as in ptags_set: an exit in between cannot
+	 * drop the container. */
+	container_enter(contid);
+	bpf_spin_lock(&s->lock);
+	/* A daemon write in between wins; the join is abandoned. */
+	raced = (bool)(s->flags & PTAGS_TASK_HAS_CONTID) != had || (had && s->contid != old_contid);
+	if (!raced) {
+		s->contid = contid;
+		s->set_id = j->set_id;
+		s->kept_id = j->kept_id;
+		s->flags |= PTAGS_TASK_HAS_CONTID;
+	}
+	bpf_spin_unlock(&s->lock);
+	if (raced) {
+		container_leave(t, contid);
+		return 0;
+	}
+	if (had)
+		container_leave(t, old_contid);
+	emit(t, PTAGS_EVENT_JOIN, contid, j->set_id, old_contid);
 	return 0;
 }
 

@@ -209,6 +209,14 @@ impl Daemon<'_> {
             let record = match e.kind {
                 // Recorded where the container is forgotten.
                 EventKind::Drop => continue,
+                // Always recorded: a change of a task's container.
+                EventKind::Join | EventKind::JoinRefused => {
+                    let at = std::time::Duration::from_millis(at_ms);
+                    self.trail
+                        .log
+                        .push_daemon_at("CONTAINER_OP", at, records::join(e));
+                    continue;
+                }
                 EventKind::Exit => {
                     self.trail.exits.insert(
                         e.tid,
@@ -295,6 +303,18 @@ impl Daemon<'_> {
         state.contid.and_then(ContainerId::new)
     }
 
+    /// Records the setns policy of a container switched on.
+    pub(crate) fn record_join_policy(
+        &mut self,
+        caller: &Caller,
+        pid: u32,
+        contid: u64,
+        mnt_ns: u64,
+    ) {
+        let body = records::join_policy(pid, contid, mnt_ns, &caller.subject);
+        self.trail.log.push_daemon("CONTAINER_OP", body);
+    }
+
     /// Records a refused container-ID change.
     pub(crate) fn record_refused_contid(
         &mut self,
@@ -347,6 +367,7 @@ impl Daemon<'_> {
                 ("drop-events", lost.drop_events, base.drop_events),
                 ("exec-events", lost.exec_events, base.exec_events),
                 ("exit-events", lost.exit_events, base.exit_events),
+                ("join-events", lost.join_events, base.join_events),
             ] {
                 if now > before {
                     self.trail.counters.lost_ringbuf += now - before;

@@ -1,9 +1,9 @@
 //! The bodies of the daemon's own records (docs/records.md lists them).
 
-use ptags_bpf::Event;
+use ptags_bpf::{Event, EventKind};
 use ptags_core::audit::{encode_untrusted, format_fields, Subject};
 use ptags_core::contid::{format_contid, Chain, Style};
-use ptags_core::ContainerId;
+use ptags_core::{ContainerId, Errno};
 use ptags_proto::Failure;
 
 use super::chain_text;
@@ -51,6 +51,49 @@ pub fn container_op(
     caller.push_fields(&mut fields);
     result_fields(&mut fields, failure);
     format_fields(&fields)
+}
+
+/// `CONTAINER_OP op=join-policy`: a runtime switched on the setns policy
+/// of the container whose first process is `opid`.
+pub fn join_policy(opid: u32, contid: u64, mnt_ns: u64, caller: &Subject) -> String {
+    let mut fields = vec![
+        ("op".to_owned(), "join-policy".to_owned()),
+        ("opid".to_owned(), opid.to_string()),
+        (
+            "contid".to_owned(),
+            format_contid(ContainerId::new(contid), Style::Raw),
+        ),
+    ];
+    fields.push(("mntns".into(), mnt_ns.to_string()));
+    caller.push_fields(&mut fields);
+    result_fields(&mut fields, None);
+    format_fields(&fields)
+}
+
+/// `CONTAINER_OP op=join`: a task entered a container's mount namespace
+/// and joined it, or (refused) kept the ID of the container it is in.
+pub fn join(e: &Event) -> String {
+    let subject = Subject {
+        pid: e.pid,
+        uid: e.uid,
+        auid: e.loginuid,
+        ses: e.sessionid,
+        comm: e.comm.as_bytes().to_vec(),
+    };
+    let refused = (e.kind == EventKind::JoinRefused).then(|| {
+        Failure::new(
+            Errno::Eperm,
+            "a task in another container may not leave it by entering this one",
+        )
+    });
+    container_op(
+        "join",
+        e.tid,
+        e.contid,
+        e.old_contid,
+        &subject,
+        refused.as_ref(),
+    )
 }
 
 /// What a tag operation asked for.

@@ -1,10 +1,11 @@
-//! Reading a test daemon's audit trail, and a tmpfs to fill.
+//! Reading a test daemon's audit trail, the kernel's audit rules set
+//! and restored, and a tmpfs to fill.
 
 use std::path::{Path, PathBuf};
 
 use std::process::Command;
 
-use super::{stdout, Daemon};
+use super::{skips_fail, stdout, Daemon};
 
 impl Daemon {
     /// The chain key the daemon made.
@@ -136,5 +137,81 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(self.path()).status();
+    }
+}
+
+/// Whether a tool of the Debian package auditd is here; CI
+/// (PTAGS_REQUIRE_BPF=1) fails rather than skips.
+pub fn has_tool(test: &str, tool: &str) -> bool {
+    let found = Command::new(tool).arg("-v").output().is_ok();
+    if !found {
+        assert!(
+            !skips_fail(),
+            "{test}: {tool} is required (apt-get install auditd)"
+        );
+        eprintln!("SKIPPED {test}: {tool} missing (apt-get install auditd)");
+    }
+    found
+}
+
+pub fn auditctl(args: &[&str]) -> String {
+    let out = Command::new("auditctl").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "auditctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(&out)
+}
+
+/// Kernel audit switched on with room for bursts; rules added through it
+/// are removed, and the state restored, on drop.
+pub struct AuditState {
+    enabled: String,
+    backlog: String,
+    keys: Vec<String>,
+}
+
+impl AuditState {
+    pub fn new() -> AuditState {
+        let status = auditctl(&["-s"]);
+        let value = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("no {name} in auditctl -s:\n{status}"))
+                .trim()
+                .to_owned()
+        };
+        let state = AuditState {
+            enabled: value("enabled"),
+            backlog: value("backlog_limit"),
+            keys: Vec::new(),
+        };
+        auditctl(&["-b", "8192"]);
+        auditctl(&["-e", "1"]);
+        state
+    }
+
+    /// Adds a rule whose key is `key` (the rule's last arguments).
+    pub fn rule(&mut self, args: &[&str], key: &str) {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-k", key]);
+        auditctl(&all);
+        self.keys.push(key.to_owned());
+    }
+}
+
+impl Drop for AuditState {
+    fn drop(&mut self) {
+        for key in &self.keys {
+            let _ = Command::new("auditctl").args(["-D", "-k", key]).output();
+        }
+        let _ = Command::new("auditctl")
+            .args(["-b", &self.backlog])
+            .output();
+        let _ = Command::new("auditctl")
+            .args(["-e", &self.enabled])
+            .output();
     }
 }

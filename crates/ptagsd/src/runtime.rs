@@ -1,0 +1,161 @@
+//! Containers made by runtimes (`ptags oci-hook`): the first process
+//! labelled at createRuntime, the setns policy of audit-container-id.md
+//! (carried out by the kernel program on sys_exit), and the end recorded
+//! at poststop.
+
+use log::{info, warn};
+use ptags_bpf::{Join, SetOp, TaskId};
+use ptags_core::{apply_write, Errno, TagSet};
+use ptags_proto::{Failure, Response};
+
+use crate::contid::need_audit_control;
+use crate::daemon::{kernel_failure, Caller, Daemon};
+use crate::process::{gone, namespace_inode, thread_ids, Pidfd, Tree};
+use crate::tags::THREAD_ROUNDS;
+
+impl Daemon<'_> {
+    /// Labels a container's first process for its exec: every thread
+    /// gets the container ID and tags as pending state (threads it makes
+    /// meanwhile copy it), and the setns policy is switched on for its
+    /// mount namespace. The container-ID rules apply as for `contid_set`
+    /// (the runtime, the hook's parent, becomes the owner), except that
+    /// threads do not count: the exec leaves one.
+    pub(crate) fn container_create(
+        &mut self,
+        caller: &Caller,
+        pid: u32,
+        id: u64,
+        text: Option<&str>,
+    ) -> Result<Response, Failure> {
+        need_audit_control(caller)?;
+        let process = Pidfd::open(pid)?;
+        let ns = namespace_inode(pid, "mnt")?;
+        // The daemon's own namespace, and init's where it may be read.
+        let host = [std::process::id(), 1].map(|p| namespace_inode(p, "mnt").ok());
+        if host.contains(&Some(ns)) {
+            return Err(Failure::new(
+                Errno::Einval,
+                format!("process {pid} is in the host's mount namespace: it is not a container's"),
+            ));
+        }
+        let writer = self.writer(caller, pid)?;
+        let current = self.tags_of(TaskId::of(pid).map_err(kernel_failure)?)?;
+        let next: TagSet = match text {
+            Some(text) => {
+                let outcome = apply_write(&current, text.as_bytes(), &writer);
+                if let Some(f) = outcome.failure {
+                    return Err(Failure::new(f.errno(), f.reason.to_string()).at_line(f.line));
+                }
+                outcome.tags
+            }
+            None => current.kept(),
+        };
+        let (set, kept) = self.intern(&next)?;
+        let tree = Tree::new(self.kernel.tasks().map_err(kernel_failure)?);
+        let plan = self.decide_contid(caller, &tree, pid, id, true)?;
+        let op = SetOp {
+            pending: Some((set.0, kept.0, Some(plan.change))),
+            ..Default::default()
+        };
+        let result = self.set_every_thread(&process, pid, &op);
+        let result = result.and_then(|()| {
+            let join = Join {
+                contid: id,
+                set_id: set.0,
+                kept_id: kept.0,
+            };
+            self.kernel.set_join(ns, &join).map_err(kernel_failure)
+        });
+        self.finish_contid(caller, pid, &plan, result.is_ok());
+        result?;
+        info!("container {id}: process {pid} labelled; who enters mount namespace {ns} joins it");
+        Ok(Response::ContainerCreated {
+            op: plan.decision.op().to_owned(),
+            mnt_ns: ns,
+        })
+    }
+
+    /// Gives `op` to every thread of `pid`, looking again for threads
+    /// made meanwhile from a thread not yet done.
+    fn set_every_thread(&self, process: &Pidfd, pid: u32, op: &SetOp) -> Result<(), Failure> {
+        let mut done: Vec<u32> = Vec::new();
+        for _ in 0..THREAD_ROUNDS {
+            let todo: Vec<u32> = thread_ids(pid)?
+                .into_iter()
+                .filter(|t| !done.contains(t))
+                .collect();
+            if todo.is_empty() {
+                break;
+            }
+            for tid in todo {
+                let task = match TaskId::of(tid) {
+                    Ok(task) => task,
+                    // It exited meanwhile.
+                    Err(_) => continue,
+                };
+                match self.kernel.set(task, op) {
+                    Ok(_) => done.push(tid),
+                    Err(ptags_bpf::Error::NoSuchTask(_)) => {}
+                    Err(e) => return Err(kernel_failure(e)),
+                }
+            }
+            process.check_alive()?;
+        }
+        if done.is_empty() {
+            return Err(gone(pid));
+        }
+        Ok(())
+    }
+
+    /// A runtime says a container stopped: its setns policy goes, and
+    /// its end is recorded now if its last task has gone (or was, when
+    /// the drop was seen). EBUSY while tasks remain: the last one's exit
+    /// records the end.
+    pub(crate) fn container_end(
+        &mut self,
+        caller: &Caller,
+        contid: u64,
+    ) -> Result<Response, Failure> {
+        need_audit_control(caller)?;
+        let known = self.registry.contains_key(&contid);
+        // A runtime reaps its container's processes after they exit:
+        // their exit events are in the ring buffer now.
+        self.poll_events();
+        self.forget_joins(contid);
+        match self.kernel.container(contid).map_err(kernel_failure)? {
+            Some(row) if row.live > 0 => Err(Failure::new(
+                Errno::Ebusy,
+                format!(
+                    "container {contid} still has {} tasks; its end is recorded when the last one exits",
+                    row.live
+                ),
+            )),
+            row => {
+                self.drop_container(contid, "its runtime says it stopped", true);
+                Ok(Response::Ended {
+                    dropped: known || row.is_some(),
+                })
+            }
+        }
+    }
+
+    /// Switches the setns policy off for every namespace joining `contid`.
+    pub(crate) fn forget_joins(&self, contid: u64) {
+        for (ns, join) in self.kernel.joins() {
+            if join.contid == contid {
+                if let Err(e) = self.kernel.remove_join(ns) {
+                    warn!("switching off the setns policy of {ns}: {e}");
+                }
+            }
+        }
+    }
+
+    /// Tag sets the policies hand out, which must not be collected.
+    pub(crate) fn join_set_ids(&self) -> Vec<u64> {
+        self.kernel
+            .joins()
+            .into_iter()
+            .flat_map(|(_, j)| [j.set_id, j.kept_id])
+            .collect()
+    }
+}

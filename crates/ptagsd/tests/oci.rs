@@ -1,0 +1,379 @@
+//! Real runc containers labelled by `ptags oci-hook` (createRuntime and
+//! poststop in their config.json): every process inside, including ones
+//! entering later with `runc exec`, has the container's ID and tags; a
+//! process inside cannot change them; kernel audit events from inside
+//! carry CONTAINER_ID; deleting a container records its end; two
+//! containers are told apart; a container started inside a container
+//! nests. Each test uses its own runc state directory and deletes its
+//! containers when it ends.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::trail::{has_tool, read_trail, wait_for_trail, AuditState};
+use common::{can_run, cli_path, skips_fail, stdout, Daemon};
+use ptags_core::oci::derived_contid;
+
+/// Whether runc and a static busybox are here (apt-get install runc
+/// busybox-static); CI fails rather than skips.
+fn has_runc(test: &str) -> bool {
+    let runc = Command::new("runc").arg("--version").output().is_ok();
+    let busybox = Path::new("/bin/busybox").exists();
+    if !(runc && busybox) {
+        assert!(
+            !skips_fail(),
+            "{test}: runc and busybox-static are required"
+        );
+        eprintln!(
+            "SKIPPED {test}: runc or busybox-static missing (apt-get install runc busybox-static)"
+        );
+    }
+    runc && busybox
+}
+
+/// The containers of one test: a runc state directory of its own, and
+/// bundles whose rootfs is busybox plus the ptags CLI.
+struct Runc {
+    dir: tempfile::TempDir,
+    names: Vec<String>,
+}
+
+impl Runc {
+    fn new() -> Runc {
+        Runc {
+            dir: tempfile::tempdir().unwrap(),
+            names: Vec::new(),
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("runc");
+        c.arg("--root").arg(self.dir.path().join("state"));
+        c
+    }
+
+    /// runc with these arguments; its standard output, or a panic with
+    /// what it said. Output goes through files: a detached container
+    /// keeps runc's standard streams open long after runc returns.
+    fn run(&self, args: &[&str]) -> String {
+        let (out, err) = (self.dir.path().join("out"), self.dir.path().join("err"));
+        let status = self
+            .cmd()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .status()
+            .unwrap();
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        assert!(
+            status.success(),
+            "runc {args:?}: {status}: {text}{}",
+            std::fs::read_to_string(&err).unwrap_or_default()
+        );
+        text
+    }
+
+    fn rootfs(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name).join("rootfs")
+    }
+
+    /// A bundle whose process runs `args`, with the hook and `annotations`,
+    /// the daemon's socket at /run/ptagsd.sock and the CLI at /ptags.
+    fn bundle(
+        &self,
+        d: &Daemon,
+        name: &str,
+        args: &[&str],
+        annotations: &[(&str, &str)],
+    ) -> PathBuf {
+        let bundle = self.dir.path().join(name);
+        let rootfs = self.rootfs(name);
+        for dir in [
+            "bin",
+            "proc",
+            "sys",
+            "dev",
+            "tmp",
+            "run",
+            "lib64",
+            "lib/x86_64-linux-gnu",
+        ] {
+            std::fs::create_dir_all(rootfs.join(dir)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+        for applet in ["sh", "sleep", "cat", "true"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        std::fs::copy(cli_path(), rootfs.join("ptags")).unwrap();
+        // The CLI's shared libraries, where its loader looks.
+        for lib in ["libc.so.6", "libgcc_s.so.1"] {
+            let from = Path::new("/lib/x86_64-linux-gnu").join(lib);
+            std::fs::copy(&from, rootfs.join("lib/x86_64-linux-gnu").join(lib)).unwrap();
+        }
+        std::fs::copy(
+            "/lib64/ld-linux-x86-64.so.2",
+            rootfs.join("lib64/ld-linux-x86-64.so.2"),
+        )
+        .unwrap();
+        std::fs::write(rootfs.join("watched"), "secret\n").unwrap();
+        let out = Command::new("runc")
+            .args(["spec", "--bundle"])
+            .arg(&bundle)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "runc spec");
+        let path = bundle.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        config["process"]["terminal"] = false.into();
+        config["process"]["args"] = args.into();
+        let hook = serde_json::json!({
+            "path": cli_path(),
+            "args": ["ptags", "oci-hook"],
+            "env": [format!("PTAGS_SOCKET={}", d.socket().display())],
+        });
+        config["hooks"] = serde_json::json!({"createRuntime": [hook], "poststop": [hook]});
+        config["annotations"] = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        config["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "destination": "/run/ptagsd.sock",
+                "type": "bind",
+                "source": d.socket(),
+                "options": ["bind"],
+            }));
+        std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        bundle
+    }
+
+    /// Starts a container in the background.
+    fn start(&mut self, d: &Daemon, name: &str, args: &[&str], annotations: &[(&str, &str)]) {
+        let bundle = self.bundle(d, name, args, annotations);
+        self.names.push(name.to_owned());
+        self.run(&["run", "-d", "--bundle", bundle.to_str().unwrap(), name]);
+    }
+
+    /// The pid of a container's first process.
+    fn pid(&self, name: &str) -> u32 {
+        let state: serde_json::Value = serde_json::from_str(&self.run(&["state", name])).unwrap();
+        state["pid"].as_u64().unwrap() as u32
+    }
+
+    /// Kills and deletes a container (its poststop hook runs).
+    fn delete(&mut self, name: &str) {
+        self.run(&["delete", "--force", name]);
+        self.names.retain(|n| n != name);
+    }
+}
+
+impl Drop for Runc {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = self.cmd().args(["delete", "--force", name]).output();
+        }
+    }
+}
+
+/// `ptags ps --contid ID` rows: (pid, comm, tags).
+fn members(d: &Daemon, contid: u64) -> Vec<(u32, String, String)> {
+    let out = stdout(&d.ptags(&["ps", "--contid", &contid.to_string()]));
+    out.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].parse().unwrap(), f[3].to_owned(), f[4..].join(" "))
+        })
+        .collect()
+}
+
+#[test]
+fn runc_containers_are_labelled_joined_told_apart_and_ended() {
+    let test = "runc_containers_are_labelled";
+    if !can_run(test) || !has_runc(test) || !has_tool(test, "auditctl") {
+        return;
+    }
+    let d = Daemon::start("oci-runc", "");
+    let mut runc = Runc::new();
+    let web = 5151u64;
+    let tags = "+@app:web\n+tier:front";
+    // The first program starts with every tag; a later exec keeps the
+    // kept ones only, as anywhere.
+    let sleep = ["sleep", "1000"];
+    runc.start(
+        &d,
+        "web",
+        &sleep,
+        &[("io.ptags.contid", "5151"), ("io.ptags.tags", tags)],
+    );
+    // No annotation: the ID is derived from the container's name.
+    let db = derived_contid("db").get();
+    runc.start(&d, "db", &sleep, &[]);
+
+    let init = runc.pid("web");
+    assert_eq!(
+        members(&d, web),
+        [(init, "sleep".into(), "@app:web tier:front".into())]
+    );
+    assert_eq!(members(&d, db).len(), 1, "{:?}", members(&d, db));
+
+    // A process entering later joins, with the tags that survive an exec.
+    runc.run(&["exec", "-d", "web", "sleep", "999"]);
+    let rows = members(&d, web);
+    let joined = rows
+        .iter()
+        .find(|r| r.0 != init)
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    assert_eq!(joined.2, "@app:web", "{rows:?}");
+    let text = read_trail(&d.log_dir);
+    assert!(
+        text.contains("op=set opid=") && text.contains("op=join-policy"),
+        "{text}"
+    );
+    wait_for_trail(&d, "the join", |t| {
+        t.lines().any(|l| {
+            l.contains("op=join ")
+                && l.contains(&format!("contid={web} old-contid=-1 "))
+                && l.contains("res=success")
+        })
+    });
+
+    // Inside, nothing can change them: the daemon refuses.
+    for attempt in [
+        vec![
+            "/ptags",
+            "--socket",
+            "/run/ptagsd.sock",
+            "write",
+            "1",
+            "-app:web",
+        ],
+        vec![
+            "/ptags",
+            "--socket",
+            "/run/ptagsd.sock",
+            "contid",
+            "set",
+            "1",
+            "99",
+        ],
+    ] {
+        let mut args = vec!["exec", "web"];
+        args.extend(&attempt);
+        let out = runc.cmd().args(&args).output().unwrap();
+        assert!(
+            !out.status.success(),
+            "{attempt:?} succeeded: {}",
+            stdout(&out)
+        );
+        eprintln!(
+            "refused as expected: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(members(&d, web)[0].2, "@app:web tier:front");
+    assert!(members(&d, web)
+        .iter()
+        .all(|r| r.0 == init || r.0 == joined.0));
+
+    // Kernel audit: each container's reads carry its own ID.
+    let key = format!("ptags-test-oci-{}", std::process::id());
+    let mut audit = AuditState::new();
+    for name in ["web", "db"] {
+        let watched = runc.rootfs(name).join("watched");
+        audit.rule(&["-w", watched.to_str().unwrap(), "-p", "r"], &key);
+    }
+    for name in ["web", "db"] {
+        runc.run(&["exec", name, "cat", "/watched"]);
+    }
+    let contid_of_reads = |t: &str| -> Vec<String> {
+        let stamps: Vec<&str> = t
+            .lines()
+            .filter(|l| l.starts_with("type=SYSCALL") && l.contains(&format!("key=\"{key}\"")))
+            .filter_map(|l| l.split("msg=").nth(1)?.split(' ').next())
+            .collect();
+        t.lines()
+            .filter(|l| l.starts_with("type=CONTAINER_ID"))
+            .filter(|l| stamps.iter().any(|s| l.contains(s)))
+            .filter_map(|l| l.split(' ').nth(2).map(str::to_owned))
+            .collect()
+    };
+    wait_for_trail(&d, "CONTAINER_ID on both reads", |t| {
+        contid_of_reads(t).len() >= 2
+    });
+    let found = contid_of_reads(&read_trail(&d.log_dir));
+    assert!(found.contains(&format!("contid={web}")), "{found:?}");
+    assert!(found.contains(&format!("contid={db}")), "{found:?}");
+    drop(audit);
+
+    // Deleting a container: when runc returns, its end is on record.
+    runc.delete("web");
+    let text = read_trail(&d.log_dir);
+    assert!(
+        text.contains(&format!("op=drop contid={web} ")),
+        "{}",
+        &text[text.len().saturating_sub(3000)..]
+    );
+    assert!(!text.contains(&format!("op=drop contid={db} ")));
+    runc.delete("db");
+    assert!(read_trail(&d.log_dir).contains(&format!("op=drop contid={db} ")));
+    assert!(!setns_attached(&d), "detached with the last policy");
+}
+
+/// Whether `ptags status` lists the setns program as attached.
+fn setns_attached(d: &Daemon) -> bool {
+    stdout(&d.ptags(&["status"])).contains("sys_exit")
+}
+
+#[test]
+fn a_container_started_in_a_container_nests() {
+    let test = "a_container_started_in_a_container_nests";
+    if !can_run(test) || !has_runc(test) {
+        return;
+    }
+    let d = Daemon::start("oci-nest", "");
+    let mut runc = Runc::new();
+    let bundle = runc.bundle(
+        &d,
+        "inner",
+        &["sleep", "1000"],
+        &[("io.ptags.contid", "6262")],
+    );
+    runc.names.push("inner".into());
+    // runc itself runs in container 6161: its hook is inside it.
+    let state = runc.dir.path().join("state");
+    let out = d.sh(&format!(
+        "ptags run --contid 6161 -- runc --root {} run -d --bundle {} inner >runc.out 2>&1 </dev/null; echo rc=$?; cat runc.out",
+        state.display(),
+        bundle.display()
+    ));
+    assert!(out.starts_with("rc=0"), "{out}");
+    let init = runc.pid("inner");
+    assert_eq!(
+        members(&d, 6262).iter().map(|r| r.0).collect::<Vec<_>>(),
+        [init]
+    );
+    let ps = stdout(&d.ptags(&["ps", "--contid", "6161", "--nested"]));
+    assert!(
+        ps.lines()
+            .any(|l| l.contains(&init.to_string()) && l.contains("6262,^6161")),
+        "{ps}"
+    );
+    // Entering from the host joins the nested container.
+    runc.run(&["exec", "-d", "inner", "sleep", "999"]);
+    assert_eq!(members(&d, 6262).len(), 2, "{:?}", members(&d, 6262));
+    let text = read_trail(&d.log_dir);
+    assert!(
+        text.contains("op=nest opid=") && text.contains("contid=6262 old-contid=6161 "),
+        "{text}"
+    );
+    runc.delete("inner");
+    assert!(read_trail(&d.log_dir).contains("op=drop contid=6262 "));
+}
