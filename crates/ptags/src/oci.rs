@@ -42,10 +42,15 @@ pub fn run(socket: &std::path::Path, args: Args) -> Result<ExitCode> {
         None => Stage::of_status(&state.status)?,
     };
     let label = label(&state).with_context(|| format!("container {:?}", state.id))?;
+    // Everything is checked before the daemon is asked anything.
+    let pid = match stage {
+        Stage::CreateRuntime => Some(state.pid(stage)?),
+        Stage::Poststop => None,
+    };
     let mut client = Client::connect(socket)?;
-    match stage {
-        Stage::CreateRuntime => create(&mut client, &state, &label),
-        Stage::Poststop => stop(&mut client, &label),
+    match pid {
+        Some(pid) => create(&mut client, pid, &label),
+        None => stop(&mut client, &label),
     }
     .with_context(|| {
         format!(
@@ -66,8 +71,7 @@ fn ask(client: &mut Client, what: &str, req: Request) -> Result<Response> {
     }
 }
 
-fn create(client: &mut Client, state: &State, label: &Label) -> Result<()> {
-    let pid = state.pid(Stage::CreateRuntime)?;
+fn create(client: &mut Client, pid: u32, label: &Label) -> Result<()> {
     let text = label.tags.as_ref().map(|tags| {
         let mut text = tags.clone();
         if !text.ends_with('\n') {

@@ -5,7 +5,7 @@
 
 use log::{info, warn};
 use ptags_bpf::{Join, SetOp, TaskId};
-use ptags_core::{apply_write, Errno, TagSet};
+use ptags_core::Errno;
 use ptags_proto::{Failure, Response};
 
 use crate::contid::need_audit_control;
@@ -39,18 +39,8 @@ impl Daemon<'_> {
             ));
         }
         let writer = self.writer(caller, pid)?;
-        let current = self.tags_of(TaskId::of(pid).map_err(kernel_failure)?)?;
-        let next: TagSet = match text {
-            Some(text) => {
-                let outcome = apply_write(&current, text.as_bytes(), &writer);
-                if let Some(f) = outcome.failure {
-                    return Err(Failure::new(f.errno(), f.reason.to_string()).at_line(f.line));
-                }
-                outcome.tags
-            }
-            None => current.kept(),
-        };
-        let (set, kept) = self.intern(&next)?;
+        let task = TaskId::of(pid).map_err(kernel_failure)?;
+        let (set, kept) = self.tags_at_exec(task, text, &writer)?;
         let tree = Tree::new(self.kernel.tasks().map_err(kernel_failure)?);
         let plan = self.decide_contid(caller, &tree, pid, id, true)?;
         let op = SetOp {

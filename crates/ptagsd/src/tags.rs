@@ -2,7 +2,7 @@
 
 use log::info;
 use ptags_bpf::{SetOp, TaskId};
-use ptags_core::{apply_write, Errno, TagSet, Target as Relation, Writer};
+use ptags_core::{apply_write, Errno, SetId, TagSet, Target as Relation, Writer};
 use ptags_proto::{Failure, Response, Target};
 
 use crate::daemon::{kernel_failure, Caller, Daemon};
@@ -42,7 +42,7 @@ impl Daemon<'_> {
     }
 
     /// A task's tags now.
-    pub(crate) fn tags_of(&self, task: TaskId) -> Result<TagSet, Failure> {
+    fn tags_of(&self, task: TaskId) -> Result<TagSet, Failure> {
         let state = self.kernel.task_state(task).map_err(kernel_failure)?;
         Ok(self.set_of(state.unwrap_or_default().set_id))
     }
@@ -131,6 +131,29 @@ impl Daemon<'_> {
         }
     }
 
+    /// The tags a prepared program starts with (not pruned by its exec):
+    /// `text` applied to the task's tags, or without a text its kept
+    /// tags, as a plain exec would leave. Interned: (set, kept subset).
+    pub(crate) fn tags_at_exec(
+        &mut self,
+        task: TaskId,
+        text: Option<&str>,
+        writer: &Writer,
+    ) -> Result<(SetId, SetId), Failure> {
+        let current = self.tags_of(task)?;
+        let next: TagSet = match text {
+            Some(text) => {
+                let outcome = apply_write(&current, text.as_bytes(), writer);
+                if let Some(f) = outcome.failure {
+                    return Err(Failure::new(f.errno(), f.reason.to_string()).at_line(f.line));
+                }
+                outcome.tags
+            }
+            None => current.kept(),
+        };
+        self.intern(&next)
+    }
+
     /// One thread: its current set, the write, the new set stored, then
     /// given to the kernel. Returns the line failure, if any.
     fn write_thread(
@@ -187,18 +210,7 @@ impl Daemon<'_> {
             caller.creds.has_cap(CAP_MAC_ADMIN),
             Relation::Itself,
         );
-        let current = self.tags_of(task)?;
-        let next: TagSet = match text {
-            Some(text) => {
-                let outcome = apply_write(&current, text.as_bytes(), &writer);
-                if let Some(f) = outcome.failure {
-                    return Err(Failure::new(f.errno(), f.reason.to_string()).at_line(f.line));
-                }
-                outcome.tags
-            }
-            None => current.kept(),
-        };
-        let (set, kept) = self.intern(&next)?;
+        let (set, kept) = self.tags_at_exec(task, text, &writer)?;
         let change = match contid {
             Some(id) => Some(self.decide_contid(caller, &tree, pid, id, false)?),
             None => None,
