@@ -61,12 +61,14 @@ fn main() {
     // SAFETY: as above.
     let me = TaskId::of(unsafe { libc::gettid() } as u32).unwrap();
     spawn_many(spawns / 4); // warm up caches and the page cache
-    let (mut bare, mut with) = (Vec::new(), Vec::new());
-    let (mut bare_calls, mut with_calls) = (Vec::new(), Vec::new());
-    let calls = if full { SYSCALLS } else { SYSCALLS / 100 };
+                            // Per state (nothing attached; the programs with no setns policy;
+                            // with a policy): spawn times, then system-call times.
+    let mut spawn: [Vec<Duration>; 3] = Default::default();
+    let mut calls: [Vec<Duration>; 3] = Default::default();
+    let n_calls = if full { SYSCALLS } else { SYSCALLS / 100 };
     for _ in 0..rounds {
-        bare.push(spawn_many(spawns));
-        bare_calls.push(syscalls_many(calls));
+        spawn[0].push(spawn_many(spawns));
+        calls[0].push(syscalls_many(n_calls));
         let k = Kernel::open(&Options::default()).expect("loading the programs");
         k.set(
             me,
@@ -77,6 +79,8 @@ fn main() {
             },
         )
         .unwrap();
+        spawn[1].push(spawn_many(spawns));
+        calls[1].push(syscalls_many(n_calls));
         // A policy for a namespace no task is in: the setns program is
         // attached, and returns early for every other system call.
         let policy = Join {
@@ -85,45 +89,35 @@ fn main() {
             kept_id: 3,
         };
         k.set_join(1, &policy).unwrap();
-        with.push(spawn_many(spawns));
-        with_calls.push(syscalls_many(calls));
+        spawn[2].push(spawn_many(spawns));
+        calls[2].push(syscalls_many(n_calls));
         assert_eq!(k.lost().unwrap(), Default::default());
         drop(k);
     }
-    report(
-        "spawn /bin/true",
-        rounds,
-        spawns,
-        "µs",
-        1e6,
-        median(bare),
-        median(with),
-    );
-    report(
-        "getppid()",
-        rounds,
-        calls,
-        "ns",
-        1e9,
-        median(bare_calls),
-        median(with_calls),
-    );
+    let [s0, s1, s2] = spawn.map(median);
+    let [c0, c1, c2] = calls.map(median);
+    println!("{rounds} rounds, medians; the caller is tagged and in a container");
+    report("spawn /bin/true", spawns, "µs", 1e6, [s0, s1, s2]);
+    report("getppid()", n_calls, "ns", 1e9, [c0, c1, c2]);
 }
 
-fn report(what: &str, rounds: usize, n: usize, unit: &str, scale: f64, b: Duration, w: Duration) {
+/// One line per state, each with its ratio to nothing attached.
+fn report(what: &str, n: usize, unit: &str, scale: f64, times: [Duration; 3]) {
     let per = |d: Duration| d.as_secs_f64() * scale / n as f64;
-    println!("{what}, {rounds} rounds of {n}, medians:");
-    println!(
-        "  nothing attached:                   {:8.2} {unit} each",
-        per(b)
-    );
-    println!(
-        "  attached, tagged contained caller:  {:8.2} {unit} each",
-        per(w)
-    );
-    println!(
-        "  ratio: {:.4} ({:+.2}%)",
-        w.as_secs_f64() / b.as_secs_f64(),
-        (w.as_secs_f64() / b.as_secs_f64() - 1.0) * 100.0
-    );
+    println!("{what}, {n} per round:");
+    for (name, t) in [
+        "nothing attached",
+        "attached, no setns policy",
+        "attached, a setns policy",
+    ]
+    .into_iter()
+    .zip(times)
+    {
+        let ratio = t.as_secs_f64() / times[0].as_secs_f64();
+        println!(
+            "  {name:<27} {:9.2} {unit} each  ({:+.2}%)",
+            per(t),
+            (ratio - 1.0) * 100.0
+        );
+    }
 }

@@ -15,6 +15,10 @@ pub const CONTID_ANNOTATION: &str = "io.ptags.contid";
 /// The annotation whose value is a text of the write language applied
 /// to the container's first process.
 pub const TAGS_ANNOTATION: &str = "io.ptags.tags";
+/// `false` leaves the container without the setns policy: processes
+/// entering it later keep their own labels, and no system call pays for
+/// the policy. `true` is the default.
+pub const JOIN_ANNOTATION: &str = "io.ptags.join";
 /// More than any runtime writes; a bigger input is refused unread.
 pub const MAX_STATE_BYTES: usize = 4 << 20;
 /// runc allows far shorter IDs; this only bounds what is hashed and shown.
@@ -41,6 +45,8 @@ pub enum OciError {
     NoStage { status: String },
     #[error("annotation {CONTID_ANNOTATION}: {0}")]
     Contid(String),
+    #[error("annotation {JOIN_ANNOTATION}: {0:?} is neither true nor false")]
+    Join(String),
     #[error("annotation {TAGS_ANNOTATION}, line {line}: {reason}")]
     Tags { line: usize, reason: String },
 }
@@ -147,6 +153,8 @@ pub struct Label {
     pub source: ContidSource,
     /// A text of the write language, checked line by line.
     pub tags: Option<String>,
+    /// Whether processes entering the container later join it.
+    pub join: bool,
 }
 
 /// The container ID of an OCI container without the annotation: the
@@ -185,10 +193,16 @@ pub fn label(state: &State) -> Result<Label, OciError> {
         }
         None => None,
     };
+    let join = match state.annotations.get(JOIN_ANNOTATION).map(String::as_str) {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(other) => return Err(OciError::Join(other.to_owned())),
+    };
     Ok(Label {
         contid,
         source,
         tags,
+        join,
     })
 }
 
@@ -288,6 +302,7 @@ mod tests {
         assert_eq!(l.contid.get(), 77);
         assert_eq!(l.source, ContidSource::Annotation);
         assert_eq!(l.tags.as_deref(), Some("+@app:web\n+tier:front"));
+        assert!(l.join);
 
         let plain = State::parse(state("").as_bytes()).unwrap();
         let l = label(&plain).unwrap();
@@ -295,6 +310,8 @@ mod tests {
             (l.contid, l.source, l.tags),
             (derived_contid("web-1"), ContidSource::Derived, None)
         );
+        let off = State::parse(state(r#","annotations":{"io.ptags.join":"false"}"#).as_bytes());
+        assert!(!label(&off.unwrap()).unwrap().join);
     }
 
     #[test]
@@ -307,6 +324,7 @@ mod tests {
         assert!(with(CONTID_ANNOTATION, "-1").contains("unset"));
         assert!(with(CONTID_ANNOTATION, "0x10").contains("io.ptags.contid"));
         assert!(with(CONTID_ANNOTATION, "").contains("io.ptags.contid"));
+        assert!(with(JOIN_ANNOTATION, "no").contains("neither true nor false"));
         let e = with(TAGS_ANNOTATION, "+@app:web\n%x");
         assert!(e.starts_with("annotation io.ptags.tags, line 2:"), "{e}");
     }

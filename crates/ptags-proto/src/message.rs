@@ -75,14 +75,16 @@ pub enum Request {
     /// container's program (an OCI hook at createRuntime, for the runtime
     /// that made it): from that exec on it has container ID `contid` and
     /// the tags the write `text` gives (the threads it has now do not
-    /// matter: the exec leaves one). A task that later enters its mount
-    /// namespace (`runc exec`, `nsenter`) joins the container with the
-    /// same tags.
+    /// matter: the exec leaves one). With `join` (the default), a task
+    /// that later enters its mount namespace (`runc exec`, `nsenter`)
+    /// joins the container with the same tags.
     ContainerCreate {
         pid: u32,
         contid: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         text: Option<String>,
+        #[serde(default = "on")]
+        join: bool,
     },
     /// A container has stopped (an OCI poststop hook): its setns policy
     /// is switched off, and its end recorded if its last task has gone.
@@ -90,6 +92,10 @@ pub enum Request {
     /// What is attached, counters, losses. (A struct variant, so that
     /// unknown fields are refused here too.)
     Status {},
+}
+
+fn on() -> bool {
+    true
 }
 
 fn check_pid(what: &str, pid: u32) -> Result<(), Failure> {
@@ -364,11 +370,11 @@ pub enum Response {
     },
     Prepared,
     /// The container's first process is labelled (`op`: set, nest or
-    /// inject, as for `contid_set`), and the setns policy is on for its
-    /// mount namespace `mnt_ns` (the namespace's inode number).
+    /// inject, as for `contid_set`); with `join`, the setns policy is on
+    /// for its mount namespace `mnt_ns` (the namespace's inode number).
     ContainerCreated {
         op: String,
-        mnt_ns: u64,
+        mnt_ns: Option<u64>,
     },
     /// The container's policy is off; `dropped`: its last task has gone
     /// and its end is on record.
@@ -457,6 +463,7 @@ mod tests {
                 pid: 9,
                 contid: 12,
                 text: Some("+@app:web\n".into()),
+                join: false,
             },
             Request::ContainerEnd { contid: 1 << 62 },
             Request::Status {},

@@ -21,7 +21,8 @@ In config.json (runc), or a hooks.d file (podman, CRI-O, containerd with NRI):\n
 \"poststop\": [{\"path\": \"/usr/bin/ptags\", \"args\": [\"ptags\", \"oci-hook\"]}]\n  }\n\
 Annotations: io.ptags.contid (the ID; without it one is derived from the container's \
 name), io.ptags.tags (lines of the write language; use +@ for tags that must survive \
-the container's first exec).")]
+the container's first exec), io.ptags.join (false: processes entering the container \
+later, as with runc exec, keep their own labels).")]
 pub struct Args {
     /// The hook's stage; without it, taken from the state's status
     /// (creating: createRuntime, stopped: poststop).
@@ -86,6 +87,7 @@ fn create(client: &mut Client, pid: u32, label: &Label) -> Result<()> {
             pid,
             contid: label.contid.get(),
             text,
+            join: label.join,
         },
     )?;
     Ok(())

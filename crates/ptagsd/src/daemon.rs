@@ -183,9 +183,14 @@ impl<'k> Daemon<'k> {
                 self.record_tag_op(&caller, &op, &result);
                 result
             }
-            Request::ContainerCreate { pid, contid, text } => {
+            Request::ContainerCreate {
+                pid,
+                contid,
+                text,
+                join,
+            } => {
                 let caller = self.caller(peer)?;
-                let result = self.container_create(&caller, *pid, *contid, text.as_deref());
+                let result = self.container_create(&caller, *pid, *contid, text.as_deref(), *join);
                 if let Err(f) = &result {
                     self.record_refused_contid(&caller, *pid, *contid, f);
                 }
@@ -197,7 +202,11 @@ impl<'k> Daemon<'k> {
                     new_contid: Some(*contid),
                 };
                 self.record_tag_op(&caller, &op, &result);
-                if let Ok(Response::ContainerCreated { mnt_ns, .. }) = &result {
+                if let Ok(Response::ContainerCreated {
+                    mnt_ns: Some(mnt_ns),
+                    ..
+                }) = &result
+                {
                     self.record_join_policy(&caller, *pid, *contid, *mnt_ns);
                 }
                 result

@@ -16,8 +16,8 @@ use crate::tags::THREAD_ROUNDS;
 impl Daemon<'_> {
     /// Labels a container's first process for its exec: every thread
     /// gets the container ID and tags as pending state (threads it makes
-    /// meanwhile copy it), and the setns policy is switched on for its
-    /// mount namespace. The container-ID rules apply as for `contid_set`
+    /// meanwhile copy it), and with `join` the setns policy is switched
+    /// on for its mount namespace. The container-ID rules apply as for `contid_set`
     /// (the runtime, the hook's parent, becomes the owner), except that
     /// threads do not count: the exec leaves one.
     pub(crate) fn container_create(
@@ -26,6 +26,7 @@ impl Daemon<'_> {
         pid: u32,
         id: u64,
         text: Option<&str>,
+        join: bool,
     ) -> Result<Response, Failure> {
         need_audit_control(caller)?;
         let process = Pidfd::open(pid)?;
@@ -49,19 +50,22 @@ impl Daemon<'_> {
         };
         let result = self.set_every_thread(&process, pid, &op);
         let result = result.and_then(|()| {
-            let join = Join {
+            if !join {
+                return Ok(());
+            }
+            let policy = Join {
                 contid: id,
                 set_id: set.0,
                 kept_id: kept.0,
             };
-            self.kernel.set_join(ns, &join).map_err(kernel_failure)
+            self.kernel.set_join(ns, &policy).map_err(kernel_failure)
         });
         self.finish_contid(caller, pid, &plan, result.is_ok());
         result?;
-        info!("container {id}: process {pid} labelled; who enters mount namespace {ns} joins it");
+        info!("container {id}: process {pid} labelled (setns policy: {join})");
         Ok(Response::ContainerCreated {
             op: plan.decision.op().to_owned(),
-            mnt_ns: ns,
+            mnt_ns: join.then_some(ns),
         })
     }
 

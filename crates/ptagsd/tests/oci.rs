@@ -245,6 +245,17 @@ fn runc_containers_are_labelled_joined_told_apart_and_ended() {
         })
     });
 
+    // A container without the setns policy: who enters keeps their labels.
+    runc.start(
+        &d,
+        "batch",
+        &sleep,
+        &[("io.ptags.contid", "5252"), ("io.ptags.join", "false")],
+    );
+    runc.run(&["exec", "-d", "batch", "sleep", "999"]);
+    assert_eq!(members(&d, 5252).len(), 1, "{:?}", members(&d, 5252));
+    runc.delete("batch");
+
     // Inside, nothing can change them: the daemon refuses.
     for attempt in [
         vec![
