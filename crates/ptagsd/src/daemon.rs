@@ -16,7 +16,8 @@ use ptags_proto::{ContainerInfo, Failure, LostCounters, Request, Response, Statu
 
 use crate::audit::{TagOp, Trail};
 use crate::config::Config;
-use crate::process::{audit_subject, same_namespace, Creds, Pidfd};
+use crate::pidns::PidView;
+use crate::process::{audit_subject, Creds, Pidfd};
 use crate::store::{ContainerRecord, Store};
 
 /// Counters shared with the connection threads.
@@ -139,7 +140,26 @@ impl<'k> Daemon<'k> {
     /// Answers one request. `peer` is the connection's peer, identified by
     /// the kernel.
     pub fn handle(&mut self, peer: &Pidfd, req: &Request) -> Result<Response, Failure> {
-        let result = match req {
+        // A caller in a container names processes as its namespace does.
+        let result = match PidView::of(peer.pid) {
+            Ok(None) => self.decide(peer, req),
+            Ok(Some(view)) => view
+                .request(req)
+                .and_then(|req| self.decide(peer, &req))
+                .map(|resp| view.response(resp)),
+            Err(f) => Err(f),
+        };
+        let counter = match &result {
+            Ok(_) => &self.counters.requests_ok,
+            Err(_) => &self.counters.requests_failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    /// Decides a request whose pids are the daemon's.
+    fn decide(&mut self, peer: &Pidfd, req: &Request) -> Result<Response, Failure> {
+        match req {
             Request::Read { target } => self.read(*target),
             Request::Write { target, text } => {
                 let caller = self.caller(peer)?;
@@ -216,24 +236,12 @@ impl<'k> Daemon<'k> {
                 self.container_end(&caller, *contid)
             }
             Request::Status {} => self.status(),
-        };
-        let counter = match &result {
-            Ok(_) => &self.counters.requests_ok,
-            Err(_) => &self.counters.requests_failed,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        result
+        }
     }
 
     /// The caller's credentials and tags, read from the live process and
     /// checked to still be that process afterwards.
     fn caller(&self, peer: &Pidfd) -> Result<Caller, Failure> {
-        if !same_namespace(peer.pid, "pid")? {
-            return Err(Failure::new(
-                Errno::Einval,
-                "callers in another PID namespace are not supported: the pids they name would be misread",
-            ));
-        }
         let creds = Creds::read(peer.pid)?;
         let subject = audit_subject(peer.pid, creds.uids[0]);
         let task = TaskId::of(peer.pid).map_err(kernel_failure)?;

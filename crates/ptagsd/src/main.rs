@@ -6,6 +6,7 @@ mod config;
 mod contid;
 mod daemon;
 mod peer;
+mod pidns;
 mod process;
 mod runtime;
 mod server;
