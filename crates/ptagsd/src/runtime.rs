@@ -10,8 +10,8 @@ use ptags_proto::{Failure, Response};
 
 use crate::contid::need_audit_control;
 use crate::daemon::{kernel_failure, Caller, Daemon};
-use crate::process::{gone, namespace_inode, thread_ids, Pidfd, Tree};
-use crate::tags::THREAD_ROUNDS;
+use crate::process::{namespace_inode, thread_ids, Pidfd, Tree};
+use crate::tags::each_thread;
 
 impl Daemon<'_> {
     /// Labels a container's first process for its exec: every thread
@@ -69,36 +69,24 @@ impl Daemon<'_> {
         })
     }
 
-    /// Gives `op` to every thread of `pid`, looking again for threads
-    /// made meanwhile from a thread not yet done.
+    /// Gives `op` to every thread of `pid`, and to threads made meanwhile
+    /// from a thread not yet done.
     fn set_every_thread(&self, process: &Pidfd, pid: u32, op: &SetOp) -> Result<(), Failure> {
-        let mut done: Vec<u32> = Vec::new();
-        for _ in 0..THREAD_ROUNDS {
-            let todo: Vec<u32> = thread_ids(pid)?
-                .into_iter()
-                .filter(|t| !done.contains(t))
-                .collect();
-            if todo.is_empty() {
-                break;
-            }
-            for tid in todo {
-                let task = match TaskId::of(tid) {
-                    Ok(task) => task,
-                    // It exited meanwhile.
-                    Err(_) => continue,
+        each_thread(
+            process,
+            || thread_ids(pid),
+            |tid| {
+                let Ok(task) = TaskId::of(tid) else {
+                    return Ok(false);
                 };
                 match self.kernel.set(task, op) {
-                    Ok(_) => done.push(tid),
-                    Err(ptags_bpf::Error::NoSuchTask(_)) => {}
-                    Err(e) => return Err(kernel_failure(e)),
+                    Ok(_) => Ok(true),
+                    Err(ptags_bpf::Error::NoSuchTask(_)) => Ok(false),
+                    Err(e) => Err(kernel_failure(e)),
                 }
-            }
-            process.check_alive()?;
-        }
-        if done.is_empty() {
-            return Err(gone(pid));
-        }
-        Ok(())
+            },
+        )
+        .map(drop)
     }
 
     /// A runtime says a container stopped: its setns policy goes, and

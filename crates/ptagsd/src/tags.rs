@@ -10,7 +10,41 @@ use crate::process::{exe_of, gone, tgid_of, thread_ids, Creds, Pidfd, Tree, CAP_
 
 /// How many times a process write looks again for threads created while
 /// it ran (they copied a thread's tags from before the write).
-pub(crate) const THREAD_ROUNDS: usize = 8;
+const THREAD_ROUNDS: usize = 8;
+
+/// Calls `each` once for every thread `threads` lists, listing again for
+/// threads made meanwhile, and checks after each round that `process` is
+/// still the process named (so the threads listed were its). `each` says
+/// whether it did the thread (false: the thread had exited). Returns the
+/// threads done; ESRCH when none was.
+pub(crate) fn each_thread(
+    process: &Pidfd,
+    threads: impl Fn() -> Result<Vec<u32>, Failure>,
+    mut each: impl FnMut(u32) -> Result<bool, Failure>,
+) -> Result<Vec<u32>, Failure> {
+    let mut seen: Vec<u32> = Vec::new();
+    let mut done = Vec::new();
+    for _ in 0..THREAD_ROUNDS {
+        let todo: Vec<u32> = threads()?
+            .into_iter()
+            .filter(|t| !seen.contains(t))
+            .collect();
+        if todo.is_empty() {
+            break;
+        }
+        for tid in todo {
+            seen.push(tid);
+            if each(tid)? {
+                done.push(tid);
+            }
+        }
+        process.check_alive()?;
+    }
+    if done.is_empty() {
+        return Err(gone(process.pid));
+    }
+    Ok(done)
+}
 
 /// The threads a target names: one, or every thread of the process.
 fn threads_of(target: Target) -> Result<Vec<u32>, Failure> {
@@ -82,36 +116,21 @@ impl Daemon<'_> {
         let process = Pidfd::open(target.pid)?;
         let writer = self.writer(caller, target.pid)?;
         process.check_alive()?;
-        let mut done: Vec<u32> = Vec::new();
         let mut failure = None;
-        for _ in 0..THREAD_ROUNDS {
-            let todo: Vec<u32> = threads_of(target)?
-                .into_iter()
-                .filter(|t| !done.contains(t))
-                .collect();
-            if todo.is_empty() {
-                break;
-            }
-            for tid in todo {
-                done.push(tid);
-                match self.write_thread(target.pid, tid, text, &writer) {
-                    Ok(None) => {}
-                    Ok(Some(f)) => {
-                        failure.get_or_insert(f);
-                    }
-                    // It exited meanwhile: nothing to label.
-                    Err(f) if f.errno() == Some(Errno::Esrch) => done.retain(|&t| t != tid),
-                    Err(f) => return Err(f),
+        let done = each_thread(
+            &process,
+            || threads_of(target),
+            |tid| match self.write_thread(target.pid, tid, text, &writer) {
+                Ok(None) => Ok(true),
+                Ok(Some(f)) => {
+                    failure.get_or_insert(f);
+                    Ok(true)
                 }
-            }
-            process.check_alive()?;
-            if target.tid.is_some() {
-                break;
-            }
-        }
-        if done.is_empty() {
-            return Err(gone(target.pid));
-        }
+                // It exited meanwhile: nothing to label.
+                Err(f) if f.errno() == Some(Errno::Esrch) => Ok(false),
+                Err(f) => Err(f),
+            },
+        )?;
         info!(
             "write by pid {} to {}{}: {} threads{}",
             caller.pid(),
