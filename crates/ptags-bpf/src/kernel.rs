@@ -161,6 +161,21 @@ pub struct LostCounts {
     pub join_events: u64,
 }
 
+impl LostCounts {
+    /// Each counter by its field name, for reports that list them all.
+    /// Those named `*_events` are events that never reached user space.
+    pub fn named(&self) -> [(&'static str, u64); 6] {
+        [
+            ("drop_events", self.drop_events),
+            ("exec_events", self.exec_events),
+            ("exit_events", self.exit_events),
+            ("join_events", self.join_events),
+            ("task_storage", self.task_storage),
+            ("container_missing", self.container_missing),
+        ]
+    }
+}
+
 /// The loaded kernel side. Dropping it detaches whatever is not pinned.
 pub struct Kernel {
     task_state: MapHandle,
@@ -388,7 +403,10 @@ impl Kernel {
             .task_state
             .lookup(&pidfd.as_raw_fd().to_ne_bytes(), MapFlags::LOCK)
         {
-            Ok(Some(bytes)) => Ok(Some(TaskState::from_raw(&from_bytes(&bytes)))),
+            Ok(Some(bytes)) => {
+                let task: ptags_task = from_bytes(&bytes);
+                Ok(Some(TaskState::from_raw(&task.state)))
+            }
             Ok(None) => Ok(None),
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).context(|| format!("reading the state of task {tid}")),

@@ -3,7 +3,7 @@
 use std::fs;
 use std::os::fd::{FromRawFd, OwnedFd};
 
-use crate::skel::types::{ptags_container, ptags_task, ptags_task_flags as F, ptags_task_row};
+use crate::skel::types::{ptags_container, ptags_state, ptags_task_flags as F, ptags_task_row};
 use crate::{Error, Result};
 
 /// `pidfd_open` flag: the pidfd names one thread, not the thread group.
@@ -67,34 +67,16 @@ pub struct TaskState {
 }
 
 impl TaskState {
-    pub(crate) fn from_raw(raw: &ptags_task) -> TaskState {
-        TaskState::from_fields(
-            raw.flags,
-            [
-                raw.set_id,
-                raw.kept_id,
-                raw.contid,
+    pub(crate) fn from_raw(raw: &ptags_state) -> TaskState {
+        let has = |bit: F| raw.flags & bit.0 != 0;
+        TaskState {
+            set_id: raw.set_id,
+            kept_id: raw.kept_id,
+            contid: has(F::PTAGS_TASK_HAS_CONTID).then_some(raw.contid),
+            pending: has(F::PTAGS_TASK_PENDING).then_some((
                 raw.pending_set_id,
                 raw.pending_kept_id,
-                raw.pending_contid,
-            ],
-        )
-    }
-
-    /// From the flags and the six IDs, in the order of `struct ptags_task`.
-    fn from_fields(
-        flags: u32,
-        [set_id, kept_id, contid, pending_set_id, pending_kept_id, pending_contid]: [u64; 6],
-    ) -> TaskState {
-        let has = |bit: F| flags & bit.0 != 0;
-        TaskState {
-            set_id,
-            kept_id,
-            contid: has(F::PTAGS_TASK_HAS_CONTID).then_some(contid),
-            pending: has(F::PTAGS_TASK_PENDING).then_some((
-                pending_set_id,
-                pending_kept_id,
-                has(F::PTAGS_TASK_PENDING_CONTID).then_some(pending_contid),
+                has(F::PTAGS_TASK_PENDING_CONTID).then_some(raw.pending_contid),
             )),
         }
     }
@@ -131,17 +113,7 @@ impl TaskRow {
             pid: raw.pid,
             ppid: raw.ppid,
             comm: comm(&raw.comm),
-            state: TaskState::from_fields(
-                raw.flags,
-                [
-                    raw.set_id,
-                    raw.kept_id,
-                    raw.contid,
-                    raw.pending_set_id,
-                    raw.pending_kept_id,
-                    raw.pending_contid,
-                ],
-            ),
+            state: TaskState::from_raw(&raw.state),
         }
     }
 }

@@ -64,6 +64,17 @@ impl Drop for Shell {
     }
 }
 
+/// A new top-level container whose owner is this test process.
+fn owned_by_this_test() -> ContainerEntry {
+    let me = TaskId::of(std::process::id()).unwrap();
+    ContainerEntry {
+        parent: None,
+        owner_pid: me.tid,
+        owner_start_ticks: me.start_ticks,
+        live: 0,
+    }
+}
+
 fn state(k: &Kernel, pid: u32) -> TaskState {
     k.task_state(TaskId::of(pid).unwrap())
         .unwrap()
@@ -249,13 +260,7 @@ fn last_task_out_drops_the_container() {
     let Some(k) = kernel_or_skip("last_task_out_drops_the_container") else {
         return;
     };
-    let owner = TaskId::of(std::process::id()).unwrap();
-    let entry = ContainerEntry {
-        parent: None,
-        owner_pid: owner.tid,
-        owner_start_ticks: owner.start_ticks,
-        live: 0,
-    };
+    let entry = owned_by_this_test();
     let mut members: Vec<Child> = (0..3)
         .map(|_| Command::new("sleep").arg("30").spawn().unwrap())
         .collect();
@@ -270,7 +275,10 @@ fn last_task_out_drops_the_container() {
         .unwrap();
     }
     let row = k.container(4242).unwrap().unwrap();
-    assert_eq!((row.live, row.owner_pid, row.parent), (3, owner.tid, None));
+    assert_eq!(
+        (row.live, row.owner_pid, row.parent),
+        (3, std::process::id(), None)
+    );
     let events = k.events().unwrap();
     let mut drops = Vec::new();
     while let Some(mut m) = members.pop() {
@@ -547,12 +555,7 @@ fn container_changes_refuse_a_task_that_is_not_alone() {
         return;
     };
     let mut shell = Shell::start();
-    let entry = ContainerEntry {
-        parent: None,
-        owner_pid: std::process::id(),
-        owner_start_ticks: TaskId::of(std::process::id()).unwrap().start_ticks,
-        live: 0,
-    };
+    let entry = owned_by_this_test();
     let op = SetOp {
         contid: Some((9191, Some(entry))),
         alone: true,
@@ -596,13 +599,7 @@ fn entering_a_mount_namespace_with_a_policy_joins_its_container() {
     let Some(k) = kernel_or_skip("entering_a_mount_namespace_joins") else {
         return;
     };
-    let me = TaskId::of(std::process::id()).unwrap();
-    let entry = ContainerEntry {
-        parent: None,
-        owner_pid: me.tid,
-        owner_start_ticks: me.start_ticks,
-        live: 0,
-    };
+    let entry = owned_by_this_test();
     let spawn = |args: &[&str]| {
         let child = Command::new(args[0]).args(&args[1..]).spawn().unwrap();
         wait_for_comm(child.id(), "sleep");

@@ -280,17 +280,6 @@ pub struct ContainerInfo {
     pub live: i64,
 }
 
-/// What the kernel side could not do, per reason.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LostCounters {
-    pub drop_events: u64,
-    pub exec_events: u64,
-    pub exit_events: u64,
-    pub task_storage: u64,
-    pub container_missing: u64,
-    pub join_events: u64,
-}
-
 /// The daemon's state, for `ptags status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
@@ -310,7 +299,9 @@ pub struct Status {
     /// Tag sets collected because no task used them any more.
     pub sets_collected: u64,
     pub containers_dropped: u64,
-    pub lost: LostCounters,
+    /// What the kernel side could not do, per reason (`drop_events`,
+    /// `task_storage`, ...): the kernel crate names them.
+    pub lost: std::collections::BTreeMap<String, u64>,
     pub audit: AuditStatus,
 }
 

@@ -182,11 +182,12 @@ fn print_status(s: &Status) {
         "requests: {} answered, {} refused, {} malformed",
         s.requests_ok, s.requests_failed, s.requests_malformed
     );
-    let l = &s.lost;
-    println!(
-        "lost in the kernel: {} drop events, {} exec events, {} exit events, {} join events, {} task storage, {} missing containers",
-        l.drop_events, l.exec_events, l.exit_events, l.join_events, l.task_storage, l.container_missing
-    );
+    let lost: Vec<String> = s
+        .lost
+        .iter()
+        .map(|(name, n)| format!("{n} {}", name.replace('_', " ")))
+        .collect();
+    println!("lost in the kernel: {}", lost.join(", "));
     let a = &s.audit;
     let c = &a.counters;
     println!(

@@ -12,7 +12,7 @@ use ptags_bpf::{Event, EventKind, EventReader, Kernel, TaskId, TaskRow};
 use ptags_core::audit::Subject;
 use ptags_core::contid::{chain_of, Chain};
 use ptags_core::{ContainerId, Errno, Interner, SetId, TagSet};
-use ptags_proto::{ContainerInfo, Failure, LostCounters, Request, Response, Status};
+use ptags_proto::{ContainerInfo, Failure, Request, Response, Status};
 
 use crate::audit::{TagOp, Trail};
 use crate::config::Config;
@@ -437,14 +437,11 @@ impl<'k> Daemon<'k> {
             requests_malformed: c.requests_malformed.load(Ordering::Relaxed),
             sets_collected: self.sets_collected,
             containers_dropped: self.containers_dropped,
-            lost: LostCounters {
-                drop_events: lost.drop_events,
-                exec_events: lost.exec_events,
-                exit_events: lost.exit_events,
-                task_storage: lost.task_storage,
-                container_missing: lost.container_missing,
-                join_events: lost.join_events,
-            },
+            lost: lost
+                .named()
+                .into_iter()
+                .map(|(name, n)| (name.to_owned(), n))
+                .collect(),
             audit: self.audit_status(),
         })))
     }

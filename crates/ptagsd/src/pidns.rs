@@ -55,11 +55,22 @@ fn invisible(what: &str, pid: u32) -> Failure {
     )
 }
 
+/// The daemon's own PID namespace, read once: every request compares
+/// its caller's with it.
+fn own_namespace() -> Result<u64, Failure> {
+    static OWN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    if let Some(ns) = OWN.get() {
+        return Ok(*ns);
+    }
+    let ns = namespace_inode(std::process::id(), "pid")?;
+    Ok(*OWN.get_or_init(|| ns))
+}
+
 impl PidView {
     /// The namespace of process `pid`; `None` when it is the daemon's.
     pub fn of(pid: u32) -> Result<Option<PidView>, Failure> {
         let ns = namespace_inode(pid, "pid")?;
-        if ns == namespace_inode(std::process::id(), "pid")? {
+        if ns == own_namespace()? {
             return Ok(None);
         }
         let pids =

@@ -235,6 +235,44 @@ pub fn thread_ids(pid: u32) -> Result<Vec<u32>, Failure> {
     Ok(tids)
 }
 
+/// How many times a change to every thread of a process looks again for
+/// threads created while it ran (they copied a thread's state from before).
+const THREAD_ROUNDS: usize = 8;
+
+/// Calls `each` once for every thread `threads` lists, listing again for
+/// threads made meanwhile, and checks after each round that `process` is
+/// still the process named (so the threads listed were its). `each` says
+/// whether it did the thread (false: the thread had exited). Returns the
+/// threads done; ESRCH when none was.
+pub(crate) fn each_thread(
+    process: &Pidfd,
+    threads: impl Fn() -> Result<Vec<u32>, Failure>,
+    mut each: impl FnMut(u32) -> Result<bool, Failure>,
+) -> Result<Vec<u32>, Failure> {
+    let mut seen: Vec<u32> = Vec::new();
+    let mut done = Vec::new();
+    for _ in 0..THREAD_ROUNDS {
+        let todo: Vec<u32> = threads()?
+            .into_iter()
+            .filter(|t| !seen.contains(t))
+            .collect();
+        if todo.is_empty() {
+            break;
+        }
+        for tid in todo {
+            seen.push(tid);
+            if each(tid)? {
+                done.push(tid);
+            }
+        }
+        process.check_alive()?;
+    }
+    if done.is_empty() {
+        return Err(gone(process.pid));
+    }
+    Ok(done)
+}
+
 /// The thread-group ID of task `tid`.
 pub fn tgid_of(tid: u32) -> Result<u32, Failure> {
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).map_err(|_| gone(tid))?;

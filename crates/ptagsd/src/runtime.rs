@@ -10,8 +10,7 @@ use ptags_proto::{Failure, Response};
 
 use crate::contid::need_audit_control;
 use crate::daemon::{kernel_failure, Caller, Daemon};
-use crate::process::{namespace_inode, thread_ids, Pidfd, Tree};
-use crate::tags::each_thread;
+use crate::process::{each_thread, namespace_inode, thread_ids, Pidfd, Tree};
 
 impl Daemon<'_> {
     /// Labels a container's first process for its exec: every thread
@@ -103,15 +102,18 @@ impl Daemon<'_> {
         // A runtime reaps its container's processes after they exit:
         // their exit events are in the ring buffer now.
         self.poll_events();
-        self.forget_joins(contid);
         match self.kernel.container(contid).map_err(kernel_failure)? {
-            Some(row) if row.live > 0 => Err(Failure::new(
-                Errno::Ebusy,
-                format!(
-                    "container {contid} still has {} tasks; its end is recorded when the last one exits",
-                    row.live
-                ),
-            )),
+            Some(row) if row.live > 0 => {
+                self.forget_joins(contid);
+                Err(Failure::new(
+                    Errno::Ebusy,
+                    format!(
+                        "container {contid} still has {} tasks; its end is recorded when the last one exits",
+                        row.live
+                    ),
+                ))
+            }
+            // The drop switches the policy off too.
             row => {
                 self.drop_container(contid, "its runtime says it stopped", true);
                 Ok(Response::Ended {

@@ -6,45 +6,9 @@ use ptags_core::{apply_write, Errno, SetId, TagSet, Target as Relation, Writer};
 use ptags_proto::{Failure, Response, Target};
 
 use crate::daemon::{kernel_failure, Caller, Daemon};
-use crate::process::{exe_of, gone, tgid_of, thread_ids, Creds, Pidfd, Tree, CAP_MAC_ADMIN};
-
-/// How many times a process write looks again for threads created while
-/// it ran (they copied a thread's tags from before the write).
-const THREAD_ROUNDS: usize = 8;
-
-/// Calls `each` once for every thread `threads` lists, listing again for
-/// threads made meanwhile, and checks after each round that `process` is
-/// still the process named (so the threads listed were its). `each` says
-/// whether it did the thread (false: the thread had exited). Returns the
-/// threads done; ESRCH when none was.
-pub(crate) fn each_thread(
-    process: &Pidfd,
-    threads: impl Fn() -> Result<Vec<u32>, Failure>,
-    mut each: impl FnMut(u32) -> Result<bool, Failure>,
-) -> Result<Vec<u32>, Failure> {
-    let mut seen: Vec<u32> = Vec::new();
-    let mut done = Vec::new();
-    for _ in 0..THREAD_ROUNDS {
-        let todo: Vec<u32> = threads()?
-            .into_iter()
-            .filter(|t| !seen.contains(t))
-            .collect();
-        if todo.is_empty() {
-            break;
-        }
-        for tid in todo {
-            seen.push(tid);
-            if each(tid)? {
-                done.push(tid);
-            }
-        }
-        process.check_alive()?;
-    }
-    if done.is_empty() {
-        return Err(gone(process.pid));
-    }
-    Ok(done)
-}
+use crate::process::{
+    each_thread, exe_of, gone, tgid_of, thread_ids, Creds, Pidfd, Tree, CAP_MAC_ADMIN,
+};
 
 /// The threads a target names: one, or every thread of the process.
 fn threads_of(target: Target) -> Result<Vec<u32>, Failure> {

@@ -21,10 +21,9 @@ enum ptags_task_flags {
 	PTAGS_TASK_PENDING_CONTID = 1 << 2,
 };
 
-/* Per task (per thread), in BPF task storage. Zeroed storage means the
- * empty tag set (ID 0) and no container. */
-struct ptags_task {
-	struct bpf_spin_lock lock;
+/* What a task carries. Zeroed means the empty tag set (ID 0) and no
+ * container. */
+struct ptags_state {
 	__u32 flags;
 	__u64 set_id;	/* the tag set */
 	__u64 kept_id;	/* its kept subset: what survives exec */
@@ -35,6 +34,13 @@ struct ptags_task {
 	__u64 pending_set_id;
 	__u64 pending_kept_id;
 	__u64 pending_contid;	/* with PTAGS_TASK_PENDING_CONTID */
+};
+
+/* Per task (per thread), in BPF task storage: the state, only ever read
+ * or written whole under the lock. */
+struct ptags_task {
+	struct bpf_spin_lock lock;
+	struct ptags_state state;
 };
 
 /* The container table, keyed by container ID. */
@@ -138,14 +144,9 @@ struct ptags_task_row {
 	__u32 pid;		/* thread-group ID, initial PID namespace */
 	__u32 tid;
 	__u32 ppid;
-	__u32 flags;		/* ptags_task_flags; 0 without state */
+	__u32 reserved;		/* zero: keeps what follows aligned */
 	__u64 start_ticks;	/* as /proc/PID/stat gives it */
-	__u64 set_id;
-	__u64 kept_id;
-	__u64 contid;
-	__u64 pending_set_id;
-	__u64 pending_kept_id;
-	__u64 pending_contid;
+	struct ptags_state state;	/* flags 0 for a task without state */
 	char comm[16];
 };
 

@@ -188,8 +188,7 @@ SEC("tp_btf/sched_process_fork")
 int BPF_PROG(ptags_fork, struct task_struct *parent, struct task_struct *child)
 {
 	struct ptags_task *ps, *cs;
-	__u64 set_id, kept_id, contid, p_set, p_kept, p_contid;
-	__u32 flags;
+	struct ptags_state state;
 	/* A new thread copies the pending state too: whichever thread
 	 * execs replaces the whole process, so all of them are prepared. */
 	bool thread = BPF_CORE_READ(child, tgid) == BPF_CORE_READ(parent, tgid);
@@ -200,16 +199,14 @@ int BPF_PROG(ptags_fork, struct task_struct *parent, struct task_struct *child)
 	if (!ps)
 		return 0;
 	bpf_spin_lock(&ps->lock);
-	set_id = ps->set_id;
-	kept_id = ps->kept_id;
-	contid = ps->contid;
-	p_set = ps->pending_set_id;
-	p_kept = ps->pending_kept_id;
-	p_contid = ps->pending_contid;
-	flags = ps->flags & PTAGS_TASK_HAS_CONTID;
-	if (thread)
-		flags = ps->flags;
+	state = ps->state;
 	bpf_spin_unlock(&ps->lock);
+	if (!thread) {
+		state.flags &= PTAGS_TASK_HAS_CONTID;
+		state.pending_set_id = 0;
+		state.pending_kept_id = 0;
+		state.pending_contid = 0;
+	}
 
 	cs = bpf_task_storage_get(&task_state, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!cs) {
@@ -217,17 +214,11 @@ int BPF_PROG(ptags_fork, struct task_struct *parent, struct task_struct *child)
 		return 0;
 	}
 	bpf_spin_lock(&cs->lock);
-	cs->set_id = set_id;
-	cs->kept_id = kept_id;
-	cs->contid = contid;
-	cs->pending_set_id = p_set;
-	cs->pending_kept_id = p_kept;
-	cs->pending_contid = p_contid;
-	cs->flags = flags;
+	cs->state = state;
 	bpf_spin_unlock(&cs->lock);
 
-	if (flags & PTAGS_TASK_HAS_CONTID)
-		container_enter(contid);
+	if (state.flags & PTAGS_TASK_HAS_CONTID)
+		container_enter(state.contid);
 	return 0;
 }
 
@@ -241,23 +232,23 @@ int BPF_PROG(ptags_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	if (!s)
 		return 0;
 	bpf_spin_lock(&s->lock);
-	had = s->flags & PTAGS_TASK_HAS_CONTID;
-	old_contid = s->contid;
-	if (s->flags & PTAGS_TASK_PENDING) {
-		s->set_id = s->pending_set_id;
-		s->kept_id = s->pending_kept_id;
-		if (s->flags & PTAGS_TASK_PENDING_CONTID) {
-			s->contid = s->pending_contid;
-			s->flags |= PTAGS_TASK_HAS_CONTID;
+	had = s->state.flags & PTAGS_TASK_HAS_CONTID;
+	old_contid = s->state.contid;
+	if (s->state.flags & PTAGS_TASK_PENDING) {
+		s->state.set_id = s->state.pending_set_id;
+		s->state.kept_id = s->state.pending_kept_id;
+		if (s->state.flags & PTAGS_TASK_PENDING_CONTID) {
+			s->state.contid = s->state.pending_contid;
+			s->state.flags |= PTAGS_TASK_HAS_CONTID;
 			moved = true;
 		}
-		s->flags &= ~(PTAGS_TASK_PENDING | PTAGS_TASK_PENDING_CONTID);
+		s->state.flags &= ~(PTAGS_TASK_PENDING | PTAGS_TASK_PENDING_CONTID);
 	} else {
-		s->set_id = s->kept_id;
+		s->state.set_id = s->state.kept_id;
 	}
-	set_id = s->set_id;
-	new_contid = s->contid;
-	has = s->flags & PTAGS_TASK_HAS_CONTID;
+	set_id = s->state.set_id;
+	new_contid = s->state.contid;
+	has = s->state.flags & PTAGS_TASK_HAS_CONTID;
 	bpf_spin_unlock(&s->lock);
 
 	if (moved && !(had && old_contid == new_contid)) {
@@ -280,11 +271,11 @@ int BPF_PROG(ptags_exit, struct task_struct *p)
 	if (!s)
 		return 0;
 	bpf_spin_lock(&s->lock);
-	flags = s->flags;
-	contid = s->contid;
-	set_id = s->set_id;
+	flags = s->state.flags;
+	contid = s->state.contid;
+	set_id = s->state.set_id;
 	/* The task is gone: no later update can count it twice. */
-	s->flags &= ~PTAGS_TASK_HAS_CONTID;
+	s->state.flags &= ~PTAGS_TASK_HAS_CONTID;
 	bpf_spin_unlock(&s->lock);
 
 	if (!(flags & PTAGS_TASK_HAS_CONTID))
@@ -334,7 +325,7 @@ int BPF_PROG(ptags_setns, struct pt_regs *regs, long ret)
 	/* Every system call's exit comes here; only a successful setns
 	 * matters. (tp/syscalls/sys_exit_setns would fire for setns alone,
 	 * but programs of that type may not take the task's spin lock.) */
-	if (ret != 0 || BPF_CORE_READ(regs, orig_ax) != NR_SETNS)
+	if (ret != 0 || regs->orig_ax != NR_SETNS)
 		return 0;
 	t = bpf_get_current_task_btf();
 	ns = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.inum);
@@ -351,9 +342,9 @@ int BPF_PROG(ptags_setns, struct pt_regs *regs, long ret)
 		return 0;
 	}
 	bpf_spin_lock(&s->lock);
-	had = s->flags & PTAGS_TASK_HAS_CONTID;
+	had = s->state.flags & PTAGS_TASK_HAS_CONTID;
 	if (had)
-		old_contid = s->contid;
+		old_contid = s->state.contid;
 	bpf_spin_unlock(&s->lock);
 	/* The container table is read outside the task's lock, where
 	 * helpers may run. */
@@ -368,12 +359,12 @@ int BPF_PROG(ptags_setns, struct pt_regs *regs, long ret)
 	container_enter(contid);
 	bpf_spin_lock(&s->lock);
 	/* A daemon write in between wins; the join is abandoned. */
-	raced = (bool)(s->flags & PTAGS_TASK_HAS_CONTID) != had || (had && s->contid != old_contid);
+	raced = (bool)(s->state.flags & PTAGS_TASK_HAS_CONTID) != had || (had && s->state.contid != old_contid);
 	if (!raced) {
-		s->contid = contid;
-		s->set_id = j->set_id;
-		s->kept_id = j->kept_id;
-		s->flags |= PTAGS_TASK_HAS_CONTID;
+		s->state.contid = contid;
+		s->state.set_id = j->set_id;
+		s->state.kept_id = j->kept_id;
+		s->state.flags |= PTAGS_TASK_HAS_CONTID;
 	}
 	bpf_spin_unlock(&s->lock);
 	if (raced) {
@@ -465,25 +456,25 @@ int ptags_set(struct ptags_set_args *a)
 		a->result = refused;
 		return 0;
 	}
-	old_flags = s->flags;
-	old_contid = s->contid;
+	old_flags = s->state.flags;
+	old_contid = s->state.contid;
 	if (a->ops & PTAGS_SET_TAGS) {
-		s->set_id = a->set_id;
-		s->kept_id = a->kept_id;
+		s->state.set_id = a->set_id;
+		s->state.kept_id = a->kept_id;
 	}
 	if (a->ops & PTAGS_SET_CONTID) {
-		s->contid = a->contid;
-		s->flags |= PTAGS_TASK_HAS_CONTID;
+		s->state.contid = a->contid;
+		s->state.flags |= PTAGS_TASK_HAS_CONTID;
 	}
 	if (a->ops & PTAGS_SET_PENDING) {
-		s->pending_set_id = a->pending_set_id;
-		s->pending_kept_id = a->pending_kept_id;
-		s->flags |= PTAGS_TASK_PENDING;
+		s->state.pending_set_id = a->pending_set_id;
+		s->state.pending_kept_id = a->pending_kept_id;
+		s->state.flags |= PTAGS_TASK_PENDING;
 		if (a->pending_contid != (__u64)-1) {
-			s->pending_contid = a->pending_contid;
-			s->flags |= PTAGS_TASK_PENDING_CONTID;
+			s->state.pending_contid = a->pending_contid;
+			s->state.flags |= PTAGS_TASK_PENDING_CONTID;
 		} else {
-			s->flags &= ~PTAGS_TASK_PENDING_CONTID;
+			s->state.flags &= ~PTAGS_TASK_PENDING_CONTID;
 		}
 	}
 	bpf_spin_unlock(&s->lock);
@@ -519,13 +510,7 @@ int ptags_tasks(struct bpf_iter__task *ctx)
 	s = bpf_task_storage_get(&task_state, t, 0, 0);
 	if (s) {
 		bpf_spin_lock(&s->lock);
-		row.flags = s->flags;
-		row.set_id = s->set_id;
-		row.kept_id = s->kept_id;
-		row.contid = s->contid;
-		row.pending_set_id = s->pending_set_id;
-		row.pending_kept_id = s->pending_kept_id;
-		row.pending_contid = s->pending_contid;
+		row.state = s->state;
 		bpf_spin_unlock(&s->lock);
 	}
 	bpf_seq_write(ctx->meta->seq, &row, sizeof(row));

@@ -203,7 +203,7 @@ impl LogFile {
 
     /// Queues a daemon record, stamped now.
     pub fn push_daemon(&mut self, kind: &'static str, body: String) {
-        self.pending.push(Pending::daemon(kind, now(), body));
+        self.push_daemon_at(kind, now(), body);
     }
 
     /// Queues a daemon record about something that happened at `at`

@@ -363,16 +363,18 @@ impl Daemon<'_> {
         }
         if let Ok(lost) = self.kernel.lost() {
             let base = *self.trail.bpf_lost_base.get_or_insert(lost);
-            for (reason, now, before) in [
-                ("drop-events", lost.drop_events, base.drop_events),
-                ("exec-events", lost.exec_events, base.exec_events),
-                ("exit-events", lost.exit_events, base.exit_events),
-                ("join-events", lost.join_events, base.join_events),
-            ] {
+            // Events the ring buffer had no room for: records lost.
+            let events = |c: LostCounts| {
+                c.named()
+                    .into_iter()
+                    .filter(|(n, _)| n.ends_with("_events"))
+            };
+            for ((name, now), (_, before)) in events(lost).zip(events(base)) {
                 if now > before {
                     self.trail.counters.lost_ringbuf += now - before;
                     let total = self.trail.counters.lost_ringbuf;
-                    self.trail.lost_record("bpf", reason, now - before, total);
+                    let reason = name.replace('_', "-");
+                    self.trail.lost_record("bpf", &reason, now - before, total);
                 }
             }
             self.trail.bpf_lost_base = Some(lost);
