@@ -389,13 +389,37 @@ impl Kernel {
         self.state_through(&task.pidfd()?, task.tid)
     }
 
-    /// The state of process `pid` (its main thread), for naming the
-    /// container of an audit event: `None` for a task the kernel holds
-    /// nothing for. `Err(NoSuchTask)` once the process is gone; no
-    /// start-time check: the caller tells a reused pid by the exit events
-    /// it has seen.
+    /// The state of process `pid`: its main thread's, or, when the main
+    /// thread has exited and others live on, a live thread's (a process
+    /// cannot leave its container by ending its main thread). `None` for
+    /// a process the kernel holds nothing for. `Err(NoSuchTask)` once the
+    /// process is gone; no start-time check: the caller tells a reused
+    /// pid by the exit events it has seen, or holds a pidfd.
     pub fn process_state(&self, pid: u32) -> Result<Option<TaskState>> {
-        self.state_through(&pidfd_open(pid, 0)?, pid)
+        let process = pidfd_open(pid, 0)?;
+        let main = self.state_through(&process, pid)?;
+        if !main.is_some_and(|s| s.exited) {
+            return Ok(main);
+        }
+        let threads =
+            std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|_| Error::NoSuchTask(pid))?;
+        for tid in threads.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+            if tid == pid {
+                continue;
+            }
+            let Ok(thread) = pidfd_open(tid, crate::task::PIDFD_THREAD) else {
+                continue;
+            };
+            // A TID reused by another process since the listing.
+            if crate::task::tgid_of(tid) != Some(pid) {
+                continue;
+            }
+            match self.state_through(&thread, tid)? {
+                Some(state) if !state.exited => return Ok(Some(state)),
+                _ => {}
+            }
+        }
+        Ok(main)
     }
 
     fn state_through(&self, pidfd: &OwnedFd, tid: u32) -> Result<Option<TaskState>> {

@@ -7,7 +7,7 @@ use crate::skel::types::{ptags_container, ptags_state, ptags_task_flags as F, pt
 use crate::{Error, Result};
 
 /// `pidfd_open` flag: the pidfd names one thread, not the thread group.
-const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+pub(crate) const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
 
 /// A task (thread), named by its TID and start time, so that a reused TID
 /// is never taken for the task it once named.
@@ -44,6 +44,17 @@ impl TaskId {
     }
 }
 
+/// The process (thread-group ID) task `tid` belongs to, from /proc.
+pub(crate) fn tgid_of(tid: u32) -> Option<u32> {
+    fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// `pidfd_open(2)`: `flags` 0 names the process, PIDFD_THREAD one thread.
 pub(crate) fn pidfd_open(pid: u32, flags: libc::c_uint) -> Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
@@ -64,6 +75,9 @@ pub struct TaskState {
     /// The state to take at the next exec: (set, kept subset, container ID
     /// if it changes).
     pub pending: Option<(u64, u64, Option<u64>)>,
+    /// The task has exited (a main thread whose process lives on, or a
+    /// zombie): its state is what it had, no longer counted.
+    pub exited: bool,
 }
 
 impl TaskState {
@@ -78,6 +92,7 @@ impl TaskState {
                 raw.pending_kept_id,
                 has(F::PTAGS_TASK_PENDING_CONTID).then_some(raw.pending_contid),
             )),
+            exited: has(F::PTAGS_TASK_EXITED),
         }
     }
 }

@@ -124,7 +124,8 @@ fn fork_copies_and_exec_prunes() {
             set_id: 5,
             kept_id: 3,
             contid: Some(77),
-            pending: None
+            pending: None,
+            exited: false,
         }
     );
 
@@ -151,7 +152,8 @@ fn fork_copies_and_exec_prunes() {
             set_id: 3,
             kept_id: 3,
             contid: Some(77),
-            pending: None
+            pending: None,
+            exited: false,
         }
     );
     let live = k.container(77).unwrap().unwrap().live;
@@ -185,7 +187,8 @@ fn pending_state_is_taken_at_exec() {
             set_id: 9,
             kept_id: 9,
             contid: None,
-            pending: None
+            pending: None,
+            exited: false,
         }
     );
     // The shell execs: the pending state becomes its state, before the
@@ -198,7 +201,8 @@ fn pending_state_is_taken_at_exec() {
             set_id: 40,
             kept_id: 41,
             contid: Some(500),
-            pending: None
+            pending: None,
+            exited: false,
         }
     );
     assert_eq!(k.container(500).unwrap().unwrap().live, 1);
@@ -428,7 +432,8 @@ fn pinned_state_survives_a_restart() {
             set_id: 30,
             kept_id: 30,
             contid: Some(3131),
-            pending: None
+            pending: None,
+            exited: false,
         }
     );
     assert_eq!(k.container(3131).unwrap().unwrap().live, 2);
@@ -683,5 +688,134 @@ fn entering_a_mount_namespace_with_a_policy_joins_its_container() {
     }
     // SAFETY: killing a pid this test started and has not reaped.
     unsafe { libc::kill(stayed as i32, libc::SIGKILL) };
+    assert_eq!(k.lost().unwrap(), Default::default());
+}
+
+/// How a task calls setns.
+#[derive(Debug, Clone, Copy)]
+enum SetnsEntry {
+    /// The x86_64 system call (308).
+    Native,
+    /// `int $0x80` from 64-bit code: the i386 table (346), in a compat
+    /// system call.
+    Compat,
+}
+
+/// setns(fd, 0) through `entry`; returns the result (0 or -errno).
+fn setns_via(entry: SetnsEntry, fd: i32) -> i64 {
+    match entry {
+        // SAFETY: a system call with plain integer arguments.
+        SetnsEntry::Native => match unsafe { libc::syscall(libc::SYS_setns, fd, 0) } {
+            0 => 0,
+            // SAFETY: reading errno right after the failing call.
+            _ => -i64::from(unsafe { *libc::__errno_location() }),
+        },
+        SetnsEntry::Compat => {
+            let ret: u64;
+            // SAFETY: `int $0x80` with eax=346 (i386 setns), ebx=fd,
+            // ecx=0. rbx cannot be an operand, so it is swapped in and
+            // back; r8-r11 are zeroed by the kernel on this path.
+            unsafe {
+                std::arch::asm!(
+                    "xchg rbx, {fd}",
+                    "int 0x80",
+                    "xchg rbx, {fd}",
+                    fd = inout(reg) u64::from(fd as u32) => _,
+                    inlateout("rax") 346u64 => ret,
+                    in("rcx") 0u64,
+                    out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+                );
+            }
+            // The result is a 32-bit int in eax.
+            i64::from(ret as u32 as i32)
+        }
+    }
+}
+
+/// Forks a child that enters the mount namespace of `target` through
+/// `entry` and then waits; returns its pid and setns's result. The child
+/// is one thread, as setns of a mount namespace requires.
+fn enter_and_wait(target: u32, entry: SetnsEntry) -> (u32, i64) {
+    let path = std::ffi::CString::new(format!("/proc/{target}/ns/mnt")).unwrap();
+    let mut pipe = [0i32; 2];
+    // SAFETY: pipe fills two fds.
+    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+    // SAFETY: the child only makes system calls (async-signal-safe)
+    // before it waits to be killed.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        // SAFETY: plain system calls on fds and a path this process owns.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            let ret = if fd < 0 { -1 } else { setns_via(entry, fd) };
+            libc::write(pipe[1], (&ret as *const i64).cast(), 8);
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    let mut ret = 0i64;
+    // SAFETY: reading 8 bytes into an i64 from the pipe's read end.
+    let n = unsafe { libc::read(pipe[0], (&mut ret as *mut i64).cast(), 8) };
+    // SAFETY: closing the fds this process made.
+    unsafe {
+        libc::close(pipe[0]);
+        libc::close(pipe[1]);
+    }
+    assert_eq!(n, 8);
+    (pid as u32, ret)
+}
+
+#[test]
+fn every_setns_entry_joins_the_container() {
+    let Some(k) = kernel_or_skip("every_setns_entry_joins") else {
+        return;
+    };
+    let mut member = Command::new("unshare")
+        .args(["-m", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    wait_for_comm(member.id(), "sleep");
+    k.set(
+        TaskId::of(member.id()).unwrap(),
+        &SetOp {
+            tags: Some((21, 22)),
+            contid: Some((5454, Some(owned_by_this_test()))),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ns = mount_namespace(member.id());
+    let join = Join {
+        contid: 5454,
+        set_id: 21,
+        kept_id: 22,
+    };
+    k.set_join(ns, &join).unwrap();
+    let mut entered = Vec::new();
+    for entry in [SetnsEntry::Native, SetnsEntry::Compat] {
+        let (pid, ret) = enter_and_wait(member.id(), entry);
+        entered.push(pid);
+        assert_eq!(ret, 0, "{entry:?} setns failed");
+        assert_eq!(mount_namespace(pid), ns, "{entry:?} entered");
+        let s = state(&k, pid);
+        assert_eq!(
+            (s.contid, s.set_id),
+            (Some(5454), 21),
+            "{entry:?} setns joins the container"
+        );
+    }
+    assert_eq!(k.container(5454).unwrap().unwrap().live, 3);
+    assert!(k.remove_join(ns).unwrap());
+    for pid in entered {
+        // SAFETY: killing and reaping children this test forked.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+            libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+        }
+    }
+    member.kill().unwrap();
+    member.wait().unwrap();
     assert_eq!(k.lost().unwrap(), Default::default());
 }

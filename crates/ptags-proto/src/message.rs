@@ -291,6 +291,11 @@ pub struct Status {
     /// The programs attached, by what they attach to.
     pub attached: Vec<String>,
     pub tag_sets: usize,
+    /// Containers that exist now.
+    #[serde(default)]
+    pub container_count: usize,
+    /// Each container, for callers that may read container IDs
+    /// (CAP_AUDIT_CONTROL); empty for the others.
     pub containers: Vec<ContainerInfo>,
     /// Requests answered, per outcome.
     pub requests_ok: u64,

@@ -205,9 +205,14 @@ fn print_status(s: &Status) {
         c.lost_kernel, c.lost_netlink, c.netlink_overflows, c.lost_ringbuf, a.lost_disk
     );
     println!(
-        "containers: {} ({} dropped)",
-        s.containers.len(),
-        s.containers_dropped
+        "containers: {} ({} dropped){}",
+        s.container_count,
+        s.containers_dropped,
+        if s.containers.len() < s.container_count {
+            "; listing them needs CAP_AUDIT_CONTROL"
+        } else {
+            ""
+        }
     );
     for c in &s.containers {
         let parent = c.parent.map_or("-".to_owned(), |p| p.to_string());

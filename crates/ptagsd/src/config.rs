@@ -85,7 +85,10 @@ pub struct Limits {
     pub max_depth: u32,
     pub max_connections: u32,
     pub max_inflight_bytes: u64,
+    pub max_inflight_bytes_per_uid: u64,
+    pub privileged_reserve_bytes: u64,
     pub request_timeout_secs: u64,
+    pub idle_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,7 +168,13 @@ impl Config {
             ("limits.max_depth", u64::from(l.max_depth), 1),
             ("limits.max_connections", u64::from(l.max_connections), 1),
             ("limits.max_inflight_bytes", l.max_inflight_bytes, 1 << 20),
+            (
+                "limits.max_inflight_bytes_per_uid",
+                l.max_inflight_bytes_per_uid,
+                1 << 20,
+            ),
             ("limits.request_timeout_secs", l.request_timeout_secs, 1),
+            ("limits.idle_timeout_ms", l.idle_timeout_ms, 10),
             ("collect.interval_secs", self.collect.interval_secs, 1),
             ("collect.after_new_sets", self.collect.after_new_sets, 1),
         ] {
@@ -185,6 +194,9 @@ impl Config {
         }
         if a.num_logs > 999 {
             bail!("audit.num_logs may be at most 999");
+        }
+        if l.privileged_reserve_bytes >= l.max_inflight_bytes {
+            bail!("limits.privileged_reserve_bytes must be less than limits.max_inflight_bytes");
         }
         if l.max_depth > 64 {
             bail!("limits.max_depth may be at most 64");
@@ -229,6 +241,11 @@ mod tests {
             ("[limits]\nmax_depth = 0", "max_depth"),
             ("[limits]\nmax_depth = -1", "max_depth"),
             ("[limits]\nmax_depth = 65", "at most 64"),
+            (
+                "[limits]\nprivileged_reserve_bytes = 536870912",
+                "less than",
+            ),
+            ("[limits]\nidle_timeout_ms = 0", "idle_timeout_ms"),
             ("socket_mode = \"999\"", "octal"),
             ("log_level = \"loud\"", "log_level"),
             ("pin_dir = 3", "pin_dir"),

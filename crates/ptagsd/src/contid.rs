@@ -76,8 +76,7 @@ impl Daemon<'_> {
 
     pub(crate) fn contid_get(&self, caller: &Caller, pid: u32) -> Result<Response, Failure> {
         need_audit_control(caller)?;
-        let task = TaskId::of(pid).map_err(kernel_failure)?;
-        let state = self.kernel.task_state(task).map_err(kernel_failure)?;
+        let state = self.kernel.process_state(pid).map_err(kernel_failure)?;
         Ok(Response::Contid(
             self.answer(state.unwrap_or_default().contid),
         ))
@@ -114,13 +113,16 @@ impl Daemon<'_> {
                 .ok_or_else(|| gone(caller.pid()))?,
             caller_parent: tree.task_ref(caller_row.ppid).unwrap_or(unknown),
             caller_has_audit_control: caller.creds.has_cap(CAP_AUDIT_CONTROL),
-            caller_contid: caller_row.state.contid.and_then(ContainerId::new),
+            caller_contid: tree
+                .process_state(caller.pid())
+                .contid
+                .and_then(ContainerId::new),
             target: tree.task_ref(pid).ok_or_else(|| gone(pid))?,
             target_has_children: tree.has_children(pid),
             target_threads: if at_exec { 1 } else { tree.threads(pid) as u32 },
             target_ancestors: &ancestors,
-            target_container: target_row
-                .state
+            target_container: tree
+                .process_state(pid)
                 .contid
                 .and_then(|c| self.known_container(c)),
             existing: self.known_container(id),
@@ -222,11 +224,18 @@ impl Daemon<'_> {
         }
         let selector = filter.selector();
         let mut rows = Vec::new();
-        for row in self.kernel.tasks().map_err(kernel_failure)? {
-            if !filter.threads && row.pid != row.id.tid {
+        let tree = Tree::new(self.kernel.tasks().map_err(kernel_failure)?);
+        for row in tree.rows() {
+            let is_main = row.pid == row.id.tid;
+            if !filter.threads && !is_main {
                 continue;
             }
-            let state = row.state;
+            // A process is listed with its state while any thread lives.
+            let state = if is_main && !filter.threads {
+                tree.process_state(row.pid)
+            } else {
+                row.state
+            };
             let id = state.contid.and_then(ContainerId::new);
             let chain = id.map(|id| self.chain(id));
             if let Some(want) = filter.contid {
@@ -257,7 +266,7 @@ impl Daemon<'_> {
                 pid: row.pid,
                 tid: row.id.tid,
                 ppid: row.ppid,
-                comm: row.comm,
+                comm: row.comm.clone(),
                 contid,
                 chain,
                 tags: tags.to_read_format(),

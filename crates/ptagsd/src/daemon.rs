@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use log::{info, warn};
-use ptags_bpf::{Event, EventKind, EventReader, Kernel, TaskId, TaskRow};
+use ptags_bpf::{Event, EventKind, EventReader, Kernel, TaskRow};
 use ptags_core::audit::Subject;
 use ptags_core::contid::{chain_of, Chain};
 use ptags_core::{ContainerId, Errno, Interner, SetId, TagSet};
@@ -16,8 +16,9 @@ use ptags_proto::{ContainerInfo, Failure, Request, Response, Status};
 
 use crate::audit::{TagOp, Trail};
 use crate::config::Config;
+use crate::peer::Peer;
 use crate::pidns::PidView;
-use crate::process::{audit_subject, Creds, Pidfd};
+use crate::process::{audit_subject, Creds, CAP_AUDIT_CONTROL};
 use crate::store::{ContainerRecord, Store};
 
 /// Counters shared with the connection threads.
@@ -137,11 +138,11 @@ impl<'k> Daemon<'k> {
         Ok(daemon)
     }
 
-    /// Answers one request. `peer` is the connection's peer, identified by
-    /// the kernel.
-    pub fn handle(&mut self, peer: &Pidfd, req: &Request) -> Result<Response, Failure> {
+    /// Answers one request. `peer` is the process that wrote it, as the
+    /// kernel named it, and what its connection allows.
+    pub fn handle(&mut self, peer: &Peer, req: &Request) -> Result<Response, Failure> {
         // A caller in a container names processes as its namespace does.
-        let result = match PidView::of(peer.pid) {
+        let result = match PidView::of(peer.pid()) {
             Ok(None) => self.decide(peer, req),
             Ok(Some(view)) => view
                 .request(req)
@@ -158,7 +159,7 @@ impl<'k> Daemon<'k> {
     }
 
     /// Decides a request whose pids are the daemon's.
-    fn decide(&mut self, peer: &Pidfd, req: &Request) -> Result<Response, Failure> {
+    fn decide(&mut self, peer: &Peer, req: &Request) -> Result<Response, Failure> {
         match req {
             Request::Read { target } => self.read(*target),
             Request::Write { target, text } => {
@@ -233,20 +234,28 @@ impl<'k> Daemon<'k> {
             }
             Request::ContainerEnd { contid } => {
                 let caller = self.caller(peer)?;
-                self.container_end(&caller, *contid)
+                let result = self.container_end(&caller, *contid);
+                if let Err(f) = &result {
+                    self.record_refused_end(&caller, *contid, f);
+                }
+                result
             }
-            Request::Status {} => self.status(),
+            Request::Status {} => {
+                let caller = self.caller(peer)?;
+                self.status(&caller)
+            }
         }
     }
 
-    /// The caller's credentials and tags, read from the live process and
-    /// checked to still be that process afterwards.
-    fn caller(&self, peer: &Pidfd) -> Result<Caller, Failure> {
-        let creds = Creds::read(peer.pid)?;
-        let subject = audit_subject(peer.pid, creds.uids[0]);
-        let task = TaskId::of(peer.pid).map_err(kernel_failure)?;
-        let state = self.kernel.task_state(task).map_err(kernel_failure)?;
-        peer.check_alive()?;
+    /// The caller's credentials and tags, read from the live process that
+    /// wrote the request and checked to still be that process afterwards;
+    /// its capabilities no more than its connection allows.
+    fn caller(&self, peer: &Peer) -> Result<Caller, Failure> {
+        let pid = peer.pid();
+        let creds = Creds::read(pid)?.capped(&peer.ceiling);
+        let subject = audit_subject(pid, creds.uids[0]);
+        let state = self.kernel.process_state(pid).map_err(kernel_failure)?;
+        peer.writer.check_alive()?;
         Ok(Caller {
             subject,
             creds,
@@ -394,11 +403,15 @@ impl<'k> Daemon<'k> {
         Ok(())
     }
 
-    fn status(&self) -> Result<Response, Failure> {
+    /// The daemon's state and counters; container IDs only for callers
+    /// that may read them.
+    fn status(&self, caller: &Caller) -> Result<Response, Failure> {
         let lost = self.kernel.lost().map_err(kernel_failure)?;
+        let may_see_ids = caller.creds.has_cap(CAP_AUDIT_CONTROL);
         let mut containers: Vec<ContainerInfo> = self
             .registry
             .values()
+            .filter(|_| may_see_ids)
             .map(|r| ContainerInfo {
                 contid: r.id,
                 parent: r.parent,
@@ -431,6 +444,7 @@ impl<'k> Daemon<'k> {
                 .map(|s| s.to_string())
                 .collect(),
             tag_sets: self.interner.count(),
+            container_count: self.registry.len(),
             containers,
             requests_ok: c.requests_ok.load(Ordering::Relaxed),
             requests_failed: c.requests_failed.load(Ordering::Relaxed),

@@ -1,13 +1,26 @@
 //! Who is on the other end of a connection, as the kernel says it.
+//!
+//! Two facts come from the kernel, never from the client: who opened
+//! the connection, with the credentials it had then (`SO_PEERCRED`,
+//! `SO_PEERPIDFD`), and who wrote each piece of data
+//! (`SCM_CREDENTIALS` and `SCM_PIDFD`, attached to every write because
+//! the listening socket asks for them). A request is judged as the
+//! process that wrote it, never with more capabilities than the process
+//! that connected had (docs/protocol.md, "Who a request is judged as").
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{UnixListener, UnixStream};
 
-use crate::process::Pidfd;
+use crate::process::{Creds, Pidfd};
+
+/// `SO_PASSPIDFD` and `SCM_PIDFD` (Linux 6.5), which this libc lacks.
+const SO_PASSPIDFD: libc::c_int = 76;
+const SCM_PIDFD: libc::c_int = 4;
 
 /// A socket option whose value is a plain C struct or integer.
 fn socket_option<T: Copy>(
-    stream: &UnixStream,
+    fd: &impl AsRawFd,
     option: libc::c_int,
     mut value: T,
 ) -> std::io::Result<T> {
@@ -16,7 +29,7 @@ fn socket_option<T: Copy>(
     // is the plain type the kernel writes for this option.
     let ret = unsafe {
         libc::getsockopt(
-            stream.as_raw_fd(),
+            fd.as_raw_fd(),
             libc::SOL_SOCKET,
             option,
             (&mut value as *mut T).cast(),
@@ -29,40 +42,235 @@ fn socket_option<T: Copy>(
     Ok(value)
 }
 
-/// The connecting process, named by a pidfd the kernel took at connect
-/// time, which keeps naming that process even if its pid is reused.
-pub fn peer_of(stream: &UnixStream) -> std::io::Result<Pidfd> {
-    let no_cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
+fn set_flag(fd: &impl AsRawFd, option: libc::c_int) -> std::io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket fd and a pointer to an int of the given size.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&one as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
     };
-    let cred = socket_option(stream, libc::SO_PEERCRED, no_cred)?;
-    let fd: libc::c_int = socket_option(stream, libc::SO_PEERPIDFD, -1)?;
-    if fd < 0 {
-        return Err(std::io::Error::other(
-            "the kernel gave no pidfd of the peer",
-        ));
+    if ret != 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: a fresh fd from the kernel that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    if cred.pid <= 0 {
-        return Err(std::io::Error::other(
-            "the peer's pid is not visible in the daemon's PID namespace",
-        ));
+    Ok(())
+}
+
+/// Asks the kernel to attach its writer's credentials and a pidfd to
+/// every piece of data sent on connections to `listener`. Connections
+/// inherit this when they are made (not when accepted), so data sent
+/// before the daemon accepts carries them too.
+pub fn attest_writers(listener: &UnixListener) -> std::io::Result<()> {
+    set_flag(listener, libc::SO_PASSCRED)?;
+    set_flag(listener, SO_PASSPIDFD).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("SO_PASSPIDFD (Linux 6.5 or later is needed): {e}"),
+        )
+    })
+}
+
+/// The most a connection's requests may be judged with: the capabilities
+/// of the process that connected, as it was when it connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ceiling {
+    pub cap_eff: u64,
+    pub init_userns: bool,
+}
+
+impl Ceiling {
+    pub const NOTHING: Ceiling = Ceiling {
+        cap_eff: 0,
+        init_userns: false,
+    };
+
+    /// The connecting process's capabilities, read now, if it still has
+    /// the effective user and group the kernel recorded at connect time
+    /// and is not between the IDs of a set-ID program. Otherwise, or if
+    /// it is gone, nothing: a connection opened by a process that then
+    /// became more privileged (a set-ID program run with it as standard
+    /// input) gains nothing.
+    pub fn of_connector(stream: &UnixStream) -> std::io::Result<Ceiling> {
+        let none = libc::ucred {
+            pid: 0,
+            uid: 0,
+            gid: 0,
+        };
+        let cred = socket_option(stream, libc::SO_PEERCRED, none)?;
+        let fd: libc::c_int = socket_option(stream, libc::SO_PEERPIDFD, -1)?;
+        if fd < 0 || cred.pid <= 0 {
+            return Ok(Ceiling::NOTHING);
+        }
+        // SAFETY: a fresh fd from the kernel that nothing else owns.
+        let connector = Pidfd::from_fd(cred.pid as u32, unsafe { OwnedFd::from_raw_fd(fd) });
+        let Ok(creds) = Creds::read(connector.pid) else {
+            return Ok(Ceiling::NOTHING);
+        };
+        if connector.check_alive().is_err()
+            || creds.uids[1] != cred.uid
+            || creds.gids[1] != cred.gid
+            || creds.changing_ids()
+        {
+            return Ok(Ceiling::NOTHING);
+        }
+        Ok(Ceiling {
+            cap_eff: creds.cap_eff,
+            init_userns: creds.init_userns,
+        })
     }
-    Ok(Pidfd::from_fd(cred.pid as u32, fd))
+}
+
+/// The process that wrote some bytes, as the kernel attached it to them.
+#[derive(Debug)]
+pub struct Writer {
+    pub pidfd: Pidfd,
+    /// Its real user ID when it wrote: whose memory budget the bytes use.
+    pub uid: u32,
+    /// The pidfd's inode: unique to that process for the kernel's uptime,
+    /// so two writers with the same pid (reused) are told apart.
+    ino: u64,
+}
+
+impl Writer {
+    pub fn same_as(&self, other: &Writer) -> bool {
+        self.pidfd.pid == other.pidfd.pid && self.ino == other.ino
+    }
+}
+
+/// The caller of one request: the process that wrote it, and the most
+/// its connection allows.
+#[derive(Debug)]
+pub struct Peer {
+    pub writer: Pidfd,
+    pub ceiling: Ceiling,
+}
+
+impl Peer {
+    pub fn pid(&self) -> u32 {
+        self.writer.pid
+    }
+}
+
+/// What one `recvmsg` gave: the bytes' count and their writer.
+pub struct Received {
+    pub len: usize,
+    pub writer: Option<Writer>,
+}
+
+/// Room for one SCM_CREDENTIALS and one SCM_PIDFD message.
+#[repr(C, align(8))]
+struct ControlBuffer([u8; 128]);
+
+/// Receives into `buf` with the writer's credentials. The kernel never
+/// returns the bytes of two writers from one call (with SO_PASSCRED set
+/// it stops at a change of writer). `writer` is `None` when the kernel
+/// attached none, which a connection of this daemon's listener never
+/// does for data; 0 bytes: the peer closed.
+pub fn receive(
+    stream: &UnixStream,
+    buf: &mut [std::mem::MaybeUninit<u8>],
+) -> std::io::Result<Received> {
+    let mut control = ControlBuffer([0; 128]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid; the fields set below point to
+    // live buffers of the lengths given.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = control.0.len();
+    let n = loop {
+        // SAFETY: msg describes valid buffers for the kernel to fill.
+        let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    let mut cred = None;
+    let mut pidfd = None;
+    // SAFETY: the kernel filled msg_control with msg_controllen bytes of
+    // well-formed control messages; the CMSG macros walk them in bounds.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let data = libc::CMSG_DATA(cmsg);
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET {
+                match (*cmsg).cmsg_type {
+                    libc::SCM_CREDENTIALS => {
+                        cred = Some(std::ptr::read_unaligned::<libc::ucred>(data.cast()));
+                    }
+                    SCM_PIDFD => {
+                        let fd: libc::c_int = std::ptr::read_unaligned(data.cast());
+                        if fd >= 0 {
+                            pidfd = Some(OwnedFd::from_raw_fd(fd));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    let writer = match (cred, pidfd) {
+        (Some(cred), Some(fd)) if cred.pid > 0 && n > 0 => {
+            let ino = std::fs::File::from(fd.try_clone()?).metadata()?.ino();
+            Some(Writer {
+                pidfd: Pidfd::from_fd(cred.pid as u32, fd),
+                uid: cred.uid,
+                ino,
+            })
+        }
+        _ => None,
+    };
+    Ok(Received { len: n, writer })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+
+    fn pair() -> (UnixStream, UnixStream) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let listener = UnixListener::bind(&path).unwrap();
+        attest_writers(&listener).unwrap();
+        let client = UnixStream::connect(&path).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (client, server)
+    }
 
     #[test]
-    fn a_socket_pair_names_this_process() {
-        let (a, _b) = UnixStream::pair().unwrap();
-        let peer = peer_of(&a).unwrap();
-        assert_eq!(peer.pid, std::process::id());
-        assert!(peer.check_alive().is_ok());
+    fn each_write_names_its_writer() {
+        let (mut client, server) = pair();
+        client.write_all(b"abc").unwrap();
+        let mut buf = [std::mem::MaybeUninit::new(0u8); 16];
+        let got = receive(&server, &mut buf).unwrap();
+        assert_eq!(got.len, 3);
+        let writer = got.writer.expect("the kernel attached the writer");
+        assert_eq!(writer.pidfd.pid, std::process::id());
+        assert!(writer.pidfd.check_alive().is_ok());
+        drop(client);
+        assert_eq!(receive(&server, &mut buf).unwrap().len, 0);
+    }
+
+    #[test]
+    fn the_connector_of_this_process_has_its_capabilities() {
+        let (_client, server) = pair();
+        let me = Creds::read(std::process::id()).unwrap();
+        let ceiling = Ceiling::of_connector(&server).unwrap();
+        assert_eq!(ceiling.cap_eff, me.cap_eff);
+        assert_eq!(ceiling.init_userns, me.init_userns);
     }
 }

@@ -8,12 +8,13 @@
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use ptags_bpf::TaskRow;
+use ptags_bpf::{TaskRow, TaskState};
 use ptags_core::audit::Subject;
 use ptags_core::{Errno, TaskRef};
 use ptags_proto::Failure;
 
 pub const CAP_SYS_PTRACE: u32 = 19;
+pub const CAP_SYS_ADMIN: u32 = 21;
 pub const CAP_AUDIT_CONTROL: u32 = 30;
 pub const CAP_MAC_ADMIN: u32 = 33;
 
@@ -105,6 +106,28 @@ impl Creds {
         })
     }
 
+    /// Whether the process is between the IDs of a set-ID program (its
+    /// real, effective, saved and file-system IDs differ): a user's
+    /// process running su at its password prompt, for example. Such a
+    /// process is judged without capabilities: its effective IDs are a
+    /// program's, its requests may still be its caller's.
+    pub fn changing_ids(&self) -> bool {
+        let differ = |ids: &[u32; 4]| ids.iter().any(|&i| i != ids[0]);
+        differ(&self.uids) || differ(&self.gids)
+    }
+
+    /// These credentials judged no higher than `ceiling` (the
+    /// connection's) allows, and without capabilities while the IDs
+    /// change.
+    pub fn capped(mut self, ceiling: &crate::peer::Ceiling) -> Creds {
+        if self.changing_ids() {
+            self.cap_eff = 0;
+        }
+        self.cap_eff &= ceiling.cap_eff;
+        self.init_userns &= ceiling.init_userns;
+        self
+    }
+
     /// The capability, effective, counted only in the initial user
     /// namespace.
     pub fn has_cap(&self, cap: u32) -> bool {
@@ -187,6 +210,24 @@ impl Tree {
 
     pub fn get(&self, tid: u32) -> Option<&TaskRow> {
         self.by_tid.get(&tid)
+    }
+
+    pub fn rows(&self) -> impl Iterator<Item = &TaskRow> {
+        self.by_tid.values()
+    }
+
+    /// The state of process `pid`: its main thread's, or a live thread's
+    /// once the main thread has exited (as `Kernel::process_state`).
+    pub fn process_state(&self, pid: u32) -> TaskState {
+        let main = self.get(pid).map(|r| r.state).unwrap_or_default();
+        if !main.exited {
+            return main;
+        }
+        self.by_tid
+            .values()
+            .filter(|r| r.pid == pid && r.id.tid != pid && !r.state.exited)
+            .min_by_key(|r| r.id.tid)
+            .map_or(main, |r| r.state)
     }
 
     /// A process (its main thread), named with its start time.

@@ -88,10 +88,10 @@ impl Daemon<'_> {
         .map(drop)
     }
 
-    /// A runtime says a container stopped: its setns policy goes, and
-    /// its end is recorded now if its last task has gone (or was, when
-    /// the drop was seen). EBUSY while tasks remain: the last one's exit
-    /// records the end.
+    /// A runtime says a container stopped: its end is recorded now if
+    /// its last task has gone (or was, when the drop was seen), and its
+    /// setns policy goes with it. EBUSY while tasks remain, and nothing
+    /// changes: the policy stays until the last one's exit drops it.
     pub(crate) fn container_end(
         &mut self,
         caller: &Caller,
@@ -103,16 +103,13 @@ impl Daemon<'_> {
         // their exit events are in the ring buffer now.
         self.poll_events();
         match self.kernel.container(contid).map_err(kernel_failure)? {
-            Some(row) if row.live > 0 => {
-                self.forget_joins(contid);
-                Err(Failure::new(
+            Some(row) if row.live > 0 => Err(Failure::new(
                     Errno::Ebusy,
                     format!(
                         "container {contid} still has {} tasks; its end is recorded when the last one exits",
-                        row.live
-                    ),
-                ))
-            }
+                    row.live
+                ),
+            )),
             // The drop switches the policy off too.
             row => {
                 self.drop_container(contid, "its runtime says it stopped", true);

@@ -1,70 +1,33 @@
 //! The Unix socket: one thread accepts, one thread per connection reads
-//! and validates frames and hands each request to the daemon's thread.
+//! frames, with the kernel's word on who wrote each one, and hands each
+//! request to the daemon's thread.
 
+use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use log::{debug, warn};
 use ptags_core::Errno;
-use ptags_proto::{
-    limits, read_frame, write_frame, Failure, FrameError, Request, RequestFrame, Response,
-    ResponseFrame,
-};
+use ptags_proto::{limits, write_frame, Failure, Request, RequestFrame, Response, ResponseFrame};
 
 use crate::audit::netlink::KernelMessage;
 use crate::config::Config;
 use crate::daemon::Counters;
-use crate::peer::peer_of;
-use crate::process::Pidfd;
+use crate::peer::{attest_writers, receive, Ceiling, Peer, Writer};
+use crate::process::{Creds, CAP_AUDIT_CONTROL, CAP_SYS_ADMIN};
 
 /// A request on its way to the daemon's thread, with where to answer.
 pub struct Job {
-    pub peer: Arc<Pidfd>,
+    pub peer: Peer,
     pub request: Request,
     pub reply: SyncSender<Result<Response, Failure>>,
-}
-
-/// Limits shared by the connection threads.
-struct Shared {
-    jobs: SyncSender<Input>,
-    counters: Arc<Counters>,
-    connections: AtomicUsize,
-    max_connections: usize,
-    inflight: AtomicU64,
-    max_inflight: u64,
-    timeout: Duration,
-}
-
-/// Bytes of one request, counted against the in-flight budget until the
-/// request is answered.
-struct Inflight<'a> {
-    shared: &'a Shared,
-    len: u64,
-}
-
-impl Drop for Inflight<'_> {
-    fn drop(&mut self) {
-        self.shared.inflight.fetch_sub(self.len, Ordering::AcqRel);
-    }
-}
-
-impl Shared {
-    fn reserve(&self, len: usize) -> Result<Inflight<'_>, FrameError> {
-        let len = len as u64;
-        let before = self.inflight.fetch_add(len, Ordering::AcqRel);
-        let guard = Inflight { shared: self, len };
-        if before + len > self.max_inflight {
-            return Err(FrameError::Busy);
-        }
-        Ok(guard)
-    }
 }
 
 /// What reaches the daemon's thread: requests from the socket, records
@@ -74,6 +37,237 @@ pub enum Input {
     Kernel(Vec<KernelMessage>),
     /// The netlink socket overflowed: records were lost before we read them.
     KernelOverflow,
+}
+
+/// Request bytes held in memory, charged as they arrive rather than as
+/// a frame announces them, per user and in total. Callers with
+/// CAP_AUDIT_CONTROL or CAP_SYS_ADMIN may also use a reserve the others
+/// cannot touch, and no per-user limit applies to them.
+struct Budget {
+    held: Mutex<(u64, HashMap<u32, u64>)>,
+    total: u64,
+    reserve: u64,
+    per_uid: u64,
+}
+
+impl Budget {
+    /// Takes `n` bytes for `uid`; `privileged` is asked only when the
+    /// ordinary limits refuse.
+    fn take(&self, uid: u32, n: u64, privileged: impl FnOnce() -> bool) -> bool {
+        let mut held = self.held.lock().expect("the budget lock");
+        let (total, by_uid) = &mut *held;
+        let mine = by_uid.get(&uid).copied().unwrap_or(0);
+        let ordinary = *total + n <= self.total - self.reserve && mine + n <= self.per_uid;
+        if !ordinary && !(*total + n <= self.total && privileged()) {
+            return false;
+        }
+        *total += n;
+        *by_uid.entry(uid).or_default() += n;
+        true
+    }
+
+    fn give_back(&self, uid: u32, n: u64) {
+        let mut held = self.held.lock().expect("the budget lock");
+        let (total, by_uid) = &mut *held;
+        *total -= n;
+        if let Some(mine) = by_uid.get_mut(&uid) {
+            *mine -= n;
+            if *mine == 0 {
+                by_uid.remove(&uid);
+            }
+        }
+    }
+}
+
+/// Bytes of one request charged to its writer's uid until it is answered.
+struct Charge<'a> {
+    budget: &'a Budget,
+    uid: u32,
+    bytes: u64,
+}
+
+impl Drop for Charge<'_> {
+    fn drop(&mut self) {
+        self.budget.give_back(self.uid, self.bytes);
+    }
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("the peer closed the connection")]
+    Closed,
+    #[error("no request within the idle time")]
+    Idle,
+    #[error("the request was not sent within the request time")]
+    Slow,
+    #[error("the frame ended after {got} of {len} bytes")]
+    Truncated { got: usize, len: usize },
+    #[error("the frame announces {len} bytes, over the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("the daemon holds too much request data of this user now; try again")]
+    Busy,
+    #[error("one frame's bytes were written by two processes")]
+    TwoWriters,
+    #[error("the kernel named no writer for the data")]
+    NoWriter,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl ReadError {
+    fn errno(&self) -> Errno {
+        match self {
+            ReadError::TooLarge { .. } => Errno::E2big,
+            ReadError::Busy => Errno::Eagain,
+            _ => Errno::Eproto,
+        }
+    }
+}
+
+/// Limits shared by the connection threads.
+struct Shared {
+    jobs: SyncSender<Input>,
+    counters: Arc<Counters>,
+    connections: AtomicUsize,
+    max_connections: usize,
+    budget: Budget,
+    request_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+/// One connection and the frame being read from it.
+struct Connection<'a> {
+    stream: UnixStream,
+    shared: &'a Shared,
+    ceiling: Ceiling,
+}
+
+/// A request frame read whole, its writer and the memory it holds.
+struct Incoming<'a> {
+    body: Vec<u8>,
+    writer: Writer,
+    charge: Charge<'a>,
+}
+
+/// Bytes the body grows by at least, per step, while it arrives.
+const GROWTH: usize = 64 << 10;
+
+impl<'a> Connection<'a> {
+    /// Receives into `buf` before `deadline`, checking that the writer is
+    /// `writer` (the frame's so far) when there is one.
+    fn receive_by(
+        &self,
+        buf: &mut [std::mem::MaybeUninit<u8>],
+        deadline: Instant,
+        late: fn() -> ReadError,
+    ) -> Result<(usize, Writer), ReadError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(late());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        match receive(&self.stream, buf) {
+            Ok(got) if got.len == 0 => Err(ReadError::Closed),
+            Ok(got) => Ok((got.len, got.writer.ok_or(ReadError::NoWriter)?)),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Err(late())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads one frame. Memory is charged to the writer's uid before it
+    /// is allocated; the writer must be the same process for every byte.
+    fn read_frame(&self) -> Result<Incoming<'a>, ReadError> {
+        let mut header = [std::mem::MaybeUninit::new(0u8); 4];
+        let idle = Instant::now() + self.shared.idle_timeout;
+        let (mut got, writer) = self.receive_by(&mut header, idle, || ReadError::Idle)?;
+        let deadline = Instant::now() + self.shared.request_timeout;
+        while got < 4 {
+            let (n, w) = self
+                .receive_by(&mut header[got..], deadline, || ReadError::Slow)
+                .map_err(|e| truncated(e, got, 4))?;
+            if !w.same_as(&writer) {
+                return Err(ReadError::TwoWriters);
+            }
+            got += n;
+        }
+        // SAFETY: all four bytes were written (initialised above, then
+        // filled by the kernel).
+        let len = u32::from_be_bytes(header.map(|b| unsafe { b.assume_init() })) as usize;
+        if len > limits::MAX_REQUEST {
+            return Err(ReadError::TooLarge {
+                len,
+                max: limits::MAX_REQUEST,
+            });
+        }
+        let mut privileged = None;
+        let mut is_privileged = |writer: &Writer| {
+            *privileged.get_or_insert_with(|| match Creds::read(writer.pidfd.pid) {
+                Ok(creds) => {
+                    let creds = creds.capped(&self.ceiling);
+                    writer.pidfd.check_alive().is_ok()
+                        && (creds.has_cap(CAP_AUDIT_CONTROL) || creds.has_cap(CAP_SYS_ADMIN))
+                }
+                Err(_) => false,
+            })
+        };
+        let mut charge = Charge {
+            budget: &self.shared.budget,
+            uid: writer.uid,
+            bytes: 0,
+        };
+        let mut body: Vec<u8> = Vec::new();
+        while body.len() < len {
+            if body.len() == body.capacity() {
+                let grow = (len - body.capacity()).min(body.capacity().max(GROWTH));
+                if !self
+                    .shared
+                    .budget
+                    .take(writer.uid, grow as u64, || is_privileged(&writer))
+                {
+                    return Err(ReadError::Busy);
+                }
+                charge.bytes += grow as u64;
+                body.try_reserve_exact(grow)
+                    .map_err(|_| std::io::Error::from(ErrorKind::OutOfMemory))?;
+            }
+            let want = len - body.len();
+            let spare = body.spare_capacity_mut();
+            let room = spare.len().min(want);
+            let (n, w) = self
+                .receive_by(&mut spare[..room], deadline, || ReadError::Slow)
+                .map_err(|e| truncated(e, body.len(), len))?;
+            if !w.same_as(&writer) {
+                return Err(ReadError::TwoWriters);
+            }
+            // SAFETY: the kernel initialised n more bytes after len.
+            unsafe { body.set_len(body.len() + n) };
+        }
+        // The decoded request is about as large as its frame.
+        if !self
+            .shared
+            .budget
+            .take(writer.uid, len as u64, || is_privileged(&writer))
+        {
+            return Err(ReadError::Busy);
+        }
+        charge.bytes += len as u64;
+        Ok(Incoming {
+            body,
+            writer,
+            charge,
+        })
+    }
+}
+
+/// A frame that stopped in the middle is truncated, not closed.
+fn truncated(e: ReadError, got: usize, len: usize) -> ReadError {
+    match e {
+        ReadError::Closed => ReadError::Truncated { got, len },
+        e => e,
+    }
 }
 
 /// Binds the socket (replacing a stale one, refusing if a daemon answers
@@ -92,16 +286,23 @@ pub fn start(config: &Config, counters: Arc<Counters>, inputs: SyncSender<Input>
     }
     let listener =
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    attest_writers(&listener).context("asking the kernel to name the writer of each request")?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.socket_mode()))
         .with_context(|| format!("setting the mode of {}", path.display()))?;
+    let l = &config.limits;
     let shared = Arc::new(Shared {
         jobs: inputs,
         counters,
         connections: AtomicUsize::new(0),
-        max_connections: config.limits.max_connections as usize,
-        inflight: AtomicU64::new(0),
-        max_inflight: config.limits.max_inflight_bytes,
-        timeout: Duration::from_secs(config.limits.request_timeout_secs),
+        max_connections: l.max_connections as usize,
+        budget: Budget {
+            held: Mutex::new((0, HashMap::new())),
+            total: l.max_inflight_bytes,
+            reserve: l.privileged_reserve_bytes,
+            per_uid: l.max_inflight_bytes_per_uid,
+        },
+        request_timeout: Duration::from_secs(l.request_timeout_secs),
+        idle_timeout: Duration::from_millis(l.idle_timeout_ms),
     });
     std::thread::Builder::new()
         .name("accept".into())
@@ -136,7 +337,7 @@ fn accept(listener: UnixListener, shared: Arc<Shared>) {
         let spawned = std::thread::Builder::new()
             .name("conn".into())
             .spawn(move || {
-                serve(&mut stream, &conn);
+                serve(stream, &conn);
                 conn.connections.fetch_sub(1, Ordering::AcqRel);
             });
         if let Err(e) = spawned {
@@ -146,49 +347,52 @@ fn accept(listener: UnixListener, shared: Arc<Shared>) {
     }
 }
 
-/// Serves one connection until the peer closes it or sends something
-/// that ends it (a frame that cannot be read to its end).
-fn serve(stream: &mut UnixStream, shared: &Shared) {
-    let peer = match peer_of(stream) {
-        Ok(p) => Arc::new(p),
+/// Serves one connection until the peer closes it, stays idle, or sends
+/// something that ends it (a frame that cannot be read to its end).
+fn serve(stream: UnixStream, shared: &Shared) {
+    let ceiling = match Ceiling::of_connector(&stream) {
+        Ok(c) => c,
         Err(e) => {
             let failure = Failure::new(Errno::Eproto, format!("cannot identify the caller: {e}"));
-            let _ = write_frame(stream, &ResponseFrame::encode(&Err(failure)));
+            let _ = write_frame(&mut &stream, &ResponseFrame::encode(&Err(failure)));
             return;
         }
     };
-    if stream.set_read_timeout(Some(shared.timeout)).is_err() {
-        return;
-    }
+    let conn = Connection {
+        stream,
+        shared,
+        ceiling,
+    };
     loop {
-        let (body, inflight) =
-            match read_frame(stream, limits::MAX_REQUEST, |len| shared.reserve(len)) {
-                Ok(frame) => frame,
-                Err(FrameError::Closed) => return,
-                Err(e) => {
-                    // The rest of the stream cannot be trusted to start at
-                    // a frame: answer and close.
-                    debug!("pid {}: {e}", peer.pid);
-                    let errno = match e {
-                        FrameError::TooLarge { .. } => Errno::E2big,
-                        FrameError::Busy => Errno::Eagain,
-                        _ => Errno::Eproto,
-                    };
-                    shared
-                        .counters
-                        .requests_malformed
-                        .fetch_add(1, Ordering::Relaxed);
-                    let _ = write_frame(
-                        stream,
-                        &ResponseFrame::encode(&Err(Failure::new(errno, e.to_string()))),
-                    );
-                    return;
-                }
-            };
+        let incoming = match conn.read_frame() {
+            Ok(frame) => frame,
+            Err(ReadError::Closed | ReadError::Idle) => return,
+            Err(e) => {
+                // The rest of the stream cannot be trusted to start at
+                // a frame: answer and close.
+                debug!("a connection: {e}");
+                shared
+                    .counters
+                    .requests_malformed
+                    .fetch_add(1, Ordering::Relaxed);
+                let failure = Failure::new(e.errno(), e.to_string());
+                let _ = write_frame(&mut &conn.stream, &ResponseFrame::encode(&Err(failure)));
+                return;
+            }
+        };
+        let Incoming {
+            body,
+            writer,
+            charge,
+        } = incoming;
         let result = match RequestFrame::decode(&body) {
             Ok(request) => {
                 drop(body);
-                ask(shared, &peer, request)
+                let peer = Peer {
+                    writer: writer.pidfd,
+                    ceiling: conn.ceiling,
+                };
+                ask(shared, peer, request)
             }
             Err(failure) => {
                 shared
@@ -198,17 +402,17 @@ fn serve(stream: &mut UnixStream, shared: &Shared) {
                 Err(failure)
             }
         };
-        drop(inflight);
-        if write_frame(stream, &ResponseFrame::encode(&result)).is_err() {
+        drop(charge);
+        if write_frame(&mut &conn.stream, &ResponseFrame::encode(&result)).is_err() {
             return;
         }
     }
 }
 
-fn ask(shared: &Shared, peer: &Arc<Pidfd>, request: Request) -> Result<Response, Failure> {
+fn ask(shared: &Shared, peer: Peer, request: Request) -> Result<Response, Failure> {
     let (reply, answer) = sync_channel(1);
     let job = Job {
-        peer: Arc::clone(peer),
+        peer,
         request,
         reply,
     };
@@ -218,4 +422,44 @@ fn ask(shared: &Shared, peer: &Arc<Pidfd>, request: Request) -> Result<Response,
         .send(Input::Request(job))
         .map_err(|_| stopped())?;
     answer.recv().map_err(|_| stopped())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget() -> Budget {
+        Budget {
+            held: Mutex::new((0, HashMap::new())),
+            total: 100,
+            reserve: 20,
+            per_uid: 50,
+        }
+    }
+
+    #[test]
+    fn a_user_cannot_take_more_than_its_share_and_the_reserve_is_kept() {
+        let b = budget();
+        assert!(b.take(1000, 50, || false));
+        assert!(!b.take(1000, 1, || false), "per-uid limit");
+        assert!(b.take(1001, 30, || false));
+        assert!(!b.take(1002, 1, || false), "only the reserve is left");
+        assert!(
+            b.take(0, 20, || true),
+            "a privileged caller uses the reserve"
+        );
+        assert!(!b.take(0, 1, || true), "the total holds for everyone");
+        b.give_back(1000, 50);
+        assert!(b.take(1002, 30, || false));
+        assert!(
+            !b.take(1002, 1, || false),
+            "the reserve is in use, not lent"
+        );
+    }
+
+    #[test]
+    fn privilege_is_asked_only_when_needed() {
+        let b = budget();
+        assert!(b.take(5, 10, || panic!("not needed")));
+    }
 }

@@ -386,3 +386,155 @@ fn a_container_started_in_a_container_nests() {
     runc.delete("inner");
     assert!(read_trail(&d.log_dir).contains("op=drop contid=6262 "));
 }
+
+/// A program whose main thread ends (SYS_exit, not exit_group) while a
+/// worker lives on and reads /watched every 100 ms: the process is a
+/// zombie leader with a live thread.
+const MAIN_EXIT_C: &str = r#"
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static void *worker(void *arg) {
+    (void)arg;
+    for (;;) {
+        int fd = open("/watched", O_RDONLY);
+        if (fd >= 0) {
+            char b[16];
+            read(fd, b, sizeof b);
+            close(fd);
+        }
+        usleep(100000);
+    }
+}
+int main(void) {
+    pthread_t t;
+    pthread_create(&t, 0, worker, 0);
+    syscall(SYS_exit, 0);
+}
+"#;
+
+/// The host pid of the process running `comm`, once there is one.
+fn host_pid_of(comm: &str) -> u32 {
+    for _ in 0..500 {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+            {
+                return pid;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("no process runs {comm}");
+}
+
+#[test]
+fn a_process_that_ends_its_main_thread_stays_in_its_container() {
+    let test = "a_process_that_ends_its_main_thread";
+    if !can_run(test) || !has_runc(test) || !has_tool(test, "auditctl") {
+        return;
+    }
+    let d = Daemon::start("oci-mainexit", "");
+    let mut runc = Runc::new();
+    let contid = 7171u64;
+    // Root inside a container runs it, from the container's shell.
+    runc.start(
+        &d,
+        "hide",
+        &["sh", "-c", "/mainexit & exec sleep 1000"],
+        &[("io.ptags.contid", "7171")],
+    );
+    let rootfs = runc.rootfs("hide");
+    let source = runc.dir.path().join("mainexit.c");
+    std::fs::write(&source, MAIN_EXIT_C).unwrap();
+    // The container's shell may have started before the binary is there:
+    // it is started again below once it is.
+    let out = Command::new("cc")
+        .args(["-static", "-pthread", "-O2", "-o"])
+        .arg(rootfs.join("mainexit"))
+        .arg(&source)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    runc.run(&["exec", "-d", "hide", "sh", "-c", "/mainexit"]);
+    let pid = host_pid_of("mainexit");
+    let main_state = || {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().chars().next())
+            })
+            .flatten()
+    };
+    for _ in 0..500 {
+        if main_state() == Some('Z') {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(main_state(), Some('Z'), "the main thread ended");
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count();
+    assert!(threads >= 2, "a worker lives on");
+
+    // Every view still puts the process in its container.
+    let got = stdout(&d.ptags(&["contid", "get", &pid.to_string()]));
+    assert_eq!(got.trim(), contid.to_string());
+    assert!(
+        members(&d, contid).iter().any(|r| r.0 == pid),
+        "{:?}",
+        members(&d, contid)
+    );
+    let status = stdout(&d.ptags(&["status"]));
+    assert!(
+        status
+            .lines()
+            .any(|l| l.trim_start().starts_with(&format!("{contid} ")) && !l.contains("live 0")),
+        "{status}"
+    );
+
+    // The worker's kernel audit events carry the container's ID.
+    let key = format!("ptags-test-mainexit-{}", std::process::id());
+    let mut audit = AuditState::new();
+    let watched = rootfs.join("watched");
+    audit.rule(&["-w", watched.to_str().unwrap(), "-p", "r"], &key);
+    let reads = |t: &str| -> Vec<String> {
+        let stamps: Vec<&str> = t
+            .lines()
+            .filter(|l| {
+                l.starts_with("type=SYSCALL")
+                    && l.contains(&format!("key=\"{key}\""))
+                    && l.contains(&format!(" pid={pid} "))
+            })
+            .filter_map(|l| l.split("msg=").nth(1)?.split(' ').next())
+            .collect();
+        stamps
+            .iter()
+            .map(|s| {
+                t.lines()
+                    .find(|l| l.starts_with("type=CONTAINER_ID") && l.contains(s))
+                    .unwrap_or("none")
+                    .to_owned()
+            })
+            .collect()
+    };
+    wait_for_trail(&d, "the worker's reads", |t| reads(t).len() >= 3);
+    let found = reads(&read_trail(&d.log_dir));
+    assert!(
+        found
+            .iter()
+            .all(|l| l.contains(&format!("contid={contid}"))),
+        "{found:?}"
+    );
+    drop(audit);
+    runc.delete("hide");
+}

@@ -12,13 +12,17 @@
 enum ptags_layout {
 	/* Bump when any struct or map below changes: pins of another
 	 * layout are refused instead of misread. */
-	PTAGS_LAYOUT_VERSION = 3,
+	PTAGS_LAYOUT_VERSION = 4,
 };
 
 enum ptags_task_flags {
 	PTAGS_TASK_HAS_CONTID = 1 << 0,
 	PTAGS_TASK_PENDING = 1 << 1,
 	PTAGS_TASK_PENDING_CONTID = 1 << 2,
+	/* The task has exited and is no longer counted in its container;
+	 * its state stays as it was, so that a process whose main thread
+	 * ended while others live on is still named by its container. */
+	PTAGS_TASK_EXITED = 1 << 3,
 };
 
 /* What a task carries. Zeroed means the empty tag set (ID 0) and no

@@ -23,9 +23,14 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define ENOMEM 12
 #define USER_HZ 100
 #ifndef __TARGET_ARCH_x86
-#error "the setns policy reads the syscall number of x86_64 (orig_ax, __NR_setns)"
+#error "the setns policy reads the syscall numbers of x86 (orig_ax, __NR_setns)"
 #endif
-#define NR_SETNS 308
+/* setns has one number per x86 system-call ABI; a 64-bit process may
+ * use all of them (`int $0x80` enters the i386 table). */
+#define NR_SETNS_64 308
+#define NR_SETNS_IA32 346
+#define X32_SYSCALL_BIT 0x40000000
+#define TS_COMPAT 0x0002
 /* The daemon's limits.max_depth may be at most this. */
 #define MAX_DEPTH 64
 #define NSEC_PER_TICK (1000000000ULL / USER_HZ)
@@ -274,11 +279,15 @@ int BPF_PROG(ptags_exit, struct task_struct *p)
 	flags = s->state.flags;
 	contid = s->state.contid;
 	set_id = s->state.set_id;
-	/* The task is gone: no later update can count it twice. */
-	s->state.flags &= ~PTAGS_TASK_HAS_CONTID;
+	/* Counted out once. The container ID stays: a main thread that
+	 * ends before its process does (its other threads live on) must
+	 * not take the process out of its container for user space, which
+	 * names processes by their main thread. The setter refuses exiting
+	 * tasks, so nothing can count this task in again. */
+	s->state.flags |= PTAGS_TASK_EXITED;
 	bpf_spin_unlock(&s->lock);
 
-	if (!(flags & PTAGS_TASK_HAS_CONTID))
+	if (!(flags & PTAGS_TASK_HAS_CONTID) || (flags & PTAGS_TASK_EXITED))
 		return 0;
 	if (events_enabled(PTAGS_EVENTS_EXIT))
 		emit(p, PTAGS_EVENT_EXIT, contid, set_id, (__u64)-1);
@@ -320,14 +329,23 @@ int BPF_PROG(ptags_setns, struct pt_regs *regs, long ret)
 	struct ptags_join *j;
 	struct ptags_task *s;
 	__u64 ns, old_contid = (__u64)-1, contid;
+	long nr;
 	bool had, raced;
 
 	/* Every system call's exit comes here; only a successful setns
 	 * matters. (tp/syscalls/sys_exit_setns would fire for setns alone,
 	 * but programs of that type may not take the task's spin lock.) */
-	if (ret != 0 || regs->orig_ax != NR_SETNS)
+	if (ret != 0)
+		return 0;
+	nr = regs->orig_ax;
+	if (nr != NR_SETNS_64 && nr != NR_SETNS_IA32 && nr != (NR_SETNS_64 | X32_SYSCALL_BIT))
 		return 0;
 	t = bpf_get_current_task_btf();
+	/* Which table the number is from: the i386 one while the task is
+	 * in a compat system call (TS_COMPAT), the 64-bit (or x32) one
+	 * otherwise. */
+	if ((t->thread_info.status & TS_COMPAT) ? nr != NR_SETNS_IA32 : nr == NR_SETNS_IA32)
+		return 0;
 	ns = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.inum);
 	j = bpf_map_lookup_elem(&joins, &ns);
 	if (!j)

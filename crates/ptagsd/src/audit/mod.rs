@@ -328,6 +328,12 @@ impl Daemon<'_> {
         self.trail.log.push_daemon("CONTAINER_OP", body);
     }
 
+    /// Records a refused end of a container (`ptags oci-hook` poststop).
+    pub(crate) fn record_refused_end(&mut self, caller: &Caller, id: u64, failure: &Failure) {
+        let body = records::refused_end(id, &caller.subject, failure);
+        self.trail.log.push_daemon("CONTAINER_OP", body);
+    }
+
     /// Writes what is queued: before a request is answered, so that no
     /// change is seen before its record is written.
     pub fn audit_commit(&mut self) -> Result<()> {

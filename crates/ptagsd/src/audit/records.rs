@@ -70,6 +70,21 @@ pub fn join_policy(opid: u32, contid: u64, mnt_ns: u64, caller: &Subject) -> Str
     format_fields(&fields)
 }
 
+/// `CONTAINER_OP op=end res=failed`: a runtime's end of a container,
+/// refused (tasks remain, or the caller may not).
+pub fn refused_end(contid: u64, caller: &Subject, failure: &Failure) -> String {
+    let mut fields = vec![
+        ("op".to_owned(), "end".to_owned()),
+        (
+            "contid".to_owned(),
+            format_contid(ContainerId::new(contid), Style::Raw),
+        ),
+    ];
+    caller.push_fields(&mut fields);
+    result_fields(&mut fields, Some(failure));
+    format_fields(&fields)
+}
+
 /// `CONTAINER_OP op=join`: a task entered a container's mount namespace
 /// and joined it, or (refused) kept the ID of the container it is in.
 pub fn join(e: &Event) -> String {
