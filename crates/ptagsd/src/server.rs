@@ -58,7 +58,7 @@ impl Budget {
         let (total, by_uid) = &mut *held;
         let mine = by_uid.get(&uid).copied().unwrap_or(0);
         let ordinary = *total + n <= self.total - self.reserve && mine + n <= self.per_uid;
-        if !ordinary && !(*total + n <= self.total && privileged()) {
+        if !(ordinary || *total + n <= self.total && privileged()) {
             return false;
         }
         *total += n;
