@@ -228,7 +228,8 @@ impl Tag {
         self.keep
     }
 
-    pub(crate) fn with_keep(&self, keep: bool) -> Tag {
+    /// The same content (shared, not copied) with this keep flag.
+    pub fn with_keep(&self, keep: bool) -> Tag {
         Tag {
             content: Arc::clone(&self.content),
             keep,
@@ -240,7 +241,7 @@ impl Tag {
     }
 
     /// The digest of name and value (the keep flag is not part of it).
-    pub(crate) fn content_hash(&self) -> &Digest {
+    pub fn content_hash(&self) -> &Digest {
         &self.content.hash
     }
 }

@@ -89,6 +89,7 @@ pub struct Limits {
     pub privileged_reserve_bytes: u64,
     pub request_timeout_secs: u64,
     pub idle_timeout_ms: u64,
+    pub max_tag_bytes_per_uid: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +176,13 @@ impl Config {
             ),
             ("limits.request_timeout_secs", l.request_timeout_secs, 1),
             ("limits.idle_timeout_ms", l.idle_timeout_ms, 10),
+            // Well above the largest tag (about 37 KB), so that a slip of a
+            // digit cannot refuse every write.
+            (
+                "limits.max_tag_bytes_per_uid",
+                l.max_tag_bytes_per_uid,
+                1 << 20,
+            ),
             ("collect.interval_secs", self.collect.interval_secs, 1),
             ("collect.after_new_sets", self.collect.after_new_sets, 1),
         ] {
@@ -221,6 +229,7 @@ mod tests {
         assert_eq!(c.socket_mode(), 0o666);
         assert_eq!(c.limits.max_containers, 65536);
         assert_eq!(c.limits.max_depth, 8);
+        assert_eq!(c.limits.max_tag_bytes_per_uid, 64 << 20);
         assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
     }
 
@@ -253,6 +262,14 @@ mod tests {
             ("[audit]\nformat = \"xml\"", "format"),
             ("[audit]\ndisk_full_action = \"panic\"", "disk_full_action"),
             ("[audit]\nnum_logs = 0", "num_logs"),
+            (
+                "[limits]\nmax_tag_bytes_per_uid = 1000",
+                "max_tag_bytes_per_uid",
+            ),
+            (
+                "[limits]\nmax_tag_bytes_per_uid = -1",
+                "max_tag_bytes_per_uid",
+            ),
             ("[audit]\nflush = 1", "flush"),
             (&format!("socket = \"/{}\"", "s".repeat(120)), "107 bytes"),
         ] {

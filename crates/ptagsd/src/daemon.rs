@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::peer::Peer;
 use crate::pidns::PidView;
 use crate::process::{audit_subject, Creds, CAP_AUDIT_CONTROL};
-use crate::store::{ContainerRecord, Store};
+use crate::store::{ContainerRecord, SaveError, Store};
 
 /// Counters shared with the connection threads.
 #[derive(Debug, Default)]
@@ -84,16 +84,15 @@ impl<'k> Daemon<'k> {
     /// Restores the tag sets and the registry, and reconciles them with
     /// what the kernel holds.
     pub fn open(kernel: &'k Kernel, config: Config, counters: &'k Counters) -> Result<Daemon<'k>> {
-        let store = Store::open(&config.state_dir)?;
+        let (store, stored) = Store::open(&config.state_dir, config.limits.max_tag_bytes_per_uid)?;
         let mut interner = Interner::new();
-        let (sets, next) = store.load_sets().context("loading tag sets")?;
-        let restored = sets.len();
-        for (id, set) in sets {
+        let restored = stored.sets.len();
+        for (id, set) in stored.sets {
             interner
                 .restore(id, set)
                 .context("the stored tag sets are inconsistent")?;
         }
-        interner.skip_to(next);
+        interner.skip_to(stored.next_set_id);
         let registry: HashMap<u64, ContainerRecord> = store
             .load_containers()
             .context("loading the container registry")?
@@ -269,8 +268,9 @@ impl<'k> Daemon<'k> {
     }
 
     /// Interns a set and its kept subset, storing new ones durably before
-    /// their IDs can reach the kernel.
-    pub(crate) fn intern(&mut self, set: &TagSet) -> Result<(SetId, SetId), Failure> {
+    /// their IDs can reach the kernel. The tag contents this stores are
+    /// charged to `uid`, the writing caller's real uid.
+    pub(crate) fn intern(&mut self, set: &TagSet, uid: u32) -> Result<(SetId, SetId), Failure> {
         let kept = set.kept();
         let (id, new) = self.interner.intern(set);
         let (kept_id, kept_new) = self.interner.intern(&kept);
@@ -282,10 +282,13 @@ impl<'k> Daemon<'k> {
             fresh.push((kept_id, &kept));
         }
         if !fresh.is_empty() {
-            if let Err(e) = self.store.save_sets(&fresh, self.interner.next_id()) {
+            if let Err(e) = self.store.save_sets(&fresh, self.interner.next_id(), uid) {
                 let ids: Vec<SetId> = fresh.iter().map(|(id, _)| *id).collect();
                 self.interner.collect(|id| !ids.contains(&id));
-                return Err(internal(format!("storing a tag set: {e:#}")));
+                return Err(match e {
+                    SaveError::OverLimit(e) => Failure::new(Errno::Enomem, e.to_string()),
+                    SaveError::Database(e) => internal(format!("storing a tag set: {e:#}")),
+                });
             }
             self.new_sets += fresh.len() as u64;
         }
@@ -382,6 +385,15 @@ impl<'k> Daemon<'k> {
             self.store.delete_sets(&dropped)?;
             self.sets_collected += dropped.len() as u64;
             info!("collected {} unused tag sets", dropped.len());
+            // The sets are deleted whatever happens here: a file that
+            // could not shrink is tried again at the next collection.
+            match self.store.compact_if_sparse() {
+                Ok(Some((before, after))) => {
+                    info!("compacted the tag-set database from {before} to {after} bytes")
+                }
+                Ok(None) => {}
+                Err(e) => warn!("compacting the tag-set database: {e:#}"),
+            }
         }
         // A container whose count is zero and that no pending exec will
         // enter is over, whether or not its drop event was seen (it may

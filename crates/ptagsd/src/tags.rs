@@ -84,7 +84,7 @@ impl Daemon<'_> {
         let done = each_thread(
             &process,
             || threads_of(target),
-            |tid| match self.write_thread(target.pid, tid, text, &writer) {
+            |tid| match self.write_thread(target.pid, tid, text, &writer, caller.creds.uids[0]) {
                 Ok(None) => Ok(true),
                 Ok(Some(f)) => {
                     failure.get_or_insert(f);
@@ -122,6 +122,7 @@ impl Daemon<'_> {
         task: TaskId,
         text: Option<&str>,
         writer: &Writer,
+        uid: u32,
     ) -> Result<(SetId, SetId), Failure> {
         let current = self.tags_of(task)?;
         let next: TagSet = match text {
@@ -134,7 +135,7 @@ impl Daemon<'_> {
             }
             None => current.kept(),
         };
-        self.intern(&next)
+        self.intern(&next, uid)
     }
 
     /// One thread: its current set, the write, the new set stored, then
@@ -145,6 +146,7 @@ impl Daemon<'_> {
         tid: u32,
         text: &str,
         writer: &Writer,
+        uid: u32,
     ) -> Result<Option<Failure>, Failure> {
         let task = TaskId::of(tid).map_err(kernel_failure)?;
         // A TID reused by another process's thread since it was listed.
@@ -157,7 +159,7 @@ impl Daemon<'_> {
             .failure
             .map(|f| Failure::new(f.errno(), f.reason.to_string()).at_line(f.line));
         if outcome.tags != current {
-            let (set, kept) = self.intern(&outcome.tags)?;
+            let (set, kept) = self.intern(&outcome.tags, uid)?;
             let op = SetOp {
                 tags: Some((set.0, kept.0)),
                 ..Default::default()
@@ -193,7 +195,7 @@ impl Daemon<'_> {
             caller.creds.has_cap(CAP_MAC_ADMIN),
             Relation::Itself,
         );
-        let (set, kept) = self.tags_at_exec(task, text, &writer)?;
+        let (set, kept) = self.tags_at_exec(task, text, &writer, caller.creds.uids[0])?;
         let change = match contid {
             Some(id) => Some(self.decide_contid(caller, &tree, pid, id, false)?),
             None => None,
