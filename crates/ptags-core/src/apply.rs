@@ -192,7 +192,7 @@ impl Working<'_> {
 
     fn apply(&mut self, op: Op<'_>) -> Result<(), Reason> {
         match op {
-            Op::Add { name, value, keep } => {
+            Op::Add { name, keep } => {
                 self.check(Action::Add, name)?;
                 match find(self.view(), name) {
                     Ok(i) if keep && !self.view()[i].keep() => {
@@ -201,7 +201,7 @@ impl Working<'_> {
                     }
                     Ok(_) => {}
                     Err(_) if self.view().len() >= MAX_TAGS => return Err(Reason::TooManyTags),
-                    Err(i) => self.edit().insert(i, Tag::new_unchecked(name, value, keep)),
+                    Err(i) => self.edit().insert(i, Tag::new_unchecked(name, None, keep)),
                 }
             }
             Op::Keep(selector) => self.set_keep(selector, Action::Add, true)?,

@@ -27,13 +27,11 @@ impl Selector<'_> {
 /// One parsed line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op<'a> {
-    /// `+NAME[=VALUE]`, `+@NAME[=VALUE]`: add; with `keep`, also set the
-    /// keep flag. An existing tag keeps its value.
-    Add {
-        name: &'a str,
-        value: Option<&'a str>,
-        keep: bool,
-    },
+    /// `+NAME`, `+@NAME`: add, without a value; with `keep`, also set
+    /// the keep flag. An existing tag keeps its value. (`+NAME=VALUE` is
+    /// EINVAL, as in the 2016 module: a writer allowed only to add could
+    /// otherwise give a tag any value.)
+    Add { name: &'a str, keep: bool },
     /// `+@PREFIX:*`, `+@`: set the keep flag on existing tags.
     Keep(Selector<'a>),
     /// `-NAME`, `-PREFIX:*`, `-`: remove.
@@ -118,11 +116,7 @@ pub fn parse_line(line: &str) -> Result<Option<Op<'_>>, Invalid> {
         '+' => match selector_or_add(after_at)? {
             AddTarget::Glob(s) if at => Op::Keep(s),
             AddTarget::Glob(_) => return Err(Invalid::GlobCannotAdd),
-            AddTarget::Tag(name, value) => Op::Add {
-                name,
-                value,
-                keep: at,
-            },
+            AddTarget::Tag(name) => Op::Add { name, keep: at },
         },
         '-' if at => Op::Unkeep(selector_without_value(after_at)?),
         '-' => Op::Remove(selector_without_value(after_at)?),
@@ -141,16 +135,19 @@ pub fn parse_line(line: &str) -> Result<Option<Op<'_>>, Invalid> {
 
 enum AddTarget<'a> {
     Glob(Selector<'a>),
-    Tag(&'a str, Option<&'a str>),
+    Tag(&'a str),
 }
 
 /// After `+` or `+@`: a glob (only `+@` may use one) or a tag to add.
 fn selector_or_add(text: &str) -> Result<AddTarget<'_>, Invalid> {
-    if text.is_empty() || (text.ends_with('*') && !text.contains('=')) {
+    if text.contains('=') {
+        return Err(Invalid::ValueInAdd);
+    }
+    if text.is_empty() || text.ends_with('*') {
         return selector(text).map(AddTarget::Glob);
     }
-    let (name, value) = name_and_value(text)?;
-    Ok(AddTarget::Tag(name, value))
+    validate_name(text)?;
+    Ok(AddTarget::Tag(text))
 }
 
 /// Splits a write text into numbered lines (1-based), checking the
@@ -186,23 +183,6 @@ mod tests {
             ok("+a"),
             Op::Add {
                 name: "a",
-                value: None,
-                keep: false
-            }
-        );
-        assert_eq!(
-            ok("+a=v"),
-            Op::Add {
-                name: "a",
-                value: Some("v"),
-                keep: false
-            }
-        );
-        assert_eq!(
-            ok("+a="),
-            Op::Add {
-                name: "a",
-                value: None,
                 keep: false
             }
         );
@@ -210,18 +190,13 @@ mod tests {
             ok("+@a"),
             Op::Add {
                 name: "a",
-                value: None,
                 keep: true
             }
         );
-        assert_eq!(
-            ok("+@a=v=w"),
-            Op::Add {
-                name: "a",
-                value: Some("v=w"),
-                keep: true
-            }
-        );
+        // The 2016 module's validator refused '=' in the name of a `+`.
+        for line in ["+a=v", "+a=", "+@a=v", "+@a=v=w", "+=v", "+S:*=v", "+@S:*=v"] {
+            assert_eq!(err(line), Invalid::ValueInAdd, "{line}");
+        }
         assert_eq!(ok("+@S:*"), Op::Keep(Prefix("S:")));
         assert_eq!(ok("+@"), Op::Keep(All));
         assert_eq!(err("+S:*"), Invalid::GlobCannotAdd);
@@ -334,9 +309,9 @@ mod tests {
         assert_eq!(err("-@@:*"), Invalid::NameStartsWithAt);
         assert_eq!(err("+a:"), Invalid::NameEndsWithColon);
         assert_eq!(err("+ptags:x"), Invalid::BadPermissionName);
-        assert_eq!(err("+a=\t"), Invalid::ControlInValue { code: 9, offset: 0 });
+        assert_eq!(err("!a=\t"), Invalid::ControlInValue { code: 9, offset: 0 });
         assert_eq!(
-            err("+a:*=v"),
+            err("!a:*=v"),
             Invalid::ForbiddenNameByte {
                 byte: b'*',
                 offset: 2

@@ -44,8 +44,10 @@ pub enum Invalid {
     UnknownOperator(char),
     #[error("a glob or a bare '+' cannot add tags")]
     GlobCannotAdd,
-    #[error("only '+' and '!' take a value")]
+    #[error("only '!' takes a value")]
     UnexpectedValue,
+    #[error("'+' takes no value ('=' is not allowed in a tag name): add the tag, then set its value with '!NAME=VALUE', which needs the set permission")]
+    ValueInAdd,
     #[error("a glob must end in ':*' ('*' is allowed nowhere else)")]
     BadGlob,
     #[error("tag {0:?} appears twice")]

@@ -65,20 +65,24 @@ fn add() {
     run(&[
         ("", Admin, "+a\n", "a\n", None),
         ("a=1\n", Admin, "+a\n", "a=1\n", None),
-        ("a=1\n", Admin, "+a=2\n", "a=1\n", None),
-        ("", Admin, "+a=2\n", "a=2\n", None),
+        // `+` never sets a value: '=' is not allowed in a name (the 2016
+        // module's EINVAL), for administrators too.
+        ("a=1\n", Admin, "+a=2\n", "a=1\n", Some((1, Einval))),
+        ("", Admin, "+a=2\n", "", Some((1, Einval))),
+        ("", Admin, "+a=\n", "", Some((1, Einval))),
+        ("", Admin, "+b\n+a=2\n", "b\n", Some((2, Einval))),
         ("@a\n", Admin, "+a\n", "@a\n", None),
         ("", Admin, "+@a\n", "@a\n", None),
         ("a=1\n", Admin, "+@a\n", "@a=1\n", None),
-        ("", Admin, "+@a=v\n", "@a=v\n", None),
+        ("", Admin, "+@a=v\n", "", Some((1, Einval))),
         (
             "",
             Admin,
-            "+UMCM:CONTAINER_ID=foo\n",
+            "+UMCM:CONTAINER_ID\n!UMCM:CONTAINER_ID=foo\n",
             "UMCM:CONTAINER_ID=foo\n",
             None,
         ),
-        ("", Admin, "+कंटेनर=मान\n", "कंटेनर=मान\n", None),
+        ("", Admin, "+कंटेनर\n!कंटेनर=मान\n", "कंटेनर=मान\n", None),
         ("", Admin, "+:x::a\n", ":x::a\n", None),
         ("", Admin, "+S:*\n", "", Some((1, Einval))),
         ("", Admin, "+\n", "", Some((1, Einval))),
@@ -137,7 +141,7 @@ fn set_value() {
 #[test]
 fn full_size_value() {
     let value = "v".repeat(MAX_VALUE_LEN);
-    let text = format!("+a={value}\n");
+    let text = format!("+a\n!a={value}\n");
     let out = apply_write(
         &TagSet::empty(),
         text.as_bytes(),
@@ -308,13 +312,25 @@ fn permissions_on_itself() {
 #[test]
 fn container_manager_example() {
     const UMCM: &str = "ptags:UMCM:add\nptags:UMCM:sub\nptags:UMCM:others\n";
+    const UMCM_SET: &str =
+        "ptags:UMCM:add\nptags:UMCM:set\nptags:UMCM:sub\nptags:UMCM:others\n";
     run(&[
+        // The spec's example: two lines, add then set, with `set`.
+        (
+            "",
+            Other(UMCM_SET),
+            "+UMCM:CONTAINER_ID\n!UMCM:CONTAINER_ID=foo\n",
+            "UMCM:CONTAINER_ID=foo\n",
+            None,
+        ),
+        // An add-only delegate cannot give a tag a value at all.
+        ("", Other(UMCM), "+UMCM:CONTAINER_ID=foo\n", "", Some((1, Einval))),
         (
             "",
             Other(UMCM),
-            "+UMCM:CONTAINER_ID=foo\n",
-            "UMCM:CONTAINER_ID=foo\n",
-            None,
+            "+UMCM:CONTAINER_ID\n!UMCM:CONTAINER_ID=foo\n",
+            "UMCM:CONTAINER_ID\n",
+            Some((2, Eperm)),
         ),
         (
             "UMCM:CONTAINER_ID=foo\n",

@@ -25,8 +25,10 @@ fn lines_from_arguments() {
         &[
             "simulate",
             "--admin",
-            "+UMCM:ID=7",
-            "+@UMCM:POD=web",
+            "+UMCM:ID",
+            "!UMCM:ID=7",
+            "+@UMCM:POD",
+            "!UMCM:POD=web",
             "-@UMCM:POD",
         ],
         b"",

@@ -114,7 +114,7 @@ fn a_restart_keeps_every_tag_and_id() {
     let mut gone = Command::new("sleep").arg("60").spawn().unwrap();
     let (k, g) = (kept.id().to_string(), gone.id().to_string());
     assert!(d
-        .ptags(&["write", &k, "+@a=1", "+b", "+UMCM:x=y"])
+        .ptags(&["write", &k, "+@a", "!a=1", "+b", "+UMCM:x", "!UMCM:x=y"])
         .status
         .success());
     assert!(d.ptags(&["contid", "set", &k, "77"]).status.success());

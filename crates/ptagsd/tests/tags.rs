@@ -76,9 +76,12 @@ fn every_row_of_the_write_table() {
             "{lines:?}: {err}"
         );
     };
-    ok(&["+S:X", "+S:A:B.c=v", "+S"], "S\nS:A:B.c=v\nS:X\n");
-    ok(&["+S:X=other"], "S\nS:A:B.c=v\nS:X\n"); // add keeps a value
-    ok(&["+@K=1"], "@K=1\nS\nS:A:B.c=v\nS:X\n");
+    ok(&["+S:X", "+S:A:B.c", "!S:A:B.c=v", "+S"], "S\nS:A:B.c=v\nS:X\n");
+    ok(&["+S:A:B.c"], "S\nS:A:B.c=v\nS:X\n"); // add keeps a value
+    // `+` never gives a value (the 2016 module's EINVAL): nothing changes.
+    fails(&["+S:X=other"], 1, "EINVAL");
+    fails(&["+@K=1"], 1, "EINVAL");
+    ok(&["+@K", "!K=1"], "@K=1\nS\nS:A:B.c=v\nS:X\n");
     ok(&["+@S:*"], "@K=1\nS\n@S:A:B.c=v\n@S:X\n"); // not `S` itself
     ok(&["-@"], "K=1\nS\nS:A:B.c=v\nS:X\n");
     ok(&["+@"], "@K=1\n@S\n@S:A:B.c=v\n@S:X\n");
@@ -101,14 +104,15 @@ fn every_row_of_the_write_table() {
     assert_eq!(read(&d, p), "K\n@S\na\nb\n");
     ok(&["-"], "");
     ok(&["-@", "-x"], ""); // no-ops on an empty set
-    ok(&["+कंटेनर=値", "+:x::a"], ":x::a\nकंटेनर=値\n");
-    fails(&["+a=b\tc"], 1, "EINVAL");
+    ok(&["+कंटेनर", "!कंटेनर=値", "+:x::a"], ":x::a\nकंटेनर=値\n");
+    fails(&["+a", "!a=b\tc"], 2, "EINVAL");
+    ok(&["-"], "");
     fails(&["+@x:"], 1, "EINVAL");
     fails(&["+ptags:x"], 1, "EINVAL");
     // A full-size value in one write.
-    let big = format!("+big={}", "v".repeat(32700));
-    ok(&["-", &big], &format!("big={}\n", "v".repeat(32700)));
-    fails(&[&format!("+big2={}", "v".repeat(32701))], 1, "EINVAL");
+    let big = format!("!big={}", "v".repeat(32700));
+    ok(&["-", "+big", &big], &format!("big={}\n", "v".repeat(32700)));
+    fails(&["+big2", &format!("!big2={}", "v".repeat(32701))], 2, "EINVAL");
     // A final line without its newline, and invalid UTF-8, from stdin.
     let via_stdin = |input: &[u8]| write_stdin(&d, p, input);
     let (code, err) = via_stdin(b"-\n+a\n+b");
@@ -144,7 +148,7 @@ fn fork_inherits_exec_prunes_and_run_starts_labelled() {
     let d = Daemon::start("life-cycle", "");
     // The shell gets its tags at exec from `ptags run`; its subshell
     // (a fork) has them all; an exec'd child only the kept ones.
-    let out = d.sh("ptags run --write +@kept=1 --write +gone -- sh -c '\
+    let out = d.sh("ptags run --write +@kept --write '!kept=1' --write +gone -- sh -c '\
             ptags read $$; echo ---; \
             (while :; do sleep 1; done) >/dev/null & F=$!; ptags read $F; kill $F; echo ---; \
             sh -c \"ptags read \\$\\$\"'");
@@ -240,7 +244,7 @@ fn permissions_of_users_and_container_managers() {
         ))
     };
     let out = manager(&format!(
-        "ptags write {victim} +UMCM:CONTAINER_ID=foo; echo rc=$?; \
+        "ptags write {victim} +UMCM:CONTAINER_ID; echo rc=$?; \
          ptags write {victim} +OTHER:x; echo rc=$?; \
          ptags write {victim} \"!UMCM:CONTAINER_ID=bar\"; echo rc=$?; \
          ptags write {root} +UMCM:x; echo rc=$?; \

@@ -172,7 +172,16 @@ fn touches_tags(entry: &Entry<'_>, pattern: &Selector<'_>) -> bool {
         return false;
     };
     let touched = lines(&text).any(|(_, line)| {
-        let Ok(Some(op)) = line.map(parse_line).unwrap_or(Ok(None)) else {
+        let Ok(line) = line else {
+            return false;
+        };
+        // Trails written before `+NAME=VALUE` became EINVAL hold such
+        // lines, applied: they touched NAME.
+        let line = match (line.strip_prefix('+'), line.split_once('=')) {
+            (Some(_), Some((add, _))) => add,
+            _ => line,
+        };
+        let Ok(Some(op)) = parse_line(line) else {
             return false;
         };
         match op {
