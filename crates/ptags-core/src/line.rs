@@ -194,7 +194,9 @@ mod tests {
             }
         );
         // The 2016 module's validator refused '=' in the name of a `+`.
-        for line in ["+a=v", "+a=", "+@a=v", "+@a=v=w", "+=v", "+S:*=v", "+@S:*=v"] {
+        for line in [
+            "+a=v", "+a=", "+@a=v", "+@a=v=w", "+=v", "+S:*=v", "+@S:*=v",
+        ] {
             assert_eq!(err(line), Invalid::ValueInAdd, "{line}");
         }
         assert_eq!(ok("+@S:*"), Op::Keep(Prefix("S:")));

@@ -312,8 +312,7 @@ fn permissions_on_itself() {
 #[test]
 fn container_manager_example() {
     const UMCM: &str = "ptags:UMCM:add\nptags:UMCM:sub\nptags:UMCM:others\n";
-    const UMCM_SET: &str =
-        "ptags:UMCM:add\nptags:UMCM:set\nptags:UMCM:sub\nptags:UMCM:others\n";
+    const UMCM_SET: &str = "ptags:UMCM:add\nptags:UMCM:set\nptags:UMCM:sub\nptags:UMCM:others\n";
     run(&[
         // The spec's example: two lines, add then set, with `set`.
         (
@@ -324,7 +323,13 @@ fn container_manager_example() {
             None,
         ),
         // An add-only delegate cannot give a tag a value at all.
-        ("", Other(UMCM), "+UMCM:CONTAINER_ID=foo\n", "", Some((1, Einval))),
+        (
+            "",
+            Other(UMCM),
+            "+UMCM:CONTAINER_ID=foo\n",
+            "",
+            Some((1, Einval)),
+        ),
         (
             "",
             Other(UMCM),

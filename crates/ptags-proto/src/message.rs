@@ -342,6 +342,11 @@ pub struct AuditCounters {
     pub netlink_overflows: u64,
     /// Exec and exit events the ring buffer had no room for.
     pub lost_ringbuf: u64,
+    /// Records of refused requests not written (the per-user rate
+    /// limit), each counted in a PTAGS_SUPPRESSED record. Absent from
+    /// older daemons' answers.
+    #[serde(default)]
+    pub suppressed_refusals: u64,
 }
 
 /// A successful answer.
@@ -422,6 +427,14 @@ mod tests {
 
     fn decode(json: &str) -> Result<Request, Failure> {
         RequestFrame::decode(json.as_bytes())
+    }
+
+    #[test]
+    fn audit_counters_of_an_older_daemon_still_decode() {
+        let old = r#"{"kernel_records":1,"kernel_events":1,"contained_events":0,
+            "lost_kernel":0,"lost_netlink":0,"netlink_overflows":0,"lost_ringbuf":2}"#;
+        let c: AuditCounters = serde_json::from_str(old).unwrap();
+        assert_eq!((c.lost_ringbuf, c.suppressed_refusals), (2, 0));
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use ptags_core::audit::chain::{Key, Link, Sealed, Verifier};
-use ptags_core::audit::query::{interpret, parse_time, Entry, Matcher, Query};
+use ptags_core::audit::chain::{Beginning, Broken, Key, Link, Sealed, Verifier};
+use ptags_core::audit::query::{format_utc, interpret, parse_time, Entry, Matcher, Query};
 use ptags_core::audit::report::Report;
 use ptags_core::audit::{json_members, Stamp};
 
@@ -462,13 +462,62 @@ fn verify(args: VerifyArgs) -> Result<ExitCode> {
             broken = Some(format!("{last}: {e}"));
         }
     }
+    let beginning = verifier.beginning();
+    // All of the log directory is read, and it records its rotations:
+    // records missing before it without such a record were deleted. (Files
+    // chosen with -i may well start after an unrecorded rotation.)
+    if let (
+        None,
+        true,
+        Beginning::Unrecorded {
+            from,
+            to,
+            recorded: true,
+        },
+    ) = (&broken, args.files.inputs.is_empty(), &beginning)
+    {
+        let first = files
+            .first()
+            .map(|f| f.path.display().to_string())
+            .unwrap_or_default();
+        let e = Broken::RemovedUnrecorded {
+            from: *from,
+            to: *to,
+        };
+        broken = Some(format!("{first}:1: {e}"));
+    }
     if let Some(b) = broken {
         println!("{b}");
         return Ok(ExitCode::from(1));
     }
     let last = verifier.last().map_or(0, |l| l.seq);
+    let before = match beginning {
+        Beginning::Start => String::new(),
+        Beginning::Rotated {
+            first,
+            last,
+            first_time,
+            last_time,
+            recorded_at,
+        } => {
+            let older = if first > 1 {
+                format!(" (records 1–{} went with older files)", first - 1)
+            } else {
+                String::new()
+            };
+            format!(
+                "; records {first}–{last} ({} to {}) were removed by rotation, as recorded at {}{older}",
+                utc(&first_time),
+                utc(&last_time),
+                utc(&recorded_at)
+            )
+        }
+        Beginning::Unrecorded { from, to, .. } => format!(
+            "; records {from}–{to} are not in these files (no rotation record in them accounts for them)"
+        ),
+    };
     println!(
-        "intact: {} records in {} files, up to record {last}{}",
+        "intact: {} records in {} files, up to record {last}{}{before}",
         verifier.lines(),
         files.len(),
         if tail.is_some() {
@@ -478,4 +527,15 @@ fn verify(args: VerifyArgs) -> Result<ExitCode> {
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A record's `SECS.MSEC` as a UTC date (as given when it is not one).
+fn utc(secs_msec: &str) -> String {
+    let parsed = secs_msec
+        .split_once('.')
+        .and_then(|(s, ms)| Some((s.parse::<u64>().ok()?, ms)));
+    match parsed {
+        Some((secs, ms)) => format!("{}.{ms} UTC", format_utc(secs)),
+        None => secs_msec.to_owned(),
+    }
 }

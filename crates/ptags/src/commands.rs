@@ -205,6 +205,10 @@ fn print_status(s: &Status) {
         c.lost_kernel, c.lost_netlink, c.netlink_overflows, c.lost_ringbuf, a.lost_disk
     );
     println!(
+        "refused requests not recorded (rate limit, counted in the trail): {}",
+        c.suppressed_refusals
+    );
+    println!(
         "containers: {} ({} dropped){}",
         s.container_count,
         s.containers_dropped,

@@ -92,7 +92,8 @@ fn main() {
                 pid: pid(c),
                 tid: None,
             },
-            text: "+UMCM:CONTAINER_ID\n!UMCM:CONTAINER_ID=bench\n+@ptags-bench\n!ptags-bench=1\n".into(),
+            text: "+UMCM:CONTAINER_ID\n!UMCM:CONTAINER_ID=bench\n+@ptags-bench\n!ptags-bench=1\n"
+                .into(),
         });
     }
     println!("{n} requests per client");

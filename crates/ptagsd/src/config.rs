@@ -39,6 +39,10 @@ pub struct Audit {
     pub space_left_mib: u64,
     pub space_left_action: DiskAction,
     pub disk_full_action: DiskAction,
+    /// Records of refused requests per user: `refusal_burst` at once,
+    /// then `refusal_rate` a second; the rest is counted.
+    pub refusal_burst: u32,
+    pub refusal_rate: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +199,8 @@ impl Config {
             ("audit.max_log_file_mib", a.max_log_file_mib, 1),
             ("audit.num_logs", u64::from(a.num_logs), 1),
             ("audit.freq", a.freq, 1),
+            ("audit.refusal_burst", u64::from(a.refusal_burst), 1),
+            ("audit.refusal_rate", u64::from(a.refusal_rate), 1),
         ] {
             if value < min {
                 bail!("{key} must be at least {min}, not {value}");
@@ -271,6 +277,9 @@ mod tests {
                 "max_tag_bytes_per_uid",
             ),
             ("[audit]\nflush = 1", "flush"),
+            ("[audit]\nrefusal_burst = 0", "refusal_burst"),
+            ("[audit]\nrefusal_rate = 0", "refusal_rate"),
+            ("[audit]\nrefusal_rate = -5", "refusal_rate"),
             (&format!("socket = \"/{}\"", "s".repeat(120)), "107 bytes"),
         ] {
             let err = format!("{:#}", Config::parse(text).unwrap_err());

@@ -76,9 +76,12 @@ fn every_row_of_the_write_table() {
             "{lines:?}: {err}"
         );
     };
-    ok(&["+S:X", "+S:A:B.c", "!S:A:B.c=v", "+S"], "S\nS:A:B.c=v\nS:X\n");
+    ok(
+        &["+S:X", "+S:A:B.c", "!S:A:B.c=v", "+S"],
+        "S\nS:A:B.c=v\nS:X\n",
+    );
     ok(&["+S:A:B.c"], "S\nS:A:B.c=v\nS:X\n"); // add keeps a value
-    // `+` never gives a value (the 2016 module's EINVAL): nothing changes.
+                                              // `+` never gives a value (the 2016 module's EINVAL): nothing changes.
     fails(&["+S:X=other"], 1, "EINVAL");
     fails(&["+@K=1"], 1, "EINVAL");
     ok(&["+@K", "!K=1"], "@K=1\nS\nS:A:B.c=v\nS:X\n");
@@ -111,8 +114,15 @@ fn every_row_of_the_write_table() {
     fails(&["+ptags:x"], 1, "EINVAL");
     // A full-size value in one write.
     let big = format!("!big={}", "v".repeat(32700));
-    ok(&["-", "+big", &big], &format!("big={}\n", "v".repeat(32700)));
-    fails(&["+big2", &format!("!big2={}", "v".repeat(32701))], 2, "EINVAL");
+    ok(
+        &["-", "+big", &big],
+        &format!("big={}\n", "v".repeat(32700)),
+    );
+    fails(
+        &["+big2", &format!("!big2={}", "v".repeat(32701))],
+        2,
+        "EINVAL",
+    );
     // A final line without its newline, and invalid UTF-8, from stdin.
     let via_stdin = |input: &[u8]| write_stdin(&d, p, input);
     let (code, err) = via_stdin(b"-\n+a\n+b");
@@ -148,10 +158,12 @@ fn fork_inherits_exec_prunes_and_run_starts_labelled() {
     let d = Daemon::start("life-cycle", "");
     // The shell gets its tags at exec from `ptags run`; its subshell
     // (a fork) has them all; an exec'd child only the kept ones.
-    let out = d.sh("ptags run --write +@kept --write '!kept=1' --write +gone -- sh -c '\
+    let out = d.sh(
+        "ptags run --write +@kept --write '!kept=1' --write +gone -- sh -c '\
             ptags read $$; echo ---; \
             (while :; do sleep 1; done) >/dev/null & F=$!; ptags read $F; kill $F; echo ---; \
-            sh -c \"ptags read \\$\\$\"'");
+            sh -c \"ptags read \\$\\$\"'",
+    );
     assert_eq!(
         out,
         "gone\n@kept=1\n---\ngone\n@kept=1\n---\n@kept=1\n--stderr--\n",

@@ -6,7 +6,7 @@
 mod common;
 
 use common::trail::{disk_losses_reported, log_files, read_trail, wait_for_trail, Tmpfs};
-use common::{can_run, stdout, wait_until, Daemon};
+use common::{can_run, stdout, test_user, wait_until, Daemon};
 
 /// Config for a daemon writing into `dir`, with exec and exit records.
 fn config(dir: &std::path::Path, audit: &str) -> String {
@@ -260,5 +260,104 @@ fn space_left_suspends_before_the_disk_is_full() {
     assert!(text.contains("source=disk reason=suspended"), "{text}");
     assert_eq!(disk_losses_reported(&text), d.audit_counter("lost_disk"));
     let (ok, out) = d.verify_dir(tmpfs.path());
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn verify_tells_what_rotation_removed_and_finds_an_unrecorded_deletion() {
+    if !can_run("verify_tells_what_rotation_removed") {
+        return;
+    }
+    let mut d = Daemon::start(
+        "trail-removed",
+        "[audit]\nkernel = false\nprocess_records = true\nmax_log_file_mib = 1\nnum_logs = 3\n",
+    );
+    // More than 4 MiB: two files or more are deleted.
+    execs(&d, 8282, 10000);
+    d.stop();
+    let text = read_trail(&d.log_dir);
+    assert!(text.contains("type=PTAGS_ROTATE "), "no rotation record");
+    let (ok, out) = d.verify_dir(&d.log_dir);
+    assert!(
+        ok && out.starts_with("intact") && out.contains("were removed by rotation, as recorded at"),
+        "{out}"
+    );
+    // The oldest file's removal is exactly what its successor continues.
+    let files = log_files(&d.log_dir);
+    let first = std::fs::read_to_string(&files[0]).unwrap();
+    let prev = first.split(" prev-seq=").nth(1).unwrap();
+    let prev = prev.split(' ').next().unwrap();
+    assert!(
+        out.contains(&format!("–{prev} (")),
+        "records up to {prev}: {out}"
+    );
+
+    // An oldest file deleted by someone else: no record says so.
+    std::fs::remove_file(&files[0]).unwrap();
+    let (ok, out) = d.verify_dir(&d.log_dir);
+    assert!(
+        !ok && out.contains("no rotation record says they were removed"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_flood_of_refused_writes_is_limited_and_rotates_nothing_away() {
+    if !can_run("a_flood_of_refused_writes") {
+        return;
+    }
+    let uid = test_user();
+    let d = Daemon::start(
+        "trail-flood",
+        "[audit]\nkernel = false\nmax_log_file_mib = 1\nnum_logs = 2\n",
+    );
+    mark(&d, "before:flood");
+    // As the report: `+a` and 66 KB of comments, refused (the
+    // user may not write to pid 1), 400 times.
+    let text = format!("+a\n{}", format!("#{}\n", "x".repeat(98)).repeat(660));
+    std::fs::write(d.dir.path().join("flood.txt"), &text).unwrap();
+    let out = d.sh_as(
+        "i=0; while [ $i -lt 400 ]; do ptags write 1 <flood.txt >/dev/null 2>&1; i=$((i+1)); done",
+        Some(uid),
+    );
+    assert_eq!(out, "--stderr--\n");
+    let refused = |t: &str| {
+        t.lines()
+            .filter(|l| {
+                l.starts_with("type=PTAGS_OP")
+                    && l.contains(&format!(" uid={uid} "))
+                    && l.contains("res=failed")
+            })
+            .count() as u64
+    };
+    let suppressed = |t: &str| -> u64 {
+        t.lines()
+            .filter(|l| {
+                l.starts_with("type=PTAGS_SUPPRESSED") && l.contains(&format!("uid={uid} "))
+            })
+            .map(|l| {
+                let n = l.split(" suppressed=").nth(1).unwrap();
+                n.split(' ').next().unwrap().parse::<u64>().unwrap()
+            })
+            .sum()
+    };
+    // Every refusal is either recorded or counted (the count is written
+    // within a second).
+    wait_for_trail(&d, "every refusal recorded or counted", |t| {
+        refused(t) + suppressed(t) == 400
+    });
+    let trail = read_trail(&d.log_dir);
+    let (recorded, counted) = (refused(&trail), suppressed(&trail));
+    assert!(
+        recorded >= 20 && counted > 0,
+        "{recorded} recorded, {counted} counted"
+    );
+    assert_eq!(d.audit_counter("suppressed_refusals"), counted);
+    // The records carry a prefix of the text, its length and digest.
+    assert!(trail.contains(&format!("text-len={}", text.len())));
+    // Nothing was rotated away: the root's write before the flood is there.
+    assert!(trail.contains(&hex_of_mark("before:flood")));
+    assert!(!d.log_dir.join("audit.log.1").exists(), "rotated");
+    let (ok, out) = d.verify_dir(&d.log_dir);
     assert!(ok, "{out}");
 }

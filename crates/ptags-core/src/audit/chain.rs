@@ -12,6 +12,12 @@
 //! and hash it continues from (`prev-seq`, `prev-mac`) and the key it is
 //! sealed with (`key-id`), so that one file can be verified alone and a
 //! series of rotated files is checked to join without a gap.
+//!
+//! A file deleted by rotation is said in a `PTAGS_ROTATE` record (in the
+//! file started after it): its first and last sequence numbers and the
+//! last MAC, which the oldest remaining file must join. The verifier
+//! collects them and tells records removed by rotation from records
+//! deleted without a record ([`Verifier::beginning`]).
 
 use std::fmt;
 
@@ -245,6 +251,75 @@ pub enum Broken {
     Truncated { last: u64, expected: u64 },
     #[error("the last record {seq} is not the one the daemon wrote last")]
     TailMismatch { seq: u64 },
+    #[error("records {from} to {to} are missing before this file, and no rotation record says they were removed (deleted)")]
+    RemovedUnrecorded { from: u64, to: u64 },
+}
+
+/// A file deleted by rotation, as its `PTAGS_ROTATE` record says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    pub first: u64,
+    pub last: u64,
+    pub last_mac: Mac,
+    /// Its first and last records' times (`SECS.MSEC`).
+    pub first_time: String,
+    pub last_time: String,
+    /// The time of the record saying so.
+    pub recorded_at: String,
+}
+
+impl Removal {
+    /// From a sealed line, if it is a `PTAGS_ROTATE` record.
+    fn parse(content: &str) -> Option<Removal> {
+        // The type leads the record, before any untrusted text.
+        let json_type = content.split_once(',').map(|(_, members)| members);
+        if !content.starts_with("type=PTAGS_ROTATE ")
+            && !json_type.is_some_and(|m| m.starts_with("\"type\":\"PTAGS_ROTATE\""))
+        {
+            return None;
+        }
+        let time = |key| log_field(content, key).unwrap_or("?").to_owned();
+        Some(Removal {
+            first: log_field(content, "first-seq")?.parse().ok()?,
+            last: log_field(content, "last-seq")?.parse().ok()?,
+            last_mac: Mac::parse(log_field(content, "last-mac")?)?,
+            first_time: time("first-time"),
+            last_time: time("last-time"),
+            recorded_at: record_time(content).unwrap_or("?").to_owned(),
+        })
+    }
+}
+
+/// What comes before the first file verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Beginning {
+    /// Nothing: it starts the trail.
+    Start,
+    /// Records `first` to `last` were deleted by rotation, as the
+    /// trail's `PTAGS_ROTATE` records say (the last of them recorded at
+    /// `recorded_at`); the records before `first`, if any, went with
+    /// older files, the record of it too.
+    Rotated {
+        first: u64,
+        last: u64,
+        first_time: String,
+        last_time: String,
+        recorded_at: String,
+    },
+    /// Records `from` to `to` are not in these files and no rotation
+    /// record in them accounts for them. `recorded`: the files do hold
+    /// rotation records (of earlier files), so a daemon that rotates
+    /// would have recorded this one too.
+    Unrecorded { from: u64, to: u64, recorded: bool },
+}
+
+/// The time (`SECS.MSEC`) of a sealed line's record, in either format.
+pub fn record_time(content: &str) -> Option<&str> {
+    let (rest, end) = match content.split_once("msg=audit(") {
+        Some((_, rest)) => (rest, ':'),
+        None => (content.split_once("\"time\":\"")?.1, '"'),
+    };
+    rest.split(end).next()
 }
 
 /// Checks lines in the order they were written, file after file.
@@ -254,6 +329,9 @@ pub struct Verifier {
     last: Option<Link>,
     at_file_start: bool,
     lines: u64,
+    /// Where the first file continues the trail from.
+    start: Option<Link>,
+    removals: Vec<Removal>,
 }
 
 /// A field of our own `PTAGS_LOG` record, in text or JSON content.
@@ -272,6 +350,8 @@ impl Verifier {
             last: from,
             at_file_start: true,
             lines: 0,
+            start: from,
+            removals: Vec::new(),
         }
     }
 
@@ -315,6 +395,8 @@ impl Verifier {
             mac: sealed.mac,
         });
         self.lines += 1;
+        // Authentic now: its hash matched.
+        self.removals.extend(Removal::parse(sealed.content));
         Ok(())
     }
 
@@ -344,8 +426,54 @@ impl Verifier {
             }
         }
         self.last = Some(prev);
+        self.start.get_or_insert(prev);
         self.at_file_start = false;
         Ok(())
+    }
+
+    /// What comes before the first file, after the last line: the
+    /// records removed by rotation (walking back from the first file
+    /// through the rotation records, each file joining the one after it),
+    /// or records missing with no record of their removal.
+    pub fn beginning(&self) -> Beginning {
+        let start = match self.start {
+            Some(s) if s.seq > 0 => s,
+            _ => return Beginning::Start,
+        };
+        let joined = self
+            .removals
+            .iter()
+            .rev()
+            .find(|r| r.last == start.seq && r.last_mac == start.mac);
+        let Some(joined) = joined else {
+            let from = self
+                .removals
+                .iter()
+                .map(|r| r.last)
+                .filter(|&l| l < start.seq)
+                .max()
+                .map_or(1, |l| l + 1);
+            return Beginning::Unrecorded {
+                from,
+                to: start.seq,
+                recorded: !self.removals.is_empty(),
+            };
+        };
+        let mut earliest = joined;
+        while let Some(r) = self
+            .removals
+            .iter()
+            .find(|r| r.last + 1 == earliest.first && r.first <= r.last)
+        {
+            earliest = r;
+        }
+        Beginning::Rotated {
+            first: earliest.first,
+            last: start.seq,
+            first_time: earliest.first_time.clone(),
+            last_time: joined.last_time.clone(),
+            recorded_at: joined.recorded_at.clone(),
+        }
     }
 
     /// After the last line: compares with where the daemon says it

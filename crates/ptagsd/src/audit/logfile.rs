@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use log::{error, info, warn};
-use ptags_core::audit::chain::{Key, LineFormat, Link, Sealer, KEY_LEN};
+use ptags_core::audit::chain::{record_time, Key, LineFormat, Link, Sealed, Sealer, KEY_LEN};
 use ptags_core::audit::{json_members, Stamp};
 
 use crate::config::{Audit, DiskAction, Flush, LogFormat};
@@ -75,6 +75,9 @@ pub struct LogFile {
     unreported: DiskLoss,
     /// The file has no opening record yet: it is written first (`op`).
     opening: Option<&'static str>,
+    /// Files deleted and not yet said in the trail: when, and the body
+    /// of their `PTAGS_ROTATE` record (written after the opening).
+    removed: Vec<(Duration, String)>,
     low_on_space: bool,
     warned_full: bool,
     /// Lines written, and records lost for lack of space, since start.
@@ -108,7 +111,8 @@ pub fn load_key(path: &Path) -> Result<Key> {
     }
 }
 
-fn now() -> Duration {
+/// Now, since the epoch: the time of daemon records.
+pub fn now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -180,6 +184,7 @@ impl LogFile {
             writing: Writing::On,
             unreported: DiskLoss::default(),
             opening: Some("open"),
+            removed: Vec::new(),
             low_on_space: false,
             warned_full: false,
             written: 0,
@@ -268,14 +273,17 @@ impl LogFile {
             self.pending.clear();
             return Ok(());
         }
-        let mut records = Vec::with_capacity(self.pending.len() + 2);
+        let mut records = Vec::with_capacity(self.pending.len() + 2 + self.removed.len());
         if let Some(op) = self.opening {
             records.push(self.opening_record(op));
+        }
+        for (at, body) in &self.removed {
+            records.push(Pending::daemon("PTAGS_ROTATE", *at, body.clone()));
         }
         if self.unreported.lost > 0 {
             records.push(self.loss_record());
         }
-        // Those two are made again from the state when the write fails.
+        // Those are made again from the state when the write fails.
         let made_here = records.len();
         records.append(&mut self.pending);
         let before = self.sealer.clone();
@@ -289,6 +297,7 @@ impl LogFile {
         match self.file.write_all(&buf) {
             Ok(()) => {
                 self.opening = None;
+                self.removed.clear();
                 self.unreported.lost = 0;
                 self.warned_full = false;
                 self.size += buf.len() as u64;
@@ -402,8 +411,10 @@ impl LogFile {
         }
         for i in (1..self.config.num_logs).rev() {
             let old = self.dir.join(format!("audit.log.{i}"));
+            let held = removal_record(&old, "space");
             match fs::remove_file(&old) {
                 Ok(()) => {
+                    self.removed.extend(held.map(|body| (now(), body)));
                     warn!(
                         "{}: space is short; deleted {}",
                         self.path.display(),
@@ -430,10 +441,15 @@ impl LogFile {
             Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         };
-        if n <= 1 {
-            gone(fs::remove_file(&self.path))?;
+        let oldest = if n <= 1 {
+            self.path.clone()
         } else {
-            gone(fs::remove_file(numbered(n - 1)))?;
+            numbered(n - 1)
+        };
+        let held = removal_record(&oldest, "rotate");
+        gone(fs::remove_file(&oldest))?;
+        self.removed.extend(held.map(|body| (now(), body)));
+        if n > 1 {
             for i in (1..n - 1).rev() {
                 gone(fs::rename(numbered(i), numbered(i + 1)))?;
             }
@@ -496,21 +512,143 @@ impl LogFile {
     }
 }
 
-/// The chain position of the last sealed line of a file, if any: the
-/// file is ahead of the tail file when the daemon stopped between the
-/// two writes.
-fn last_link(path: &Path) -> Option<Link> {
+/// The last line of a file (within its last MiB), if any.
+fn last_line(path: &Path) -> Option<String> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = File::open(path).ok()?;
     let len = f.metadata().ok()?.len();
     let start = len.saturating_sub(1 << 20);
     f.seek(SeekFrom::Start(start)).ok()?;
-    let mut text = String::new();
-    f.read_to_string(&mut text).ok()?;
-    let line = text.lines().next_back()?;
-    let sealed = ptags_core::audit::chain::Sealed::split(line)?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    text.lines().next_back().map(str::to_owned)
+}
+
+/// The chain position of the last sealed line of a file, if any: the
+/// file is ahead of the tail file when the daemon stopped between the
+/// two writes.
+fn last_link(path: &Path) -> Option<Link> {
+    let line = last_line(path)?;
+    let sealed = Sealed::split(&line)?;
     Some(Link {
         seq: sealed.seq,
         mac: sealed.mac,
     })
+}
+
+/// The body of the `PTAGS_ROTATE` record of a file about to be deleted:
+/// the records it holds (first and last sequence numbers and times) and
+/// the link the next file joins (the last MAC), so that `ptags audit
+/// verify` can tell their absence from a deletion no one recorded.
+/// `None` when the file is missing or holds no sealed line.
+fn removal_record(path: &Path, reason: &str) -> Option<String> {
+    use std::io::{BufRead, BufReader};
+    let mut first = String::new();
+    BufReader::new(File::open(path).ok()?)
+        .read_line(&mut first)
+        .ok()?;
+    let last = last_line(path)?;
+    let (first, last) = (Sealed::split(first.trim_end())?, Sealed::split(&last)?);
+    Some(format!(
+        "op=delete file=\"{}\" reason={reason} first-seq={} last-seq={} last-mac={} first-time={} last-time={}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        first.seq,
+        last.seq,
+        last.mac,
+        record_time(first.content).unwrap_or("?"),
+        record_time(last.content).unwrap_or("?"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use ptags_core::audit::chain::{Beginning, Broken, Verifier};
+
+    /// A log of 1 MiB files, `num_logs` of them, and its key.
+    fn small_log(dir: &Path, format: LogFormat, num_logs: u32) -> (LogFile, Key) {
+        let mut config = Config::defaults().audit;
+        config.format = format;
+        config.max_log_file_mib = 1;
+        config.num_logs = num_logs;
+        config.flush = Flush::None;
+        config.space_left_mib = 0;
+        let key = Key::new([9; KEY_LEN]);
+        let log = LogFile::open(&dir.join("log"), dir, &config, key.clone()).unwrap();
+        (log, key)
+    }
+
+    /// Verifies the files in `dir`, oldest first, as `ptags audit verify` does.
+    fn verify(dir: &Path, key: &Key) -> (Result<(), Broken>, Beginning) {
+        let mut files: Vec<PathBuf> = (1..10)
+            .rev()
+            .map(|i| dir.join(format!("audit.log.{i}")))
+            .filter(|p| p.exists())
+            .collect();
+        files.push(dir.join("audit.log"));
+        let mut v = Verifier::new(key.clone(), None);
+        for f in files {
+            v.start_file();
+            for line in fs::read_to_string(f).unwrap().lines() {
+                if let Err(e) = v.verify(line) {
+                    return (Err(e), v.beginning());
+                }
+            }
+        }
+        (Ok(()), v.beginning())
+    }
+
+    #[test]
+    fn a_file_deleted_by_rotation_is_recorded_and_verify_tells_it() {
+        for format in [LogFormat::Audit, LogFormat::Json] {
+            let tmp = tempfile::tempdir().unwrap();
+            let (mut log, key) = small_log(tmp.path(), format, 3);
+            let dir = tmp.path().join("log");
+            // Nothing deleted yet: the trail starts at its beginning.
+            log.push_daemon("PTAGS_OP", "op=write".into());
+            log.commit().unwrap();
+            assert_eq!(verify(&dir, &key), (Ok(()), Beginning::Start));
+            // About 8 MiB through 1 MiB files, 3 kept.
+            for i in 0..800 {
+                for j in 0..10 {
+                    log.push_daemon("PTAGS_OP", format!("n={i}.{j} pad={}", "x".repeat(1000)));
+                }
+                log.commit().unwrap();
+            }
+            let (ok, beginning) = verify(&dir, &key);
+            assert_eq!(ok, Ok(()), "{format:?}");
+            let first_file = fs::read_to_string(dir.join("audit.log.2")).unwrap();
+            let start = Sealed::split(first_file.lines().next().unwrap())
+                .unwrap()
+                .seq
+                - 1;
+            let Beginning::Rotated { first, last, .. } = beginning else {
+                panic!("{format:?}: {beginning:?}");
+            };
+            assert_eq!(last, start, "{format:?}");
+            // Each kept file holds the record of one deleted file; the
+            // records of older ones went with them.
+            assert!(first > 1 && first < last, "{first} {last}");
+            let live = fs::read_to_string(dir.join("audit.log")).unwrap();
+            let second = live.lines().nth(1).unwrap();
+            assert!(
+                second.contains("PTAGS_ROTATE")
+                    && second.contains("reason=rotate")
+                    && second.contains(&format!("last-seq={last}")),
+                "{second}"
+            );
+
+            // Deleting the oldest file without a record leaves records
+            // no rotation record accounts for.
+            fs::remove_file(dir.join("audit.log.2")).unwrap();
+            let (ok, beginning) = verify(&dir, &key);
+            assert_eq!(ok, Ok(()));
+            assert!(
+                matches!(beginning, Beginning::Unrecorded { from, recorded: true, .. } if from == last + 1),
+                "{beginning:?}"
+            );
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! container of their task, the daemon's own operations are recorded,
 //! and everything is sealed into the log file.
 
+mod limit;
 pub mod logfile;
 pub mod netlink;
 mod records;
@@ -21,6 +22,8 @@ use ptags_core::ContainerId;
 
 use crate::config::Config;
 use crate::daemon::{Caller, Daemon};
+use crate::process::CAP_AUDIT_CONTROL;
+use limit::RefusalLimit;
 use logfile::{load_key, LogFile};
 use netlink::{KernelMessage, KernelStatus};
 use ptags_proto::{AuditCounters, AuditStatus, Failure, Response};
@@ -57,6 +60,8 @@ pub struct Trail {
     overflowed_after: Option<u64>,
     last_serial: u64,
     process_records: bool,
+    /// Records of refused requests, per user.
+    refusals: RefusalLimit,
     pub(crate) counters: AuditCounters,
 }
 
@@ -96,6 +101,7 @@ impl Trail {
             overflowed_after: None,
             last_serial: 0,
             process_records: config.audit.process_records,
+            refusals: RefusalLimit::new(config.audit.refusal_burst, config.audit.refusal_rate),
             counters: AuditCounters::default(),
         })
     }
@@ -105,6 +111,30 @@ impl Trail {
             "PTAGS_LOST",
             format!("source={source} reason={reason} lost={lost} total={total}"),
         );
+    }
+
+    /// Whether a refusal of `caller`'s may be recorded: always for a
+    /// caller with CAP_AUDIT_CONTROL, else within its user's rate limit.
+    fn admit_refusal(&mut self, caller: &Caller) -> bool {
+        if caller.creds.has_cap(CAP_AUDIT_CONTROL) {
+            return true;
+        }
+        let admitted = self
+            .refusals
+            .admit(caller.creds.uids[0], Instant::now(), logfile::now());
+        if !admitted {
+            self.counters.suppressed_refusals += 1;
+        }
+        admitted
+    }
+
+    /// Writes the counts of suppressed refusals that are due (every one
+    /// when `all`).
+    fn record_suppressed(&mut self, all: bool) {
+        for s in self.refusals.due(Instant::now(), all) {
+            self.log
+                .push_daemon("PTAGS_SUPPRESSED", records::suppressed(&s));
+        }
     }
 
     pub(crate) fn remember_dropped(&mut self, id: u64, parent: Option<u64>) {
@@ -249,6 +279,7 @@ impl Daemon<'_> {
         for event in done {
             self.write_kernel_event(event);
         }
+        self.trail.record_suppressed(false);
         if self.trail.last_check.elapsed() >= Duration::from_secs(1) {
             self.trail.last_check = Instant::now();
             self.count_losses();
@@ -275,13 +306,17 @@ impl Daemon<'_> {
         }
     }
 
-    /// Records a tag operation, done or refused.
+    /// Records a tag operation, done, or refused within the caller's
+    /// rate limit.
     pub(crate) fn record_tag_op(
         &mut self,
         caller: &Caller,
         op: &TagOp<'_>,
         result: &Result<Response, Failure>,
     ) {
+        if result.is_err() && !self.trail.admit_refusal(caller) {
+            return;
+        }
         let chain = self.contid_of(op.pid).map(|id| self.chain(id));
         let threads = match result {
             Ok(Response::Written { threads }) => Some(*threads),
@@ -315,7 +350,8 @@ impl Daemon<'_> {
         self.trail.log.push_daemon("CONTAINER_OP", body);
     }
 
-    /// Records a refused container-ID change.
+    /// Records a refused container-ID change, within the caller's rate
+    /// limit.
     pub(crate) fn record_refused_contid(
         &mut self,
         caller: &Caller,
@@ -323,6 +359,9 @@ impl Daemon<'_> {
         id: u64,
         failure: &Failure,
     ) {
+        if !self.trail.admit_refusal(caller) {
+            return;
+        }
         let old = self.contid_of(pid).map(ContainerId::get);
         let body = container_op("set", pid, id, old, &caller.subject, Some(failure));
         self.trail.log.push_daemon("CONTAINER_OP", body);
@@ -347,6 +386,7 @@ impl Daemon<'_> {
         for event in done {
             self.write_kernel_event(event);
         }
+        self.trail.record_suppressed(true);
         self.trail.log.commit()
     }
 

@@ -6,11 +6,16 @@ use ptags_core::contid::{format_contid, Chain, Style};
 use ptags_core::{ContainerId, Errno};
 use ptags_proto::Failure;
 
+use std::time::Duration;
+
 use super::chain_text;
+use super::limit::Suppressed;
 
 /// Bytes of a write's text a record carries; past that, its length and
-/// digest stand for the rest.
-pub const MAX_RECORDED_TEXT: usize = 64 * 1024;
+/// digest stand for the rest. Small, so that a caller's long texts
+/// (refused ones cost it nothing) cannot fill the trail and rotate older
+/// records away.
+pub const MAX_RECORDED_TEXT: usize = 1024;
 
 fn result_fields(fields: &mut Vec<(String, String)>, failure: Option<&Failure>) {
     match failure {
@@ -165,6 +170,23 @@ pub fn tag_op(
     format_fields(&fields)
 }
 
+/// `PTAGS_SUPPRESSED`: refused requests of one user that were not
+/// recorded (rate limit), from `since` to `until` (since the epoch).
+pub fn suppressed(s: &Suppressed) -> String {
+    let stamp = |t: Duration| format!("{}.{:03}", t.as_secs(), t.subsec_millis());
+    let fields = vec![
+        ("uid".to_owned(), s.uid.to_string()),
+        ("suppressed".to_owned(), s.count.to_string()),
+        ("since".to_owned(), stamp(s.since)),
+        ("until".to_owned(), stamp(s.until)),
+        (
+            "ongoing".to_owned(),
+            if s.ongoing { "yes" } else { "no" }.to_owned(),
+        ),
+    ];
+    format_fields(&fields)
+}
+
 /// `PTAGS_EXEC`, `PTAGS_EXIT`: a task in a container started a program
 /// or exited.
 pub fn process_record(e: &Event, chain: Option<&Chain>) -> String {
@@ -179,4 +201,63 @@ pub fn process_record(e: &Event, chain: Option<&Chain>) -> String {
         ("contid".to_owned(), chain_text(chain)),
     ];
     format_fields(&fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller() -> Subject {
+        Subject {
+            pid: 42,
+            uid: 1000,
+            auid: 1000,
+            ses: 3,
+            comm: b"ptags".to_vec(),
+        }
+    }
+
+    fn write(text: &str) -> TagOp<'_> {
+        TagOp {
+            op: "write",
+            pid: 7,
+            tid: None,
+            text: Some(text),
+            new_contid: None,
+        }
+    }
+
+    #[test]
+    fn a_long_text_is_recorded_as_a_prefix_its_length_and_digest() {
+        let refused = Failure::new(Errno::Eperm, "no");
+        let text = format!("+a\n{}", "#".repeat(66 * 1024));
+        for failure in [None, Some(&refused)] {
+            let body = tag_op(&write(&text), None, &caller(), None, failure);
+            let prefix = encode_untrusted(&text.as_bytes()[..MAX_RECORDED_TEXT]);
+            assert!(body.contains(&format!(" text={prefix} ")), "{body}");
+            assert!(body.contains(&format!(" text-len={} ", text.len())));
+            let digest = blake3::hash(text.as_bytes()).to_hex().to_string();
+            assert!(body.contains(&format!(" text-digest={digest} ")));
+            // A refused flood costs about 2 KiB a record, not 64.
+            assert!(body.len() < 2 * MAX_RECORDED_TEXT + 512, "{}", body.len());
+        }
+        let short = tag_op(&write("+a\n"), None, &caller(), Some(1), None);
+        assert!(!short.contains("text-len") && !short.contains("text-digest"));
+        assert!(short.ends_with("res=success threads=1"), "{short}");
+    }
+
+    #[test]
+    fn a_suppression_names_the_user_the_count_and_the_times() {
+        let s = Suppressed {
+            uid: 1000,
+            count: 380,
+            since: Duration::from_millis(1_700_000_000_250),
+            until: Duration::from_millis(1_700_000_001_007),
+            ongoing: true,
+        };
+        assert_eq!(
+            suppressed(&s),
+            "uid=1000 suppressed=380 since=1700000000.250 until=1700000001.007 ongoing=yes"
+        );
+    }
 }
