@@ -301,6 +301,9 @@ pub struct Status {
     pub requests_ok: u64,
     pub requests_failed: u64,
     pub requests_malformed: u64,
+    /// Connections refused for a user's or the total limit.
+    #[serde(default)]
+    pub connections_refused: u64,
     /// Tag sets collected because no task used them any more.
     pub sets_collected: u64,
     pub containers_dropped: u64,
@@ -347,6 +350,9 @@ pub struct AuditCounters {
     /// older daemons' answers.
     #[serde(default)]
     pub suppressed_refusals: u64,
+    /// ptrace attaches across a container boundary (PTAGS_PTRACE records).
+    #[serde(default)]
+    pub cross_container_ptrace: u64,
 }
 
 /// A successful answer.

@@ -179,8 +179,8 @@ fn print_status(s: &Status) {
         s.tag_sets, s.sets_collected
     );
     println!(
-        "requests: {} answered, {} refused, {} malformed",
-        s.requests_ok, s.requests_failed, s.requests_malformed
+        "requests: {} answered, {} refused, {} malformed; {} connections refused",
+        s.requests_ok, s.requests_failed, s.requests_malformed, s.connections_refused
     );
     let lost: Vec<String> = s
         .lost

@@ -88,6 +88,8 @@ pub struct Limits {
     pub max_containers: u32,
     pub max_depth: u32,
     pub max_connections: u32,
+    pub max_connections_per_uid: u32,
+    pub privileged_connections: u32,
     pub max_inflight_bytes: u64,
     pub max_inflight_bytes_per_uid: u64,
     pub privileged_reserve_bytes: u64,
@@ -171,7 +173,12 @@ impl Config {
         for (key, value, min) in [
             ("limits.max_containers", u64::from(l.max_containers), 1),
             ("limits.max_depth", u64::from(l.max_depth), 1),
-            ("limits.max_connections", u64::from(l.max_connections), 1),
+            ("limits.max_connections", u64::from(l.max_connections), 2),
+            (
+                "limits.max_connections_per_uid",
+                u64::from(l.max_connections_per_uid),
+                1,
+            ),
             ("limits.max_inflight_bytes", l.max_inflight_bytes, 1 << 20),
             (
                 "limits.max_inflight_bytes_per_uid",
@@ -208,6 +215,9 @@ impl Config {
         }
         if a.num_logs > 999 {
             bail!("audit.num_logs may be at most 999");
+        }
+        if l.privileged_connections >= l.max_connections {
+            bail!("limits.privileged_connections must be less than limits.max_connections");
         }
         if l.privileged_reserve_bytes >= l.max_inflight_bytes {
             bail!("limits.privileged_reserve_bytes must be less than limits.max_inflight_bytes");

@@ -27,6 +27,8 @@ pub struct Counters {
     pub requests_ok: AtomicU64,
     pub requests_failed: AtomicU64,
     pub requests_malformed: AtomicU64,
+    /// Connections refused for a user's or the total limit.
+    pub connections_refused: AtomicU64,
 }
 
 impl Caller {
@@ -461,6 +463,7 @@ impl<'k> Daemon<'k> {
             requests_ok: c.requests_ok.load(Ordering::Relaxed),
             requests_failed: c.requests_failed.load(Ordering::Relaxed),
             requests_malformed: c.requests_malformed.load(Ordering::Relaxed),
+            connections_refused: c.connections_refused.load(Ordering::Relaxed),
             sets_collected: self.sets_collected,
             containers_dropped: self.containers_dropped,
             lost: lost

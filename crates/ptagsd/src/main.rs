@@ -121,6 +121,7 @@ fn serve(config: Config) -> Result<()> {
         )?;
     }
     server::start(&config, Arc::clone(&counters), inputs)?;
+    warn_of_ptrace_scope();
     info!(
         "serving {} (pins under {}, state in {}, audit trail {})",
         config.socket.display(),
@@ -142,6 +143,23 @@ fn serve(config: Config) -> Result<()> {
         config.pin_dir.display()
     );
     result
+}
+
+/// A process may ptrace another of its user's processes in another
+/// container (or on the host) and act as it; nothing a tracepoint sees can
+/// stop that (docs/daemon.md, "ptrace"). Yama's ptrace_scope 1 or more
+/// keeps it to a tracer's descendants, and CAP_SYS_PTRACE holders.
+fn warn_of_ptrace_scope() {
+    let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope");
+    match scope.as_deref().map(str::trim) {
+        Ok("0") => warn!(
+            "kernel.yama.ptrace_scope is 0: a process in a container may ptrace any process of its user outside it and act as that process; set it to 1 or more (sysctl kernel.yama.ptrace_scope=1)"
+        ),
+        Err(_) => warn!(
+            "Yama is not active (no /proc/sys/kernel/yama/ptrace_scope): a process in a container may ptrace any process of its user outside it"
+        ),
+        Ok(_) => {}
+    }
 }
 
 /// Serves requests and kernel records until a signal, or until the audit

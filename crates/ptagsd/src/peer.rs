@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 
-use crate::process::{Creds, Pidfd};
+use crate::process::{Creds, Pidfd, CAP_AUDIT_CONTROL, CAP_SYS_ADMIN};
 
 /// `SO_PASSPIDFD` and `SCM_PIDFD` (Linux 6.5), which this libc lacks.
 const SO_PASSPIDFD: libc::c_int = 76;
@@ -88,38 +88,66 @@ impl Ceiling {
         init_userns: false,
     };
 
+    /// Whether these capabilities make a runtime or an administrator:
+    /// CAP_AUDIT_CONTROL or CAP_SYS_ADMIN in the initial user namespace.
+    pub fn privileged(&self) -> bool {
+        let caps = (1u64 << CAP_AUDIT_CONTROL) | (1u64 << CAP_SYS_ADMIN);
+        self.init_userns && self.cap_eff & caps != 0
+    }
+}
+
+/// The process that opened a connection, as it was when it connected.
+#[derive(Debug, Clone, Copy)]
+pub struct Connector {
+    /// Its effective user ID at connect time (`SO_PEERCRED`).
+    pub uid: u32,
+    pub ceiling: Ceiling,
+}
+
+impl Connector {
     /// The connecting process's capabilities, read now, if it still has
     /// the effective user and group the kernel recorded at connect time
     /// and is not between the IDs of a set-ID program. Otherwise, or if
     /// it is gone, nothing: a connection opened by a process that then
     /// became more privileged (a set-ID program run with it as standard
     /// input) gains nothing.
-    pub fn of_connector(stream: &UnixStream) -> std::io::Result<Ceiling> {
+    pub fn of(stream: &UnixStream) -> std::io::Result<Connector> {
         let none = libc::ucred {
             pid: 0,
-            uid: 0,
-            gid: 0,
+            uid: u32::MAX,
+            gid: u32::MAX,
         };
         let cred = socket_option(stream, libc::SO_PEERCRED, none)?;
+        let nothing = Connector {
+            uid: cred.uid,
+            ceiling: Ceiling::NOTHING,
+        };
         let fd: libc::c_int = socket_option(stream, libc::SO_PEERPIDFD, -1)?;
-        if fd < 0 || cred.pid <= 0 {
-            return Ok(Ceiling::NOTHING);
+        if fd < 0 {
+            return Ok(nothing);
         }
         // SAFETY: a fresh fd from the kernel that nothing else owns.
-        let connector = Pidfd::from_fd(cred.pid as u32, unsafe { OwnedFd::from_raw_fd(fd) });
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        if cred.pid <= 0 {
+            return Ok(nothing);
+        }
+        let connector = Pidfd::from_fd(cred.pid as u32, fd);
         let Ok(creds) = Creds::read(connector.pid) else {
-            return Ok(Ceiling::NOTHING);
+            return Ok(nothing);
         };
         if connector.check_alive().is_err()
             || creds.uids[1] != cred.uid
             || creds.gids[1] != cred.gid
             || creds.changing_ids()
         {
-            return Ok(Ceiling::NOTHING);
+            return Ok(nothing);
         }
-        Ok(Ceiling {
-            cap_eff: creds.cap_eff,
-            init_userns: creds.init_userns,
+        Ok(Connector {
+            uid: cred.uid,
+            ceiling: Ceiling {
+                cap_eff: creds.cap_eff,
+                init_userns: creds.init_userns,
+            },
         })
     }
 }
@@ -269,8 +297,9 @@ mod tests {
     fn the_connector_of_this_process_has_its_capabilities() {
         let (_client, server) = pair();
         let me = Creds::read(std::process::id()).unwrap();
-        let ceiling = Ceiling::of_connector(&server).unwrap();
-        assert_eq!(ceiling.cap_eff, me.cap_eff);
-        assert_eq!(ceiling.init_userns, me.init_userns);
+        let connector = Connector::of(&server).unwrap();
+        assert_eq!(connector.uid, me.uids[1]);
+        assert_eq!(connector.ceiling.cap_eff, me.cap_eff);
+        assert_eq!(connector.ceiling.init_userns, me.init_userns);
     }
 }

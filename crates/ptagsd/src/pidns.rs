@@ -91,7 +91,7 @@ impl PidView {
     }
 
     /// The daemon's pid of the process this namespace calls `pid`.
-    fn host_pid(&self, pid: u32) -> Result<u32, Failure> {
+    pub fn host_pid(&self, pid: u32) -> Result<u32, Failure> {
         let dir = std::fs::read_dir("/proc")
             .map_err(|e| Failure::new(Errno::Eio, format!("listing /proc: {e}")))?;
         dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())

@@ -7,7 +7,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,8 +20,8 @@ use ptags_proto::{limits, write_frame, Failure, Request, RequestFrame, Response,
 use crate::audit::netlink::KernelMessage;
 use crate::config::Config;
 use crate::daemon::Counters;
-use crate::peer::{attest_writers, receive, Ceiling, Peer, Writer};
-use crate::process::{Creds, CAP_AUDIT_CONTROL, CAP_SYS_ADMIN};
+use crate::peer::{attest_writers, receive, Ceiling, Connector, Peer, Writer};
+use crate::process::Creds;
 
 /// A request on its way to the daemon's thread, with where to answer.
 pub struct Job {
@@ -39,22 +39,23 @@ pub enum Input {
     KernelOverflow,
 }
 
-/// Request bytes held in memory, charged as they arrive rather than as
-/// a frame announces them, per user and in total. Callers with
+/// A resource shared by every caller (request bytes in memory, open
+/// connections), limited per user and in total. Callers with
 /// CAP_AUDIT_CONTROL or CAP_SYS_ADMIN may also use a reserve the others
-/// cannot touch, and no per-user limit applies to them.
-struct Budget {
+/// cannot touch, and no per-user limit applies to them: whatever local
+/// users do, a runtime or an administrator is still served.
+struct Quota {
     held: Mutex<(u64, HashMap<u32, u64>)>,
     total: u64,
     reserve: u64,
     per_uid: u64,
 }
 
-impl Budget {
-    /// Takes `n` bytes for `uid`; `privileged` is asked only when the
-    /// ordinary limits refuse.
+impl Quota {
+    /// Takes `n` for `uid`; `privileged` is asked only when the ordinary
+    /// limits refuse.
     fn take(&self, uid: u32, n: u64, privileged: impl FnOnce() -> bool) -> bool {
-        let mut held = self.held.lock().expect("the budget lock");
+        let mut held = self.held.lock().expect("the quota lock");
         let (total, by_uid) = &mut *held;
         let mine = by_uid.get(&uid).copied().unwrap_or(0);
         let ordinary = *total + n <= self.total - self.reserve && mine + n <= self.per_uid;
@@ -67,7 +68,7 @@ impl Budget {
     }
 
     fn give_back(&self, uid: u32, n: u64) {
-        let mut held = self.held.lock().expect("the budget lock");
+        let mut held = self.held.lock().expect("the quota lock");
         let (total, by_uid) = &mut *held;
         *total -= n;
         if let Some(mine) = by_uid.get_mut(&uid) {
@@ -79,16 +80,17 @@ impl Budget {
     }
 }
 
-/// Bytes of one request charged to its writer's uid until it is answered.
+/// What a uid holds of a quota until this is dropped: the bytes of one
+/// request until it is answered, or one connection.
 struct Charge<'a> {
-    budget: &'a Budget,
+    quota: &'a Quota,
     uid: u32,
-    bytes: u64,
+    amount: u64,
 }
 
 impl Drop for Charge<'_> {
     fn drop(&mut self) {
-        self.budget.give_back(self.uid, self.bytes);
+        self.quota.give_back(self.uid, self.amount);
     }
 }
 
@@ -129,9 +131,8 @@ impl ReadError {
 struct Shared {
     jobs: SyncSender<Input>,
     counters: Arc<Counters>,
-    connections: AtomicUsize,
-    max_connections: usize,
-    budget: Budget,
+    connections: Quota,
+    memory: Quota,
     request_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -141,6 +142,7 @@ struct Connection<'a> {
     stream: UnixStream,
     shared: &'a Shared,
     ceiling: Ceiling,
+    _slot: Charge<'a>,
 }
 
 /// A request frame read whole, its writer and the memory it holds.
@@ -208,15 +210,19 @@ impl<'a> Connection<'a> {
                 Ok(creds) => {
                     let creds = creds.capped(&self.ceiling);
                     writer.pidfd.check_alive().is_ok()
-                        && (creds.has_cap(CAP_AUDIT_CONTROL) || creds.has_cap(CAP_SYS_ADMIN))
+                        && Ceiling {
+                            cap_eff: creds.cap_eff,
+                            init_userns: creds.init_userns,
+                        }
+                        .privileged()
                 }
                 Err(_) => false,
             })
         };
         let mut charge = Charge {
-            budget: &self.shared.budget,
+            quota: &self.shared.memory,
             uid: writer.uid,
-            bytes: 0,
+            amount: 0,
         };
         let mut body: Vec<u8> = Vec::new();
         while body.len() < len {
@@ -224,12 +230,12 @@ impl<'a> Connection<'a> {
                 let grow = (len - body.capacity()).min(body.capacity().max(GROWTH));
                 if !self
                     .shared
-                    .budget
+                    .memory
                     .take(writer.uid, grow as u64, || is_privileged(&writer))
                 {
                     return Err(ReadError::Busy);
                 }
-                charge.bytes += grow as u64;
+                charge.amount += grow as u64;
                 body.try_reserve_exact(grow)
                     .map_err(|_| std::io::Error::from(ErrorKind::OutOfMemory))?;
             }
@@ -248,12 +254,12 @@ impl<'a> Connection<'a> {
         // The decoded request is about as large as its frame.
         if !self
             .shared
-            .budget
+            .memory
             .take(writer.uid, len as u64, || is_privileged(&writer))
         {
             return Err(ReadError::Busy);
         }
-        charge.bytes += len as u64;
+        charge.amount += len as u64;
         Ok(Incoming {
             body,
             writer,
@@ -290,17 +296,25 @@ pub fn start(config: &Config, counters: Arc<Counters>, inputs: SyncSender<Input>
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.socket_mode()))
         .with_context(|| format!("setting the mode of {}", path.display()))?;
     let l = &config.limits;
+    let quota = |total, reserve, per_uid| Quota {
+        held: Mutex::new((0, HashMap::new())),
+        total,
+        reserve,
+        per_uid,
+    };
     let shared = Arc::new(Shared {
         jobs: inputs,
         counters,
-        connections: AtomicUsize::new(0),
-        max_connections: l.max_connections as usize,
-        budget: Budget {
-            held: Mutex::new((0, HashMap::new())),
-            total: l.max_inflight_bytes,
-            reserve: l.privileged_reserve_bytes,
-            per_uid: l.max_inflight_bytes_per_uid,
-        },
+        connections: quota(
+            u64::from(l.max_connections),
+            u64::from(l.privileged_connections),
+            u64::from(l.max_connections_per_uid),
+        ),
+        memory: quota(
+            l.max_inflight_bytes,
+            l.privileged_reserve_bytes,
+            l.max_inflight_bytes_per_uid,
+        ),
         request_timeout: Duration::from_secs(l.request_timeout_secs),
         idle_timeout: Duration::from_millis(l.idle_timeout_ms),
     });
@@ -320,48 +334,64 @@ pub fn remove_socket(path: &Path) {
 
 fn accept(listener: UnixListener, shared: Arc<Shared>) {
     for stream in listener.incoming() {
-        let mut stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                warn!("accepting a connection: {e}");
-                continue;
-            }
-        };
-        if shared.connections.fetch_add(1, Ordering::AcqRel) >= shared.max_connections {
-            shared.connections.fetch_sub(1, Ordering::AcqRel);
-            let busy = Failure::new(Errno::Eagain, "too many connections; try again");
-            let _ = write_frame(&mut stream, &ResponseFrame::encode(&Err(busy)));
-            continue;
+        match stream {
+            Ok(stream) => admit(stream, &shared),
+            Err(e) => warn!("accepting a connection: {e}"),
         }
-        let conn = Arc::clone(&shared);
-        let spawned = std::thread::Builder::new()
-            .name("conn".into())
-            .spawn(move || {
-                serve(stream, &conn);
-                conn.connections.fetch_sub(1, Ordering::AcqRel);
-            });
-        if let Err(e) = spawned {
-            shared.connections.fetch_sub(1, Ordering::AcqRel);
-            warn!("starting a connection thread: {e}");
-        }
+    }
+}
+
+/// Gives a new connection a thread of its own if its user has a slot
+/// left; answers EAGAIN otherwise.
+fn admit(stream: UnixStream, shared: &Arc<Shared>) {
+    let refuse = |message: String| {
+        let _ = write_frame(
+            &mut &stream,
+            &ResponseFrame::encode(&Err(Failure::new(Errno::Eagain, message))),
+        );
+    };
+    let connector = match Connector::of(&stream) {
+        Ok(c) => c,
+        Err(e) => return refuse(format!("cannot identify the caller: {e}")),
+    };
+    if !shared
+        .connections
+        .take(connector.uid, 1, || connector.ceiling.privileged())
+    {
+        shared
+            .counters
+            .connections_refused
+            .fetch_add(1, Ordering::Relaxed);
+        return refuse(format!(
+            "too many connections (of uid {}, or in all); try again",
+            connector.uid
+        ));
+    }
+    let conn = Arc::clone(shared);
+    let spawned = std::thread::Builder::new()
+        .name("conn".into())
+        .spawn(move || {
+            let slot = Charge {
+                quota: &conn.connections,
+                uid: connector.uid,
+                amount: 1,
+            };
+            serve(stream, &conn, connector.ceiling, slot);
+        });
+    if let Err(e) = spawned {
+        shared.connections.give_back(connector.uid, 1);
+        warn!("starting a connection thread: {e}");
     }
 }
 
 /// Serves one connection until the peer closes it, stays idle, or sends
 /// something that ends it (a frame that cannot be read to its end).
-fn serve(stream: UnixStream, shared: &Shared) {
-    let ceiling = match Ceiling::of_connector(&stream) {
-        Ok(c) => c,
-        Err(e) => {
-            let failure = Failure::new(Errno::Eproto, format!("cannot identify the caller: {e}"));
-            let _ = write_frame(&mut &stream, &ResponseFrame::encode(&Err(failure)));
-            return;
-        }
-    };
+fn serve<'a>(stream: UnixStream, shared: &'a Shared, ceiling: Ceiling, slot: Charge<'a>) {
     let conn = Connection {
         stream,
         shared,
         ceiling,
+        _slot: slot,
     };
     loop {
         let incoming = match conn.read_frame() {
@@ -428,8 +458,8 @@ fn ask(shared: &Shared, peer: Peer, request: Request) -> Result<Response, Failur
 mod tests {
     use super::*;
 
-    fn budget() -> Budget {
-        Budget {
+    fn quota() -> Quota {
+        Quota {
             held: Mutex::new((0, HashMap::new())),
             total: 100,
             reserve: 20,
@@ -439,7 +469,7 @@ mod tests {
 
     #[test]
     fn a_user_cannot_take_more_than_its_share_and_the_reserve_is_kept() {
-        let b = budget();
+        let b = quota();
         assert!(b.take(1000, 50, || false));
         assert!(!b.take(1000, 1, || false), "per-uid limit");
         assert!(b.take(1001, 30, || false));
@@ -459,7 +489,7 @@ mod tests {
 
     #[test]
     fn privilege_is_asked_only_when_needed() {
-        let b = budget();
+        let b = quota();
         assert!(b.take(5, 10, || panic!("not needed")));
     }
 }

@@ -38,7 +38,7 @@ fn hostile_messages_are_answered_and_others_still_served() {
     }
     let d = Daemon::start(
         "hostile",
-        "[limits]\nrequest_timeout_secs = 1\nmax_connections = 4\n",
+        "[limits]\nrequest_timeout_secs = 1\nmax_connections = 4\nprivileged_connections = 1\n",
     );
     let connect = || UnixStream::connect(d.socket()).unwrap();
     // Malformed JSON, an unknown op, a forged caller field, a bad pid:

@@ -69,12 +69,32 @@ pub struct KernelEvent {
     pub records: Vec<KernelRecord>,
 }
 
+/// `AUDIT_SYSCALL`.
+const SYSCALL: u16 = 1300;
+
 impl KernelEvent {
     /// The process the event is about: the first `pid=` any record names.
     pub fn pid(&self) -> Option<u32> {
         self.records
             .iter()
             .find_map(|r| field(&r.body, "pid").and_then(|p| p.parse().ok()))
+    }
+
+    /// For a successful `ptrace` that attaches (PTRACE_ATTACH or
+    /// PTRACE_SEIZE, x86_64 or i386): the traced pid, as the tracer's
+    /// PID namespace names it.
+    pub fn ptrace_attach_target(&self) -> Option<u32> {
+        let syscall = self.records.iter().find(|r| r.kind == SYSCALL)?;
+        let f = |key| field(&syscall.body, key);
+        let ptrace = matches!(
+            (f("arch")?, f("syscall")?),
+            ("c000003e", "101") | ("40000003", "26")
+        );
+        // a0: PTRACE_ATTACH (0x10) or PTRACE_SEIZE (0x4206), in hex.
+        if !ptrace || f("success")? != "yes" || !matches!(f("a0")?, "10" | "4206") {
+            return None;
+        }
+        u32::from_str_radix(f("a1")?, 16).ok()
     }
 }
 
@@ -227,5 +247,28 @@ mod tests {
         a.expire(0, true, &mut done);
         assert_eq!(done.len(), 4);
         assert_eq!(done[1].pid(), None);
+    }
+
+    #[test]
+    fn ptrace_attaches_name_their_target() {
+        let event = |body: &str| {
+            let record = rec(SYSCALL, 9, body);
+            KernelEvent {
+                stamp: record.stamp,
+                records: vec![record],
+            }
+        };
+        let seize = "arch=c000003e syscall=101 success=yes exit=0 a0=4206 a1=3e8 a2=0 a3=0 pid=7";
+        assert_eq!(event(seize).ptrace_attach_target(), Some(1000));
+        let attach32 = "arch=40000003 syscall=26 success=yes exit=0 a0=10 a1=2a pid=7";
+        assert_eq!(event(attach32).ptrace_attach_target(), Some(42));
+        for other in [
+            "arch=c000003e syscall=101 success=no exit=-1 a0=4206 a1=3e8 pid=7",
+            "arch=c000003e syscall=101 success=yes exit=0 a0=11 a1=3e8 pid=7",
+            "arch=c000003e syscall=26 success=yes exit=0 a0=10 a1=3e8 pid=7",
+            "arch=c000003e syscall=101 success=yes exit=0 a0=10 a1=zz pid=7",
+        ] {
+            assert_eq!(event(other).ptrace_attach_target(), None, "{other}");
+        }
     }
 }

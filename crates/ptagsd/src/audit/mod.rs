@@ -22,6 +22,7 @@ use ptags_core::ContainerId;
 
 use crate::config::Config;
 use crate::daemon::{Caller, Daemon};
+use crate::pidns::PidView;
 use crate::process::CAP_AUDIT_CONTROL;
 use limit::RefusalLimit;
 use logfile::{load_key, LogFile};
@@ -191,10 +192,15 @@ impl Daemon<'_> {
     }
 
     fn write_kernel_event(&mut self, event: KernelEvent) {
-        let contid = event
-            .pid()
-            .and_then(|pid| self.contid_at(pid, event.stamp.epoch_millis()));
+        let at_ms = event.stamp.epoch_millis();
+        let pid = event.pid();
+        let contid = pid.and_then(|pid| self.contid_at(pid, at_ms));
         let chain = contid.and_then(ContainerId::new).map(|id| self.chain(id));
+        let ptrace = pid
+            .zip(event.ptrace_attach_target())
+            .and_then(|(tracer, target)| {
+                self.cross_container_ptrace(tracer, target, contid, at_ms)
+            });
         let trail = &mut self.trail;
         trail.counters.kernel_events += 1;
         for r in event.records {
@@ -209,6 +215,47 @@ impl Daemon<'_> {
                 ptags_core::audit::format_fields(&fields),
             );
         }
+        if let Some(body) = ptrace {
+            trail.counters.cross_container_ptrace += 1;
+            trail.log.push_kernel("PTAGS_PTRACE", event.stamp, body);
+        }
+    }
+
+    /// A ptrace attach whose tracer and target are in different
+    /// containers (or one on the host): the body of its `PTAGS_PTRACE`
+    /// record, which follows the kernel's records of the attach.
+    fn cross_container_ptrace(
+        &mut self,
+        tracer: u32,
+        target: u32,
+        tracer_contid: Option<u64>,
+        at_ms: u64,
+    ) -> Option<String> {
+        // The tracer named its target as its own PID namespace does.
+        let target = match PidView::of(tracer) {
+            Ok(Some(view)) => view.host_pid(target).ok()?,
+            Ok(None) => target,
+            Err(_) => return None,
+        };
+        let target_contid = self.contid_at(target, at_ms);
+        if target_contid == tracer_contid {
+            return None;
+        }
+        let chain = |c: Option<u64>| c.and_then(ContainerId::new).map(|id| self.chain(id));
+        let fields = vec![
+            ("op".to_owned(), "attach".to_owned()),
+            ("pid".to_owned(), tracer.to_string()),
+            (
+                "contid".to_owned(),
+                chain_text(chain(tracer_contid).as_ref()),
+            ),
+            ("opid".to_owned(), target.to_string()),
+            (
+                "ocontid".to_owned(),
+                chain_text(chain(target_contid).as_ref()),
+            ),
+        ];
+        Some(ptags_core::audit::format_fields(&fields))
     }
 
     /// The container process `pid` was in at `at_ms`: a task that has

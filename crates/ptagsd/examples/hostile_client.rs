@@ -1,0 +1,161 @@
+//! Hostile clients of ptagsd, for the security tests (crates/ptagsd/tests/
+//! security.rs) and for trying a daemon by hand. Each is an attack from
+//! issue 13 that the daemon must refuse; run them as an unprivileged
+//! user against a daemon of your own:
+//!
+//! ```text
+//! hostile_client handoff SOCKET         # a connection handed to su
+//! hostile_client send-then-su SOCKET    # a request, then exec su at once
+//! hostile_client announce SOCKET N SECS # N connections announcing 128 MiB
+//! hostile_client ptrace PID             # PTRACE_SEIZE then detach
+//! ```
+//!
+//! Answers are printed as JSON lines on standard output.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ptags_proto::{write_frame, Request, RequestFrame, Target};
+
+/// The write that would give the writer the right to add any tag.
+const GRANT: &str = "+ptags:add\n";
+
+fn write_request(pid: u32) -> Vec<u8> {
+    RequestFrame::new(Request::Write {
+        target: Target { pid, tid: None },
+        text: GRANT.to_owned(),
+    })
+    .encode()
+}
+
+fn print_answer(stream: &mut UnixStream) -> Result<()> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).context("reading the answer")?;
+    let mut body = vec![0; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body)?;
+    println!("{}", String::from_utf8_lossy(&body));
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+/// Runs su with a pipe as standard input that nobody writes: it waits
+/// at its password prompt as root (effective), until killed.
+fn exec_su() -> std::io::Error {
+    let mut fds = [0; 2];
+    // SAFETY: pipe fills two fds. Without O_CLOEXEC the write end stays
+    // open in su itself, so its read blocks instead of seeing EOF.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return std::io::Error::last_os_error();
+    }
+    // SAFETY: a fresh fd that nothing else owns.
+    let reader = unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[0]) };
+    Command::new("su")
+        .args(["root", "-c", "true"])
+        .stdin(Stdio::from(reader))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .exec()
+}
+
+/// Whether fd `fd` stays open across exec.
+fn keep_across_exec(fd: &impl AsRawFd) {
+    // SAFETY: F_SETFD with 0 on a valid fd only clears FD_CLOEXEC.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) };
+}
+
+/// The process that connected becomes su (effective uid 0, every
+/// capability); its child sends a write on the inherited connection.
+fn handoff(socket: &str) -> Result<()> {
+    let mut stream = UnixStream::connect(socket).context("connecting")?;
+    keep_across_exec(&stream);
+    // SAFETY: this program is single-threaded: the child may do anything.
+    match unsafe { libc::fork() } {
+        -1 => bail!("fork: {}", std::io::Error::last_os_error()),
+        0 => {
+            std::thread::sleep(Duration::from_secs(1));
+            write_frame(&mut stream, &write_request(std::process::id()))?;
+            print_answer(&mut stream)?;
+            let status = RequestFrame::new(Request::Status {}).encode();
+            write_frame(&mut stream, &status)?;
+            print_answer(&mut stream)?;
+            Ok(())
+        }
+        _ => Err(exec_su().into()),
+    }
+}
+
+/// Sends a write for itself and at once becomes su, so that the daemon
+/// may read its credentials after the exec.
+fn send_then_su(socket: &str) -> Result<()> {
+    let mut stream = UnixStream::connect(socket).context("connecting")?;
+    println!("{}", std::process::id());
+    std::io::stdout().flush()?;
+    write_frame(&mut stream, &write_request(std::process::id()))?;
+    keep_across_exec(&stream);
+    Err(exec_su().into())
+}
+
+/// Holds `n` connections, each announcing a 128 MiB frame and sending one
+/// byte of it, reopened when the daemon closes them, for `secs` seconds.
+fn announce(socket: &str, n: usize, secs: u64) -> Result<()> {
+    let open = || -> Result<UnixStream> {
+        let mut s = UnixStream::connect(socket)?;
+        s.write_all(&(128u32 << 20).to_be_bytes())?;
+        s.write_all(b"{")?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    };
+    let mut held: Vec<Option<UnixStream>> = (0..n).map(|_| open().ok()).collect();
+    let (mut opened, mut refused) = (0u64, 0u64);
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        for slot in &mut held {
+            let closed = match slot {
+                Some(s) => s.read(&mut [0u8; 4096]).is_ok(),
+                None => true,
+            };
+            if closed {
+                refused += u64::from(slot.is_some());
+                *slot = open().ok();
+                opened += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("{{\"opened\":{opened},\"answered_or_closed\":{refused}}}");
+    Ok(())
+}
+
+/// Seizes `pid` with ptrace and lets it go.
+fn ptrace(pid: i32) -> Result<()> {
+    // SAFETY: PTRACE_SEIZE and PTRACE_DETACH take a pid and null pointers.
+    let seized = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, 0) };
+    if seized != 0 {
+        bail!("PTRACE_SEIZE {pid}: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0) };
+    println!("seized {pid}");
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| -> Result<&str> {
+        args.get(i)
+            .map(String::as_str)
+            .context("missing argument; see the file's header for usage")
+    };
+    match arg(0)? {
+        "handoff" => handoff(arg(1)?),
+        "send-then-su" => send_then_su(arg(1)?),
+        "announce" => announce(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?),
+        "ptrace" => ptrace(arg(1)?.parse()?),
+        other => bail!("unknown attack {other:?}"),
+    }
+}

@@ -1,0 +1,318 @@
+//! The attacks of issue 13 against a real daemon, by a real unprivileged
+//! user with real set-uid programs (the hostile clients are the
+//! `hostile_client` example): each is refused, changes nothing, and is on
+//! record; and whatever the user does to the socket, root is served.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::trail::read_trail;
+use common::{can_run, skips_fail, stdout, test_user, wait_until, Daemon};
+
+/// The hostile clients, built beside the tests by `cargo test`.
+fn hostile_client() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_ptagsd"))
+        .with_file_name("examples")
+        .join("hostile_client");
+    assert!(
+        path.exists(),
+        "{} is missing: cargo test builds the examples",
+        path.display()
+    );
+    path
+}
+
+/// Whether `su` is here and set-uid root, as the attacks need.
+fn has_setuid_su(test: &str) -> bool {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let ok = std::fs::metadata("/usr/bin/su")
+        .is_ok_and(|m| m.uid() == 0 && m.permissions().mode() & 0o4000 != 0);
+    if !ok {
+        assert!(
+            !skips_fail(),
+            "{test}: a set-uid root /usr/bin/su is required"
+        );
+        eprintln!("SKIPPED {test}: no set-uid root /usr/bin/su");
+    }
+    ok
+}
+
+/// A hostile client run as the test user, without capabilities.
+fn as_user(args: &[&str]) -> Command {
+    let uid = test_user().to_string();
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
+        .arg(hostile_client())
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit());
+    c
+}
+
+/// Kills every `su` this test's clients started (they wait at their
+/// password prompts, as root).
+fn kill_su_of(uid: u32) {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let real_uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok());
+        if comm.trim() == "su" && real_uid == Some(uid) {
+            // SAFETY: signalling a process this test's client started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+fn tags_of(d: &Daemon, pid: u32) -> String {
+    stdout(&d.ptags(&["read", &pid.to_string()]))
+}
+
+#[test]
+fn a_connection_handed_to_a_setuid_program_gains_nothing() {
+    let test = "a_connection_handed_to_a_setuid_program";
+    if !can_run(test) || !has_setuid_su(test) {
+        return;
+    }
+    let d = Daemon::start("handoff", "");
+    let uid = test_user();
+    let socket = d.socket();
+    let socket = socket.to_str().unwrap();
+
+    // The process that connected becomes su (effective root, every
+    // capability) at its password prompt; its child sends on the
+    // inherited connection a second later.
+    let out = as_user(&["handoff", socket])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let answers = wait_with_timeout(out, Duration::from_secs(15));
+    kill_su_of(uid);
+    let lines: Vec<serde_json::Value> = answers
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 2, "{answers}");
+    assert_eq!(lines[0]["error"]["errno"], "EPERM", "{answers}");
+    // The status answered on that connection is an unprivileged one.
+    let status = &lines[1]["ok"];
+    assert_eq!(status["kind"], "status", "{answers}");
+    assert_eq!(status["containers"], serde_json::json!([]), "{answers}");
+
+    // The same with the request sent first and su exec'd at once: the
+    // daemon may read the writer's credentials after the exec.
+    let mut child = as_user(&["send-then-su", socket])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid: u32 = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line.trim().parse().unwrap()
+    };
+    wait_until(|| {
+        read_trail(&d.log_dir)
+            .lines()
+            .any(|l| l.contains(&format!("op=write opid={pid} ")))
+    });
+    assert_eq!(tags_of(&d, pid), "", "nothing changed");
+    kill_su_of(uid);
+    let _ = child.wait();
+
+    // Both refusals are on record, naming the unprivileged user.
+    let trail = read_trail(&d.log_dir);
+    let refused: Vec<&str> = trail
+        .lines()
+        .filter(|l| l.starts_with("type=PTAGS_OP") && l.contains("res=failed errno=EPERM"))
+        .filter(|l| l.contains(&format!(" uid={uid} ")))
+        .collect();
+    assert_eq!(refused.len(), 2, "{trail}");
+    assert!(!trail.contains("res=success"), "{trail}");
+}
+
+/// Waits for a child's standard output, killing it after `limit`.
+fn wait_with_timeout(mut child: Child, limit: Duration) -> String {
+    use std::io::Read;
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = out.read_to_string(&mut text);
+        text
+    });
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() && start.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    reader.join().unwrap()
+}
+
+#[test]
+fn a_user_flooding_the_socket_does_not_lock_root_out() {
+    let test = "a_user_flooding_the_socket";
+    if !can_run(test) {
+        return;
+    }
+    let d = Daemon::start("flood", "");
+    let socket = d.socket();
+    // More connections than one user may hold, each announcing 128 MiB
+    // and sending one byte, reopened as the daemon closes them.
+    let flooder = as_user(&["announce", socket.to_str().unwrap(), "64", "6"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    let pid = sleeper.id().to_string();
+    for i in 0..10 {
+        let status = d.ptags(&["status"]);
+        assert!(
+            status.status.success(),
+            "try {i}: {}",
+            common::stderr(&status)
+        );
+        let write = d.ptags(&["write", &pid, &format!("+try{i}")]);
+        assert!(
+            write.status.success(),
+            "try {i}: {}",
+            common::stderr(&write)
+        );
+    }
+    let summary = wait_with_timeout(flooder, Duration::from_secs(15));
+    assert!(summary.contains("opened"), "{summary}");
+    let status: serde_json::Value =
+        serde_json::from_str(&stdout(&d.ptags(&["--json", "status"]))).unwrap();
+    assert!(
+        status["connections_refused"].as_u64().unwrap() > 0,
+        "the flooder's connections over its limit are counted: {status}"
+    );
+    let mut sleeper = sleeper;
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+}
+
+#[test]
+fn container_ids_are_shown_only_to_those_who_may_read_them() {
+    let test = "container_ids_are_shown_only";
+    if !can_run(test) {
+        return;
+    }
+    let d = Daemon::start("status-ids", "");
+    let mut member = Command::new(common::cli_path())
+        .args(["run", "--contid", "4242", "--", "sleep", "30"])
+        .env("PTAGS_SOCKET", d.socket())
+        .spawn()
+        .unwrap();
+    let status = || -> serde_json::Value {
+        serde_json::from_str(&stdout(&d.ptags(&["--json", "status"]))).unwrap()
+    };
+    wait_until(|| status()["containers"][0]["live"] == 1);
+    let root = status();
+    assert_eq!(root["container_count"], 1, "{root}");
+    assert_eq!(root["containers"][0]["contid"], 4242, "{root}");
+    let out = d.sh_as("ptags --json status", Some(test_user()));
+    let user: serde_json::Value =
+        serde_json::from_str(out.split("--stderr--").next().unwrap()).unwrap();
+    assert_eq!(user["container_count"], 1, "{user}");
+    assert_eq!(user["containers"], serde_json::json!([]), "{user}");
+    let text = d.sh_as("ptags status", Some(test_user()));
+    assert!(
+        text.contains("containers: 1 ") && text.contains("needs CAP_AUDIT_CONTROL"),
+        "{text}"
+    );
+    assert!(!text.contains("4242"), "{text}");
+    member.kill().unwrap();
+    member.wait().unwrap();
+}
+
+#[test]
+fn a_ptrace_attach_across_containers_is_on_record() {
+    let test = "a_ptrace_attach_across_containers";
+    if !can_run(test) || !common::trail::has_tool(test, "auditctl") {
+        return;
+    }
+    let d = Daemon::start("ptrace", "");
+    let key = format!("ptags-test-ptrace-{}", std::process::id());
+    let mut audit = common::trail::AuditState::new();
+    audit.rule(
+        &["-a", "always,exit", "-F", "arch=b64", "-S", "ptrace"],
+        &key,
+    );
+    let mut host = Command::new("sleep").arg("60").spawn().unwrap();
+    let mut neighbour = Command::new(common::cli_path())
+        .args(["run", "--contid", "5656", "--", "sleep", "60"])
+        .env("PTAGS_SOCKET", d.socket())
+        .spawn()
+        .unwrap();
+    let tracer = hostile_client();
+    // A process in container 5555 seizes a host process, then a process
+    // of its own container, then one of container 5656.
+    let out = d.sh(&format!(
+        "ptags run --contid 5555 -- sh -c '{t} ptrace {h}; sleep 60 & {t} ptrace $!; kill $!; \
+         {t} ptrace $(pgrep -P {n} -x sleep)'",
+        t = tracer.display(),
+        h = host.id(),
+        n = neighbour.id(),
+    ));
+    assert_eq!(out.matches("seized").count(), 3, "{out}");
+    let records = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("type=PTAGS_PTRACE"))
+            .map(str::to_owned)
+            .collect()
+    };
+    common::trail::wait_for_trail(&d, "two PTAGS_PTRACE records", |t| records(t).len() >= 2);
+    let found = records(&read_trail(&d.log_dir));
+    assert_eq!(
+        found.len(),
+        2,
+        "the attach inside its own container is not one: {found:?}"
+    );
+    assert!(
+        found[0].contains(&format!(" contid=5555 opid={} ocontid=-1", host.id())),
+        "{found:?}"
+    );
+    assert!(
+        found[1].contains(" contid=5555 ") && found[1].contains(" ocontid=5656"),
+        "{found:?}"
+    );
+    // Each follows the kernel's SYSCALL record of the attach, same stamp.
+    let trail = read_trail(&d.log_dir);
+    for record in &found {
+        let stamp = record
+            .split("msg=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        assert!(
+            trail
+                .lines()
+                .any(|l| l.starts_with("type=SYSCALL") && l.contains(stamp) && l.contains(&key)),
+            "{stamp}"
+        );
+    }
+    assert_eq!(d.audit_counter("cross_container_ptrace"), 2);
+    drop(audit);
+    // `ptags run`'s child first: it runs the container's sleep.
+    let _ = Command::new("pkill")
+        .args(["-P", &neighbour.id().to_string()])
+        .status();
+    for child in [&mut host, &mut neighbour] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
