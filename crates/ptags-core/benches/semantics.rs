@@ -44,7 +44,7 @@ fn typical(c: &mut Criterion) {
 fn worst_case(c: &mut Criterion) {
     let value = "v".repeat(MAX_VALUE_LEN);
     let text: String = (0..MAX_TAGS)
-        .map(|i| format!("+@t:{i:04}={value}\n"))
+        .map(|i| format!("+@t:{i:04}\n!t:{i:04}={value}\n"))
         .collect();
     let admin = Writer::admin(Target::Itself);
     let full = apply_write(&TagSet::empty(), text.as_bytes(), &admin);

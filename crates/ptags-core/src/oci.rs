@@ -327,5 +327,11 @@ mod tests {
         assert!(with(JOIN_ANNOTATION, "no").contains("neither true nor false"));
         let e = with(TAGS_ANNOTATION, "+@app:web\n%x");
         assert!(e.starts_with("annotation io.ptags.tags, line 2:"), "{e}");
+        // `+` takes no value, in an annotation as anywhere.
+        let e = with(TAGS_ANNOTATION, "+@app\n+tier=front");
+        assert!(
+            e.starts_with("annotation io.ptags.tags, line 2:") && e.contains("takes no value"),
+            "{e}"
+        );
     }
 }

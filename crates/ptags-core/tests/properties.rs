@@ -40,6 +40,7 @@ fn prefix() -> impl Strategy<Value = String> {
 fn line() -> impl Strategy<Value = String> {
     prop_oneof![
         (name(), value()).prop_map(|(n, v)| match v {
+            // Invalid since `+` takes no value: an EINVAL line.
             Some(v) => format!("+{n}={v}"),
             None => format!("+{n}"),
         }),

@@ -53,7 +53,7 @@ enum Command {
     },
     /// Apply a write to a process (every thread) or to one thread.
     #[command(
-        after_help = "Examples:\n  ptags write 1234 +UMCM:ID=7 '+@UMCM:POD=web'\n  \
+        after_help = "Examples:\n  ptags write 1234 +UMCM:ID '!UMCM:ID=7' +@UMCM:POD '!UMCM:POD=web'\n  \
         printf -- '-UMCM:*\\n' | ptags write 1234/1240\n\
         On failure it prints `line N: ERRNO: reason`; the lines before N stay applied."
     )]
@@ -87,7 +87,7 @@ enum Command {
     },
     /// Run a command that starts with these tags and this container ID.
     #[command(
-        after_help = "Example:\n  ptags run --contid 7 --write +@UMCM:ID=7 -- sh -c 'ptags read $$'"
+        after_help = "Example:\n  ptags run --contid 7 --write +@UMCM:ID --write '!UMCM:ID=7' -- sh -c 'ptags read $$'"
     )]
     Run {
         /// A line of the write applied before the command starts (repeatable).

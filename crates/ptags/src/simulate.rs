@@ -18,7 +18,7 @@ use ptags_core::{apply_write, TagSet, Target, Writer};
 /// status is 1.
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
-    ptags simulate --admin +UMCM:ID=7 +@UMCM:POD=web\n  \
+    ptags simulate --admin +UMCM:ID '!UMCM:ID=7' +@UMCM:POD\n  \
     printf '+a\\n!a=1\\n' | ptags simulate --tags current.txt --writer-tags perms.txt")]
 pub struct Args {
     /// The target's tags before the write, in the read format (default: none).

@@ -8,6 +8,7 @@
 //! hostile_client send-then-su SOCKET    # a request, then exec su at once
 //! hostile_client announce SOCKET N SECS # N connections announcing 128 MiB
 //! hostile_client ptrace PID             # PTRACE_SEIZE then detach
+//! hostile_client big-writes SOCKET N PID # N writes of ~150 MiB at once
 //! ```
 //!
 //! Answers are printed as JSON lines on standard output.
@@ -144,6 +145,53 @@ fn ptrace(pid: i32) -> Result<()> {
     Ok(())
 }
 
+/// `n` writes at once, from `n` connections, each of 4000 tags with
+/// 3,000-byte names and 32,700-byte values (about 150 MiB of JSON), to
+/// process `pid`: what the daemon holds in memory at its peak.
+fn big_writes(socket: &str, n: usize, pid: u32) -> Result<()> {
+    let value = "v".repeat(32_700);
+    let text: String = (0..4000)
+        .map(|i| {
+            let name = format!("big:{i:04}:{}", "n".repeat(2990));
+            format!("+{name}\n!{name}={value}\n")
+        })
+        .collect();
+    let frame = RequestFrame::new(Request::Write {
+        target: Target { pid, tid: None },
+        text,
+    })
+    .encode();
+    eprintln!("{n} frames of {} bytes", frame.len());
+    let answers: Vec<String> = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..n)
+            .map(|_| {
+                scope.spawn(|| -> Result<String> {
+                    let mut s = UnixStream::connect(socket)?;
+                    write_frame(&mut s, &frame)?;
+                    let mut len = [0u8; 4];
+                    s.read_exact(&mut len)?;
+                    let mut body = vec![0; u32::from_be_bytes(len) as usize];
+                    s.read_exact(&mut body)?;
+                    Ok(String::from_utf8_lossy(&body).into_owned())
+                })
+            })
+            .collect();
+        senders
+            .into_iter()
+            .map(|t| match t.join() {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(e)) => format!("{{\"client error\":{:?}}}", e.to_string()),
+                Err(_) => "{\"client error\":\"panicked\"}".to_owned(),
+            })
+            .collect()
+    });
+    for answer in answers {
+        let short: String = answer.chars().take(200).collect();
+        println!("{short}");
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| -> Result<&str> {
@@ -156,6 +204,7 @@ fn main() -> Result<()> {
         "send-then-su" => send_then_su(arg(1)?),
         "announce" => announce(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?),
         "ptrace" => ptrace(arg(1)?.parse()?),
+        "big-writes" => big_writes(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?),
         other => bail!("unknown attack {other:?}"),
     }
 }

@@ -414,15 +414,27 @@ int main(void) {
 }
 "#;
 
-/// The host pid of the process running `comm`, once there is one.
-fn host_pid_of(comm: &str) -> u32 {
+/// The host pid of the process running `comm` in the mount namespace of
+/// process `member` (a container's), once there is one.
+fn host_pid_of(comm: &str, member: u32) -> u32 {
+    let ns = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    let want = ns(member).expect("the container's first process");
     for _ in 0..500 {
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
                 continue;
             };
-            if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+            if !std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
             {
+                continue;
+            }
+            // Any live thread tells: an ended main thread has no namespaces.
+            let threads = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten();
+            if threads.flatten().any(|t| {
+                let tid = t.file_name().to_string_lossy().into_owned();
+                std::fs::read_link(format!("/proc/{pid}/task/{tid}/ns/mnt")).ok().as_ref()
+                    == Some(&want)
+            }) {
                 return pid;
             }
         }
@@ -440,18 +452,10 @@ fn a_process_that_ends_its_main_thread_stays_in_its_container() {
     let d = Daemon::start("oci-mainexit", "");
     let mut runc = Runc::new();
     let contid = 7171u64;
-    // Root inside a container runs it, from the container's shell.
-    runc.start(
-        &d,
-        "hide",
-        &["sh", "-c", "/mainexit & exec sleep 1000"],
-        &[("io.ptags.contid", "7171")],
-    );
+    runc.start(&d, "hide", &["sleep", "1000"], &[("io.ptags.contid", "7171")]);
     let rootfs = runc.rootfs("hide");
     let source = runc.dir.path().join("mainexit.c");
     std::fs::write(&source, MAIN_EXIT_C).unwrap();
-    // The container's shell may have started before the binary is there:
-    // it is started again below once it is.
     let out = Command::new("cc")
         .args(["-static", "-pthread", "-O2", "-o"])
         .arg(rootfs.join("mainexit"))
@@ -463,8 +467,9 @@ fn a_process_that_ends_its_main_thread_stays_in_its_container() {
         "cc: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Root inside the container runs it.
     runc.run(&["exec", "-d", "hide", "sh", "-c", "/mainexit"]);
-    let pid = host_pid_of("mainexit");
+    let pid = host_pid_of("mainexit", runc.pid("hide"));
     let main_state = || {
         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat"))
             .ok()

@@ -69,8 +69,9 @@ pub struct KernelEvent {
     pub records: Vec<KernelRecord>,
 }
 
-/// `AUDIT_SYSCALL`.
+/// `AUDIT_SYSCALL`, `AUDIT_OBJ_PID`.
 const SYSCALL: u16 = 1300;
+const OBJ_PID: u16 = 1318;
 
 impl KernelEvent {
     /// The process the event is about: the first `pid=` any record names.
@@ -81,9 +82,10 @@ impl KernelEvent {
     }
 
     /// For a successful `ptrace` that attaches (PTRACE_ATTACH or
-    /// PTRACE_SEIZE, x86_64 or i386): the traced pid, as the tracer's
-    /// PID namespace names it.
-    pub fn ptrace_attach_target(&self) -> Option<u32> {
+    /// PTRACE_SEIZE, x86_64 or i386): the traced pid, and whether it is
+    /// the initial PID namespace's (from the kernel's OBJ_PID record) or,
+    /// without that record, the tracer's (its argument `a1`).
+    pub fn ptrace_attach_target(&self) -> Option<(u32, bool)> {
         let syscall = self.records.iter().find(|r| r.kind == SYSCALL)?;
         let f = |key| field(&syscall.body, key);
         let ptrace = matches!(
@@ -94,7 +96,15 @@ impl KernelEvent {
         if !ptrace || f("success")? != "yes" || !matches!(f("a0")?, "10" | "4206") {
             return None;
         }
-        u32::from_str_radix(f("a1")?, 16).ok()
+        let host = self
+            .records
+            .iter()
+            .filter(|r| r.kind == OBJ_PID)
+            .find_map(|r| field(&r.body, "opid")?.parse().ok());
+        match host {
+            Some(pid) => Some((pid, true)),
+            None => Some((u32::from_str_radix(f("a1")?, 16).ok()?, false)),
+        }
     }
 }
 
@@ -259,9 +269,15 @@ mod tests {
             }
         };
         let seize = "arch=c000003e syscall=101 success=yes exit=0 a0=4206 a1=3e8 a2=0 a3=0 pid=7";
-        assert_eq!(event(seize).ptrace_attach_target(), Some(1000));
+        assert_eq!(event(seize).ptrace_attach_target(), Some((1000, false)));
         let attach32 = "arch=40000003 syscall=26 success=yes exit=0 a0=10 a1=2a pid=7";
-        assert_eq!(event(attach32).ptrace_attach_target(), Some(42));
+        assert_eq!(event(attach32).ptrace_attach_target(), Some((42, false)));
+        // The kernel's OBJ_PID names the target in the initial namespace.
+        let mut with_obj = event(seize);
+        with_obj
+            .records
+            .push(rec(OBJ_PID, 9, "opid=5000 oauid=-1 ouid=0 oses=-1 ocomm=\"sleep\""));
+        assert_eq!(with_obj.ptrace_attach_target(), Some((5000, true)));
         for other in [
             "arch=c000003e syscall=101 success=no exit=-1 a0=4206 a1=3e8 pid=7",
             "arch=c000003e syscall=101 success=yes exit=0 a0=11 a1=3e8 pid=7",

@@ -227,15 +227,16 @@ impl Daemon<'_> {
     fn cross_container_ptrace(
         &mut self,
         tracer: u32,
-        target: u32,
+        (target, host): (u32, bool),
         tracer_contid: Option<u64>,
         at_ms: u64,
     ) -> Option<String> {
-        // The tracer named its target as its own PID namespace does.
-        let target = match PidView::of(tracer) {
-            Ok(Some(view)) => view.host_pid(target).ok()?,
-            Ok(None) => target,
-            Err(_) => return None,
+        // Without the kernel's OBJ_PID, the target is named as the
+        // tracer's PID namespace names it; a tracer gone since is taken
+        // to be in the daemon's.
+        let target = match (host, PidView::of(tracer)) {
+            (false, Ok(Some(view))) => view.host_pid(target).ok()?,
+            _ => target,
         };
         let target_contid = self.contid_at(target, at_ms);
         if target_contid == tracer_contid {
