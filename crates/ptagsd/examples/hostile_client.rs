@@ -9,6 +9,7 @@
 //! hostile_client announce SOCKET N SECS # N connections announcing 128 MiB
 //! hostile_client ptrace PID             # PTRACE_SEIZE then detach
 //! hostile_client big-writes SOCKET N PID # N writes of ~150 MiB at once
+//! hostile_client send-fds SOCKET N       # N requests, each with 8 fds attached
 //! ```
 //!
 //! Answers are printed as JSON lines on standard output.
@@ -192,6 +193,59 @@ fn big_writes(socket: &str, n: usize, pid: u32) -> Result<()> {
     Ok(())
 }
 
+/// Sends `n` status requests, each carrying 8 descriptors (SCM_RIGHTS)
+/// that the daemon did not ask for, and reads the answers.
+fn send_fds(socket: &str, n: usize) -> Result<()> {
+    const FDS: usize = 8;
+    let mut stream = UnixStream::connect(socket).context("connecting")?;
+    let null = std::fs::File::open("/dev/null")?;
+    let frame = {
+        let body = RequestFrame::new(Request::Status {}).encode();
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(&body);
+        f
+    };
+    let fds = [null.as_raw_fd(); FDS];
+    for _ in 0..n {
+        // SAFETY: CMSG_SPACE is a pure computation on a size.
+        let space = unsafe { libc::CMSG_SPACE(size_of_val(&fds) as u32) } as usize;
+        let mut control = vec![0u8; space];
+        let mut iov = libc::iovec {
+            iov_base: frame.as_ptr() as *mut libc::c_void,
+            iov_len: frame.len(),
+        };
+        // SAFETY: a zeroed msghdr is valid; every pointer set below points
+        // to a live buffer of the length given, and the control message
+        // is built inside `control` with the CMSG macros.
+        let sent = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = space;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of_val(&fds) as u32) as usize;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr().cast::<u8>(),
+                libc::CMSG_DATA(cmsg),
+                size_of_val(&fds),
+            );
+            libc::sendmsg(stream.as_raw_fd(), &msg, 0)
+        };
+        if sent < 0 {
+            bail!("sendmsg: {}", std::io::Error::last_os_error());
+        }
+        let mut len = [0u8; 4];
+        stream.read_exact(&mut len)?;
+        let mut body = vec![0; u32::from_be_bytes(len) as usize];
+        stream.read_exact(&mut body)?;
+    }
+    println!("{{\"sent\":{n},\"fds_each\":{FDS}}}");
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| -> Result<&str> {
@@ -205,6 +259,7 @@ fn main() -> Result<()> {
         "announce" => announce(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?),
         "ptrace" => ptrace(arg(1)?.parse()?),
         "big-writes" => big_writes(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?),
+        "send-fds" => send_fds(arg(1)?, arg(2)?.parse()?),
         other => bail!("unknown attack {other:?}"),
     }
 }

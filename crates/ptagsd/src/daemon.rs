@@ -16,7 +16,7 @@ use ptags_proto::{ContainerInfo, Failure, Request, Response, Status};
 
 use crate::audit::{TagOp, Trail};
 use crate::config::Config;
-use crate::peer::Peer;
+use crate::peer::{Ceiling, Peer};
 use crate::pidns::PidView;
 use crate::process::{audit_subject, Creds, CAP_AUDIT_CONTROL};
 use crate::store::{ContainerRecord, SaveError, Store};
@@ -253,14 +253,22 @@ impl<'k> Daemon<'k> {
     /// its capabilities no more than its connection allows.
     fn caller(&self, peer: &Peer) -> Result<Caller, Failure> {
         let pid = peer.pid();
-        let creds = Creds::read(pid)?.capped(&peer.ceiling);
+        let ceiling = match peer.connector_wrote {
+            true => peer.ceiling,
+            false => Ceiling::NOTHING,
+        };
+        let creds = Creds::read(pid)?.capped(&ceiling);
         let subject = audit_subject(pid, creds.uids[0]);
         let state = self.kernel.process_state(pid).map_err(kernel_failure)?;
         peer.writer.check_alive()?;
+        let tags = match peer.connector_wrote {
+            true => self.set_of(state.unwrap_or_default().set_id),
+            false => TagSet::empty(),
+        };
         Ok(Caller {
             subject,
             creds,
-            tags: self.set_of(state.unwrap_or_default().set_id),
+            tags,
         })
     }
 

@@ -9,7 +9,6 @@
 //! that connected had (docs/protocol.md, "Who a request is judged as").
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 
 use crate::process::{Creds, Pidfd, CAP_AUDIT_CONTROL, CAP_SYS_ADMIN};
@@ -17,6 +16,19 @@ use crate::process::{Creds, Pidfd, CAP_AUDIT_CONTROL, CAP_SYS_ADMIN};
 /// `SO_PASSPIDFD` and `SCM_PIDFD` (Linux 6.5), which this libc lacks.
 const SO_PASSPIDFD: libc::c_int = 76;
 const SCM_PIDFD: libc::c_int = 4;
+
+/// The inode of a pidfd: unique to its process for the kernel's uptime
+/// (pidfs, Linux 6.9), so two processes with the same pid (reused) are
+/// told apart.
+fn pidfd_inode(fd: &impl AsRawFd) -> std::io::Result<u64> {
+    // SAFETY: a zeroed stat is a valid buffer for fstat to fill.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid fd and a stat buffer of the right type.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.st_ino)
+}
 
 /// A socket option whose value is a plain C struct or integer.
 fn socket_option<T: Copy>(
@@ -102,6 +114,16 @@ pub struct Connector {
     /// Its effective user ID at connect time (`SO_PEERCRED`).
     pub uid: u32,
     pub ceiling: Ceiling,
+    /// Its pidfd's inode, which names it among every process the kernel
+    /// ever ran; `None` when the kernel gave no pidfd.
+    process: Option<u64>,
+}
+
+impl Connector {
+    /// Whether `writer` is the process that connected.
+    pub fn wrote(&self, writer: &Writer) -> bool {
+        self.process == Some(writer.ino)
+    }
 }
 
 impl Connector {
@@ -118,9 +140,10 @@ impl Connector {
             gid: u32::MAX,
         };
         let cred = socket_option(stream, libc::SO_PEERCRED, none)?;
-        let nothing = Connector {
+        let mut nothing = Connector {
             uid: cred.uid,
             ceiling: Ceiling::NOTHING,
+            process: None,
         };
         let fd: libc::c_int = socket_option(stream, libc::SO_PEERPIDFD, -1)?;
         if fd < 0 {
@@ -128,6 +151,7 @@ impl Connector {
         }
         // SAFETY: a fresh fd from the kernel that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        nothing.process = Some(pidfd_inode(&fd)?);
         if cred.pid <= 0 {
             return Ok(nothing);
         }
@@ -143,11 +167,11 @@ impl Connector {
             return Ok(nothing);
         }
         Ok(Connector {
-            uid: cred.uid,
             ceiling: Ceiling {
                 cap_eff: creds.cap_eff,
                 init_userns: creds.init_userns,
             },
+            ..nothing
         })
     }
 }
@@ -175,6 +199,12 @@ impl Writer {
 pub struct Peer {
     pub writer: Pidfd,
     pub ceiling: Ceiling,
+    /// Whether the writer is the process that opened the connection. A
+    /// request written by another one (a child that inherited the
+    /// connection, or a pid a namespace's root named in its credentials)
+    /// is judged without capabilities and without tags: it may read, and
+    /// nothing else.
+    pub connector_wrote: bool,
 }
 
 impl Peer {
@@ -244,6 +274,19 @@ pub fn receive(
                             pidfd = Some(OwnedFd::from_raw_fd(fd));
                         }
                     }
+                    // Descriptors a client sent along: the kernel installed
+                    // them in this process. Closed at once, or a client
+                    // could exhaust the daemon's descriptors.
+                    libc::SCM_RIGHTS => {
+                        let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                        for i in 0..bytes / size_of::<libc::c_int>() {
+                            let fd: libc::c_int =
+                                std::ptr::read_unaligned(data.cast::<libc::c_int>().add(i));
+                            if fd >= 0 {
+                                drop(OwnedFd::from_raw_fd(fd));
+                            }
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -252,7 +295,7 @@ pub fn receive(
     }
     let writer = match (cred, pidfd) {
         (Some(cred), Some(fd)) if cred.pid > 0 && n > 0 => {
-            let ino = std::fs::File::from(fd.try_clone()?).metadata()?.ino();
+            let ino = pidfd_inode(&fd)?;
             Some(Writer {
                 pidfd: Pidfd::from_fd(cred.pid as u32, fd),
                 uid: cred.uid,

@@ -141,7 +141,7 @@ struct Shared {
 struct Connection<'a> {
     stream: UnixStream,
     shared: &'a Shared,
-    ceiling: Ceiling,
+    connector: Connector,
     _slot: Charge<'a>,
 }
 
@@ -208,7 +208,7 @@ impl<'a> Connection<'a> {
         let mut is_privileged = |writer: &Writer| {
             *privileged.get_or_insert_with(|| match Creds::read(writer.pidfd.pid) {
                 Ok(creds) => {
-                    let creds = creds.capped(&self.ceiling);
+                    let creds = creds.capped(&self.connector.ceiling);
                     writer.pidfd.check_alive().is_ok()
                         && Ceiling {
                             cap_eff: creds.cap_eff,
@@ -376,7 +376,7 @@ fn admit(stream: UnixStream, shared: &Arc<Shared>) {
                 uid: connector.uid,
                 amount: 1,
             };
-            serve(stream, &conn, connector.ceiling, slot);
+            serve(stream, &conn, connector, slot);
         });
     if let Err(e) = spawned {
         shared.connections.give_back(connector.uid, 1);
@@ -386,11 +386,11 @@ fn admit(stream: UnixStream, shared: &Arc<Shared>) {
 
 /// Serves one connection until the peer closes it, stays idle, or sends
 /// something that ends it (a frame that cannot be read to its end).
-fn serve<'a>(stream: UnixStream, shared: &'a Shared, ceiling: Ceiling, slot: Charge<'a>) {
+fn serve<'a>(stream: UnixStream, shared: &'a Shared, connector: Connector, slot: Charge<'a>) {
     let conn = Connection {
         stream,
         shared,
-        ceiling,
+        connector,
         _slot: slot,
     };
     loop {
@@ -419,8 +419,9 @@ fn serve<'a>(stream: UnixStream, shared: &'a Shared, ceiling: Ceiling, slot: Cha
             Ok(request) => {
                 drop(body);
                 let peer = Peer {
+                    connector_wrote: conn.connector.wrote(&writer),
                     writer: writer.pidfd,
-                    ceiling: conn.ceiling,
+                    ceiling: conn.connector.ceiling,
                 };
                 ask(shared, peer, request)
             }

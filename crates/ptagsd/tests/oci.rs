@@ -429,10 +429,14 @@ fn host_pid_of(comm: &str, member: u32) -> u32 {
                 continue;
             }
             // Any live thread tells: an ended main thread has no namespaces.
-            let threads = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten();
+            let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten();
             if threads.flatten().any(|t| {
                 let tid = t.file_name().to_string_lossy().into_owned();
-                std::fs::read_link(format!("/proc/{pid}/task/{tid}/ns/mnt")).ok().as_ref()
+                std::fs::read_link(format!("/proc/{pid}/task/{tid}/ns/mnt"))
+                    .ok()
+                    .as_ref()
                     == Some(&want)
             }) {
                 return pid;
@@ -452,7 +456,12 @@ fn a_process_that_ends_its_main_thread_stays_in_its_container() {
     let d = Daemon::start("oci-mainexit", "");
     let mut runc = Runc::new();
     let contid = 7171u64;
-    runc.start(&d, "hide", &["sleep", "1000"], &[("io.ptags.contid", "7171")]);
+    runc.start(
+        &d,
+        "hide",
+        &["sleep", "1000"],
+        &[("io.ptags.contid", "7171")],
+    );
     let rootfs = runc.rootfs("hide");
     let source = runc.dir.path().join("mainexit.c");
     std::fs::write(&source, MAIN_EXIT_C).unwrap();

@@ -316,3 +316,30 @@ fn a_ptrace_attach_across_containers_is_on_record() {
         child.wait().unwrap();
     }
 }
+
+#[test]
+fn descriptors_sent_to_the_daemon_are_closed() {
+    let test = "descriptors_sent_to_the_daemon";
+    if !can_run(test) {
+        return;
+    }
+    let d = Daemon::start("send-fds", "");
+    let daemon_pid = d.pid();
+    let open_fds = || {
+        std::fs::read_dir(format!("/proc/{daemon_pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = open_fds();
+    let out = as_user(&["send-fds", d.socket().to_str().unwrap(), "200"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(stdout(&out).contains("\"sent\":200"), "{}", stdout(&out));
+    // 1,600 descriptors were sent; none stays in the daemon.
+    let after = open_fds();
+    assert!(
+        after <= before + 2,
+        "{before} descriptors before, {after} after"
+    );
+}

@@ -274,9 +274,11 @@ mod tests {
         assert_eq!(event(attach32).ptrace_attach_target(), Some((42, false)));
         // The kernel's OBJ_PID names the target in the initial namespace.
         let mut with_obj = event(seize);
-        with_obj
-            .records
-            .push(rec(OBJ_PID, 9, "opid=5000 oauid=-1 ouid=0 oses=-1 ocomm=\"sleep\""));
+        with_obj.records.push(rec(
+            OBJ_PID,
+            9,
+            "opid=5000 oauid=-1 ouid=0 oses=-1 ocomm=\"sleep\"",
+        ));
         assert_eq!(with_obj.ptrace_attach_target(), Some((5000, true)));
         for other in [
             "arch=c000003e syscall=101 success=no exit=-1 a0=4206 a1=3e8 pid=7",

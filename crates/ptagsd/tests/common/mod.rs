@@ -86,6 +86,11 @@ impl Daemon {
         d
     }
 
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the daemon runs").id()
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("ptagsd.sock")
     }
