@@ -540,8 +540,8 @@ impl Kernel {
         }
     }
 
-    /// Switches the setns policy on for the mount namespace whose inode
-    /// number is `mnt_ns` (or changes it).
+    /// Switches the setns policy on for the mount namespace whose ID
+    /// ([`crate::mount_namespace_id`]) is `mnt_ns` (or changes it).
     pub fn set_join(&self, mnt_ns: u64, join: &Join) -> Result<()> {
         let raw = ptags_join {
             contid: join.contid,
@@ -709,6 +709,7 @@ impl Kernel {
                     pid: 1,
                     ppid: 0,
                     comm: comm.trim_end().to_owned(),
+                    mnt_ns: crate::task::mount_namespace_id(1).unwrap_or(0),
                     state: self.task_state(init)?.unwrap_or_default(),
                 },
             );

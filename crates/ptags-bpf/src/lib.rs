@@ -15,7 +15,9 @@ pub use kernel::{
     Event, EventKind, EventReader, Join, Kernel, LostCounts, Options, ATTACHED, SETNS_ATTACH,
 };
 pub use probe::Features;
-pub use task::{ContainerEntry, ContidChange, SetOp, TaskId, TaskRow, TaskState};
+pub use task::{
+    mount_namespace_id, ContainerEntry, ContidChange, SetOp, TaskId, TaskRow, TaskState,
+};
 
 /// Types shared with the BPF programs, generated from `src/bpf/intf.h`.
 #[allow(

@@ -4,7 +4,7 @@ use std::fs;
 use std::os::fd::{FromRawFd, OwnedFd};
 
 use crate::skel::types::{ptags_container, ptags_state, ptags_task_flags as F, ptags_task_row};
-use crate::{Error, Result};
+use crate::{Context, Error, Result};
 
 /// `pidfd_open` flag: the pidfd names one thread, not the thread group.
 pub(crate) const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
@@ -42,6 +42,26 @@ impl TaskId {
         }
         Ok(fd)
     }
+}
+
+/// `NS_GET_MNTNS_ID` (`_IOR(0xb7, 5, __u64)`, Linux 6.8).
+const NS_GET_MNTNS_ID: libc::c_ulong = 0x8008_b705;
+
+/// The 64-bit ID of the mount namespace of process `pid`: unlike its
+/// inode number, never reused while the machine runs, so a policy keyed
+/// by it can never apply to a namespace made after the one it was for.
+pub fn mount_namespace_id(pid: u32) -> Result<u64> {
+    use std::os::fd::AsRawFd;
+    let ns = fs::File::open(format!("/proc/{pid}/ns/mnt")).map_err(|_| Error::NoSuchTask(pid))?;
+    let mut id: u64 = 0;
+    // SAFETY: NS_GET_MNTNS_ID writes one u64 through the pointer, which
+    // points to `id`; the fd is a namespace file.
+    let ret = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_MNTNS_ID, &mut id as *mut u64) };
+    if ret != 0 {
+        return Err(std::io::Error::last_os_error())
+            .context(|| format!("reading the mount namespace ID of process {pid}"));
+    }
+    Ok(id)
 }
 
 /// The process (thread-group ID) task `tid` belongs to, from /proc.
@@ -115,6 +135,8 @@ pub struct TaskRow {
     pub pid: u32,
     pub ppid: u32,
     pub comm: String,
+    /// Its mount namespace's ID ([`mount_namespace_id`]); 0 once exited.
+    pub mnt_ns: u64,
     pub state: TaskState,
 }
 
@@ -128,6 +150,7 @@ impl TaskRow {
             pid: raw.pid,
             ppid: raw.ppid,
             comm: comm(&raw.comm),
+            mnt_ns: raw.mnt_ns_id,
             state: TaskState::from_raw(&raw.state),
         }
     }

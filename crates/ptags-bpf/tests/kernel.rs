@@ -592,7 +592,12 @@ fn container_changes_refuse_a_task_that_is_not_alone() {
     wait_for(|| k.reap_container(9191).unwrap());
 }
 
+/// The ID the setns policy is keyed by.
 fn mount_namespace(pid: u32) -> u64 {
+    ptags_bpf::mount_namespace_id(pid).unwrap()
+}
+
+fn mount_namespace_inode(pid: u32) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
         .unwrap()
@@ -818,4 +823,93 @@ fn every_setns_entry_joins_the_container() {
     member.kill().unwrap();
     member.wait().unwrap();
     assert_eq!(k.lost().unwrap(), Default::default());
+}
+
+#[test]
+fn a_new_namespace_with_a_reused_number_is_not_the_container_s() {
+    let Some(k) = kernel_or_skip("a_new_namespace_with_a_reused_number") else {
+        return;
+    };
+    let start = |cmd: &mut Command| {
+        let child = cmd.spawn().unwrap();
+        wait_for_comm(child.id(), "sleep");
+        child
+    };
+    // The container: one task in a mount namespace of its own, with the
+    // policy, and one on the host that keeps the container alive.
+    let mut member = start(Command::new("unshare").args(["-m", "sleep", "30"]));
+    let keeper = Shell::start();
+    let entry = owned_by_this_test();
+    for task in [TaskId::of(member.id()).unwrap(), keeper.task()] {
+        k.set(
+            task,
+            &SetOp {
+                contid: Some((5757, Some(entry))),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    let old_inode = mount_namespace_inode(member.id());
+    let policy = Join {
+        contid: 5757,
+        set_id: 31,
+        kept_id: 31,
+    };
+    k.set_join(mount_namespace(member.id()), &policy).unwrap();
+    // Its namespace goes with its last task; the next new ones (as root,
+    // and as an unprivileged user in a user namespace of its own) may get
+    // its inode number.
+    member.kill().unwrap();
+    member.wait().unwrap();
+    // nobody: an unprivileged user every Debian machine has.
+    let uid = 65534;
+    let mut fresh = vec![
+        start(Command::new("unshare").args(["-m", "sleep", "30"])),
+        start(Command::new("setpriv").args([
+            "--reuid",
+            &uid.to_string(),
+            "--regid",
+            &uid.to_string(),
+            "--clear-groups",
+            "unshare",
+            "-Ur",
+            "-m",
+            "sleep",
+            "30",
+        ])),
+    ];
+    let reused = fresh
+        .iter()
+        .any(|c| mount_namespace_inode(c.id()) == old_inode);
+    eprintln!("inode number {old_inode} reused by a new namespace: {reused}");
+    let mut entered = Vec::new();
+    for c in &fresh {
+        let t = c.id().to_string();
+        entered.push(start(
+            Command::new("nsenter").args(["-t", &t, "-m", "sleep", "30"]),
+        ));
+    }
+    for c in &entered {
+        assert_eq!(
+            state(&k, c.id()).contid,
+            None,
+            "a task entering a namespace made after the container's joined it"
+        );
+    }
+    assert_eq!(k.container(5757).unwrap().unwrap().live, 1);
+    assert!(k.remove_join(mount_namespace_id_of_policy(&k)).unwrap());
+    for c in fresh.iter_mut().chain(entered.iter_mut()) {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    drop(keeper);
+    assert_eq!(k.lost().unwrap(), Default::default());
+}
+
+/// The one namespace ID a policy is set for.
+fn mount_namespace_id_of_policy(k: &Kernel) -> u64 {
+    let joins = k.joins();
+    assert_eq!(joins.len(), 1, "{joins:?}");
+    joins[0].0
 }

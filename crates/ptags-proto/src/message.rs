@@ -381,7 +381,11 @@ pub enum Response {
     /// for its mount namespace `mnt_ns` (the namespace's inode number).
     ContainerCreated {
         op: String,
+        /// The inode number of the mount namespace whose entrants join.
         mnt_ns: Option<u64>,
+        /// Its 64-bit ID, which the policy is keyed by (never reused).
+        #[serde(default)]
+        mnt_ns_id: Option<u64>,
     },
     /// The container's policy is off; `dropped`: its last task has gone
     /// and its end is on record.

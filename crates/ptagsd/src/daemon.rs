@@ -225,11 +225,12 @@ impl<'k> Daemon<'k> {
                 };
                 self.record_tag_op(&caller, &op, &result);
                 if let Ok(Response::ContainerCreated {
-                    mnt_ns: Some(mnt_ns),
+                    mnt_ns: Some(inode),
+                    mnt_ns_id: Some(id),
                     ..
                 }) = &result
                 {
-                    self.record_join_policy(&caller, *pid, *contid, *mnt_ns);
+                    self.record_join_policy(&caller, *pid, *contid, (*inode, *id));
                 }
                 result
             }
@@ -413,6 +414,8 @@ impl<'k> Daemon<'k> {
             .iter()
             .filter_map(|r| r.state.pending.and_then(|(_, _, c)| c))
             .collect();
+        let namespaces: HashSet<u64> = rows.iter().map(|r| r.mnt_ns).collect();
+        self.forget_joins_of_gone_namespaces(&namespaces);
         let mut ids: Vec<u64> = self.kernel.container_ids();
         ids.extend(self.registry.keys());
         ids.sort_unstable();

@@ -4,7 +4,7 @@
 //! at poststop.
 
 use log::{info, warn};
-use ptags_bpf::{Join, SetOp, TaskId};
+use ptags_bpf::{mount_namespace_id, Join, SetOp, TaskId};
 use ptags_core::Errno;
 use ptags_proto::{Failure, Response};
 
@@ -29,9 +29,10 @@ impl Daemon<'_> {
     ) -> Result<Response, Failure> {
         need_audit_control(caller)?;
         let process = Pidfd::open(pid)?;
-        let ns = namespace_inode(pid, "mnt")?;
+        let ns = mount_namespace_id(pid).map_err(kernel_failure)?;
+        let ns_inode = namespace_inode(pid, "mnt")?;
         // The daemon's own namespace, and init's where it may be read.
-        let host = [std::process::id(), 1].map(|p| namespace_inode(p, "mnt").ok());
+        let host = [std::process::id(), 1].map(|p| mount_namespace_id(p).ok());
         if host.contains(&Some(ns)) {
             return Err(Failure::new(
                 Errno::Einval,
@@ -64,7 +65,8 @@ impl Daemon<'_> {
         info!("container {id}: process {pid} labelled (setns policy: {join})");
         Ok(Response::ContainerCreated {
             op: plan.decision.op().to_owned(),
-            mnt_ns: join.then_some(ns),
+            mnt_ns: join.then_some(ns_inode),
+            mnt_ns_id: join.then_some(ns),
         })
     }
 
@@ -127,6 +129,23 @@ impl Daemon<'_> {
                 if let Err(e) = self.kernel.remove_join(ns) {
                     warn!("switching off the setns policy of {ns}: {e}");
                 }
+            }
+        }
+    }
+
+    /// Switches off the policies of mount namespaces no task is in any
+    /// more: a namespace with no task is gone, and its ID never returns.
+    pub(crate) fn forget_joins_of_gone_namespaces(&self, live: &std::collections::HashSet<u64>) {
+        for (ns, join) in self.kernel.joins() {
+            if live.contains(&ns) {
+                continue;
+            }
+            match self.kernel.remove_join(ns) {
+                Ok(_) => info!(
+                    "container {}: setns policy off, its mount namespace {ns} is gone",
+                    join.contid
+                ),
+                Err(e) => warn!("switching off the setns policy of {ns}: {e}"),
             }
         }
     }

@@ -58,8 +58,8 @@ struct ptags_container {
 
 
 /* The setns policy of a container (audit-container-id.md): a task that
- * enters the mount namespace this is keyed by (its inode number) joins
- * the container and takes these tags. */
+ * enters the mount namespace this is keyed by (its 64-bit ns_id, never
+ * reused) joins the container and takes these tags. */
 struct ptags_join {
 	__u64 contid;
 	__u64 set_id;
@@ -150,6 +150,7 @@ struct ptags_task_row {
 	__u32 ppid;
 	__u32 reserved;		/* zero: keeps what follows aligned */
 	__u64 start_ticks;	/* as /proc/PID/stat gives it */
+	__u64 mnt_ns_id;	/* its mount namespace's ID; 0 for an exited task */
 	struct ptags_state state;	/* flags 0 for a task without state */
 	char comm[16];
 };

@@ -49,7 +49,10 @@ struct {
 	__type(value, struct ptags_container);
 } containers SEC(".maps");
 
-/* The setns policy, keyed by mount-namespace inode number. */
+/* The setns policy, keyed by the mount namespace's 64-bit ID (ns_id),
+ * which the kernel never reuses: an inode number is reused as soon as its
+ * namespace is freed, and could hand a container's identity to whoever
+ * makes the next namespace. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
@@ -319,7 +322,7 @@ static bool within(__u64 id, __u64 outer)
  * in a container nested in it, stays; a task in an unrelated or an
  * enclosing container keeps its ID (it may not leave its container that
  * way), which is reported. A container whose last task has gone takes
- * no one: its namespace's inode number may be reused.
+ * no one.
  */
 SEC("tp_btf/sys_exit")
 int BPF_PROG(ptags_setns, struct pt_regs *regs, long ret)
@@ -346,7 +349,7 @@ int BPF_PROG(ptags_setns, struct pt_regs *regs, long ret)
 	 * otherwise. */
 	if ((t->thread_info.status & TS_COMPAT) ? nr != NR_SETNS_IA32 : nr == NR_SETNS_IA32)
 		return 0;
-	ns = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.inum);
+	ns = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.ns_id);
 	j = bpf_map_lookup_elem(&joins, &ns);
 	if (!j)
 		return 0;
@@ -524,6 +527,7 @@ int ptags_tasks(struct bpf_iter__task *ctx)
 	row.tid = t->pid;
 	row.ppid = BPF_CORE_READ(t, real_parent, tgid);
 	row.start_ticks = t->start_boottime / NSEC_PER_TICK;
+	row.mnt_ns_id = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.ns_id);
 	BPF_CORE_READ_STR_INTO(&row.comm, t, comm);
 	s = bpf_task_storage_get(&task_state, t, 0, 0);
 	if (s) {

@@ -392,7 +392,7 @@ impl Daemon<'_> {
         caller: &Caller,
         pid: u32,
         contid: u64,
-        mnt_ns: u64,
+        mnt_ns: (u64, u64),
     ) {
         let body = records::join_policy(pid, contid, mnt_ns, &caller.subject);
         self.trail.log.push_daemon("CONTAINER_OP", body);

@@ -60,7 +60,8 @@ pub fn container_op(
 
 /// `CONTAINER_OP op=join-policy`: a runtime switched on the setns policy
 /// of the container whose first process is `opid`.
-pub fn join_policy(opid: u32, contid: u64, mnt_ns: u64, caller: &Subject) -> String {
+/// `mnt_ns`: the namespace's inode number and its 64-bit ID.
+pub fn join_policy(opid: u32, contid: u64, mnt_ns: (u64, u64), caller: &Subject) -> String {
     let mut fields = vec![
         ("op".to_owned(), "join-policy".to_owned()),
         ("opid".to_owned(), opid.to_string()),
@@ -69,7 +70,8 @@ pub fn join_policy(opid: u32, contid: u64, mnt_ns: u64, caller: &Subject) -> Str
             format_contid(ContainerId::new(contid), Style::Raw),
         ),
     ];
-    fields.push(("mntns".into(), mnt_ns.to_string()));
+    fields.push(("mntns".into(), mnt_ns.0.to_string()));
+    fields.push(("mntns-id".into(), mnt_ns.1.to_string()));
     caller.push_fields(&mut fields);
     result_fields(&mut fields, None);
     format_fields(&fields)
