@@ -110,7 +110,13 @@ pub struct Join {
 }
 
 impl Event {
+    /// An event as the programs submit it; `None` for a record of another
+    /// size or an unknown kind, which user space counts and refuses
+    /// rather than read as zeroes.
     fn parse(data: &[u8]) -> Option<Event> {
+        if data.len() != size_of::<ptags_event>() {
+            return None;
+        }
         let raw: ptags_event = from_bytes(data);
         let kind = match K(raw.kind) {
             K::PTAGS_EVENT_DROP => EventKind::Drop,
@@ -159,12 +165,14 @@ pub struct LostCounts {
     pub task_storage: u64,
     pub container_missing: u64,
     pub join_events: u64,
+    /// A container's count went below zero (a task counted out twice).
+    pub container_underflow: u64,
 }
 
 impl LostCounts {
     /// Each counter by its field name, for reports that list them all.
     /// Those named `*_events` are events that never reached user space.
-    pub fn named(&self) -> [(&'static str, u64); 6] {
+    pub fn named(&self) -> [(&'static str, u64); 7] {
         [
             ("drop_events", self.drop_events),
             ("exec_events", self.exec_events),
@@ -172,6 +180,7 @@ impl LostCounts {
             ("join_events", self.join_events),
             ("task_storage", self.task_storage),
             ("container_missing", self.container_missing),
+            ("container_underflow", self.container_underflow),
         ]
     }
 }
@@ -222,6 +231,11 @@ impl Kernel {
             .containers
             .set_max_entries(options.max_containers)
             .context(|| "sizing the container table".into())?;
+        // At most one policy per container.
+        open.maps
+            .joins
+            .set_max_entries(options.max_containers)
+            .context(|| "sizing the setns policy table".into())?;
         let skel = open.load().context(|| "loading the BPF programs".into())?;
         let handle = |m: &libbpf_rs::Map, name: &str| {
             MapHandle::try_from(m).context(|| format!("duplicating map {name}"))
@@ -660,6 +674,7 @@ impl Kernel {
             task_storage: read(L::PTAGS_LOST_TASK_STORAGE)?,
             container_missing: read(L::PTAGS_LOST_CONTAINER)?,
             join_events: read(L::PTAGS_LOST_RINGBUF_JOIN)?,
+            container_underflow: read(L::PTAGS_LOST_UNDERFLOW)?,
         })
     }
 
@@ -698,22 +713,33 @@ impl Kernel {
             .map(|row| TaskRow::from_raw(&from_bytes(row)))
             .collect();
         // The task iterator of the kernels seen here (6.18) never visits
-        // TID 1: read init's state directly so that the list is complete.
-        if !rows.iter().any(|r| r.id.tid == 1) {
-            let init = TaskId::of(1)?;
-            let comm = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
-            rows.insert(
-                0,
-                TaskRow {
-                    id: init,
-                    pid: 1,
-                    ppid: 0,
-                    comm: comm.trim_end().to_owned(),
-                    mnt_ns: crate::task::mount_namespace_id(1).unwrap_or(0),
-                    state: self.task_state(init)?.unwrap_or_default(),
-                },
-            );
+        // PID 1's threads: read their state directly so that the list is
+        // complete.
+        let mut init_threads: Vec<u32> = std::fs::read_dir("/proc/1/task")
+            .context(|| "listing init's threads".into())?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        init_threads.sort_unstable();
+        let mut missing = Vec::new();
+        for tid in init_threads {
+            if rows.iter().any(|r| r.id.tid == tid) {
+                continue;
+            }
+            let Ok(task) = TaskId::of(tid) else {
+                continue;
+            };
+            let comm =
+                std::fs::read_to_string(format!("/proc/1/task/{tid}/comm")).unwrap_or_default();
+            missing.push(TaskRow {
+                id: task,
+                pid: 1,
+                ppid: 0,
+                comm: comm.trim_end().to_owned(),
+                mnt_ns: crate::task::mount_namespace_id(1).unwrap_or(0),
+                state: self.task_state(task)?.unwrap_or_default(),
+            });
         }
+        rows.splice(0..0, missing);
         Ok(rows)
     }
 
@@ -721,12 +747,14 @@ impl Kernel {
     /// times (the epoll set and the ring's mapping live as long as it).
     pub fn events(&self) -> Result<EventReader<'_>> {
         let queue = Rc::new(RefCell::new(Vec::new()));
-        let sink = Rc::clone(&queue);
+        let malformed = Rc::new(std::cell::Cell::new(0u64));
+        let (sink, bad) = (Rc::clone(&queue), Rc::clone(&malformed));
         let mut builder = RingBufferBuilder::new();
         builder
             .add(&self.events, move |data: &[u8]| {
-                if let Some(e) = Event::parse(data) {
-                    sink.borrow_mut().push(e);
+                match Event::parse(data) {
+                    Some(e) => sink.borrow_mut().push(e),
+                    None => bad.set(bad.get() + 1),
                 }
                 0
             })
@@ -734,7 +762,11 @@ impl Kernel {
         let ring = builder
             .build()
             .context(|| "opening the event ring buffer".into())?;
-        Ok(EventReader { ring, queue })
+        Ok(EventReader {
+            ring,
+            queue,
+            malformed,
+        })
     }
 }
 
@@ -742,9 +774,17 @@ impl Kernel {
 pub struct EventReader<'k> {
     ring: RingBuffer<'k>,
     queue: Rc<RefCell<Vec<Event>>>,
+    malformed: Rc<std::cell::Cell<u64>>,
 }
 
 impl EventReader<'_> {
+    /// Ring-buffer records refused since the reader was made: of another
+    /// size than an event, or of an unknown kind (a program of another
+    /// version).
+    pub fn malformed(&self) -> u64 {
+        self.malformed.get()
+    }
+
     /// Waits up to `timeout` for events and returns all that are queued.
     pub fn poll(&self, timeout: Duration) -> Result<Vec<Event>> {
         self.ring

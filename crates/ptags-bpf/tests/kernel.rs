@@ -533,6 +533,20 @@ fn the_task_iterator_lists_every_task_with_its_state() {
         init.is_some_and(|r| r.id.tid == 1 && r.ppid == 0),
         "{init:?}"
     );
+    // Every thread of init, not only its main one.
+    for entry in std::fs::read_dir("/proc/1/task").unwrap() {
+        let tid: u32 = entry
+            .unwrap()
+            .file_name()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            rows.iter().any(|r| r.id.tid == tid && r.pid == 1),
+            "init's thread {tid} is listed"
+        );
+    }
     let procs = std::fs::read_dir("/proc")
         .unwrap()
         .filter(|e| {
@@ -912,4 +926,72 @@ fn mount_namespace_id_of_policy(k: &Kernel) -> u64 {
     let joins = k.joins();
     assert_eq!(joins.len(), 1, "{joins:?}");
     joins[0].0
+}
+
+#[test]
+fn a_child_fork_has_not_finished_cannot_be_set() {
+    let Some(k) = kernel_or_skip("a_child_fork_has_not_finished") else {
+        return;
+    };
+    let entry = owned_by_this_test();
+    // A labelled shell forking as fast as it can.
+    let mut forker = Shell::start();
+    k.set(
+        forker.task(),
+        &SetOp {
+            contid: Some((5858, Some(entry))),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let storm = forker.spawn_waiting("while :; do /bin/true; done");
+    wait_for(|| std::fs::read_to_string(format!("/proc/{storm}/stat")).is_ok());
+    // Meanwhile, the setter is aimed at the pids about to be used, as
+    // soon as they exist: a child may be found before the fork program
+    // copied its parent's state into it.
+    let end = std::time::Instant::now() + Duration::from_secs(2);
+    let (mut tries, mut set) = (0u64, 0u64);
+    let next_pid = || -> u32 {
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap()
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    while std::time::Instant::now() < end {
+        let last = next_pid();
+        for pid in last.saturating_sub(2)..last + 4 {
+            let Ok(task) = TaskId::of(pid) else {
+                continue;
+            };
+            tries += 1;
+            let op = SetOp {
+                contid: Some((5959, Some(entry))),
+                ..Default::default()
+            };
+            if k.set(task, &op).is_ok() {
+                set += 1;
+            }
+        }
+    }
+    // SAFETY: killing the loop this test started.
+    unsafe { libc::kill(storm as i32, libc::SIGKILL) };
+    drop(forker);
+    eprintln!("{tries} tries on fresh pids, {set} set");
+    // Every task counted in 5959 is one that points there: once all have
+    // exited, the count is back to zero, and never went below it.
+    wait_for(|| {
+        let live = |id| k.container(id).unwrap().map_or(0, |c| c.live);
+        let members = |id| {
+            k.tasks()
+                .unwrap()
+                .iter()
+                .filter(|r| r.state.contid == Some(id) && !r.state.exited)
+                .count() as i64
+        };
+        live(5959) == members(5959) && live(5858) == members(5858)
+    });
+    assert_eq!(k.lost().unwrap().container_underflow, 0);
 }

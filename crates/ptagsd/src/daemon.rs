@@ -480,6 +480,7 @@ impl<'k> Daemon<'k> {
             lost: lost
                 .named()
                 .into_iter()
+                .chain([("malformed_events", self.events.malformed())])
                 .map(|(name, n)| (name.to_owned(), n))
                 .collect(),
             audit: self.audit_status(),

@@ -111,7 +111,9 @@ enum ptags_lost_reason {
 	PTAGS_LOST_TASK_STORAGE = 3,	/* no storage for a child at fork */
 	PTAGS_LOST_CONTAINER = 4,	/* a task's container was not in the table */
 	PTAGS_LOST_RINGBUF_JOIN = 5,
-	PTAGS_LOST_REASONS = 6,
+	/* A container's count went below zero: a task counted out twice. */
+	PTAGS_LOST_UNDERFLOW = 6,
+	PTAGS_LOST_REASONS = 7,
 };
 
 /* The ops of the ptags_set syscall program. */
@@ -126,7 +128,7 @@ enum ptags_set_ops {
 
 /* Context of the ptags_set syscall program, run by BPF_PROG_TEST_RUN. */
 struct ptags_set_args {
-	__u32 tid;		/* in the caller's PID namespace */
+	__u32 tid;		/* in the initial PID namespace (bpf_task_from_pid) */
 	__u32 ops;		/* PTAGS_SET_* */
 	__u64 start_ticks;	/* the target's start time, as /proc/PID/stat gives it */
 	__u64 set_id;

@@ -20,6 +20,9 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define ESRCH 3
 #define EBUSY 16
 #define PF_EXITING 0x4
+/* __state of a task that fork has not finished making (sched_fork sets
+ * it, wake_up_new_task clears it, after the fork tracepoint). */
+#define TASK_NEW 0x800
 #define ENOMEM 12
 #define USER_HZ 100
 #ifndef __TARGET_ARCH_x86
@@ -99,8 +102,10 @@ static void count_lost(__u32 reason)
 {
 	__u64 *n = bpf_map_lookup_elem(&lost, &reason);
 
+	/* Atomic: the sleepable setter can be preempted on this CPU by a
+	 * tracepoint program that counts too. */
 	if (n)
-		*n += 1;
+		__sync_fetch_and_add(n, 1);
 }
 
 static bool events_enabled(__u32 bit)
@@ -159,37 +164,37 @@ static void emit(struct task_struct *t, __u32 kind, __u64 contid, __u64 set_id, 
  * One more task in a container. A row whose count fell to zero is a
  * dropped container: the first task to enter it again revives it. Rows
  * are never deleted here (user space reaps dead rows), so that a task
- * can never enter a row that is concurrently being deleted.
+ * can never enter a row that is concurrently being deleted. A count
+ * below zero means a task was counted out twice: it is counted as lost
+ * (PTAGS_LOST_UNDERFLOW), never silently reset.
  */
 static void container_enter(__u64 contid)
 {
 	struct ptags_container *c = bpf_map_lookup_elem(&containers, &contid);
-	__s64 live;
-	int i;
 
 	if (!c) {
 		count_lost(PTAGS_LOST_CONTAINER);
 		return;
 	}
-	for (i = 0; i < 64; i++) {
-		live = c->live;
-		if (__sync_val_compare_and_swap(&c->live, live, live > 0 ? live + 1 : 1) == live)
-			return;
-	}
-	count_lost(PTAGS_LOST_CONTAINER);
+	if (__sync_fetch_and_add(&c->live, 1) < 0)
+		count_lost(PTAGS_LOST_UNDERFLOW);
 }
 
 /* One task fewer; the last one out drops the container. */
 static void container_leave(struct task_struct *t, __u64 contid)
 {
 	struct ptags_container *c = bpf_map_lookup_elem(&containers, &contid);
+	__s64 before;
 
 	if (!c) {
 		count_lost(PTAGS_LOST_CONTAINER);
 		return;
 	}
-	if (__sync_fetch_and_add(&c->live, -1) == 1)
+	before = __sync_fetch_and_add(&c->live, -1);
+	if (before == 1)
 		emit(t, PTAGS_EVENT_DROP, contid, 0, (__u64)-1);
+	else if (before <= 0)
+		count_lost(PTAGS_LOST_UNDERFLOW);
 }
 
 SEC("tp_btf/sched_process_fork")
@@ -221,12 +226,12 @@ int BPF_PROG(ptags_fork, struct task_struct *parent, struct task_struct *child)
 		count_lost(PTAGS_LOST_TASK_STORAGE);
 		return 0;
 	}
+	/* Counted in before the child points there, as the setter does. */
+	if (state.flags & PTAGS_TASK_HAS_CONTID)
+		container_enter(state.contid);
 	bpf_spin_lock(&cs->lock);
 	cs->state = state;
 	bpf_spin_unlock(&cs->lock);
-
-	if (state.flags & PTAGS_TASK_HAS_CONTID)
-		container_enter(state.contid);
 	return 0;
 }
 
@@ -423,6 +428,14 @@ int ptags_set(struct ptags_set_args *a)
 
 	t = bpf_task_from_pid(a->tid);
 	if (!t) {
+		a->result = -ESRCH;
+		return 0;
+	}
+	/* A child fork has not finished making: the fork program is still to
+	 * copy its parent's state over whatever would be set now, and to
+	 * count it in. It is refused as not there yet. */
+	if (t->__state & TASK_NEW) {
+		bpf_task_release(t);
 		a->result = -ESRCH;
 		return 0;
 	}
