@@ -439,20 +439,34 @@ fn verify(args: VerifyArgs) -> Result<ExitCode> {
     };
     let mut verifier = Verifier::new(key, None);
     let mut current: Option<PathBuf> = None;
-    let mut broken = None;
+    // Every break is reported, not only the first: an injected line must
+    // not hide a deletion after it.
+    let mut problems: Vec<String> = Vec::new();
     read_lines(&files, |path, n, line| {
-        if broken.is_some() {
-            return Ok(());
-        }
         if current.as_deref() != Some(path) {
             current = Some(path.to_owned());
             verifier.start_file();
         }
         if let Err(e) = verifier.verify(line) {
-            broken = Some(format!("{}:{n}: {e}", path.display()));
+            problems.push(format!("{}:{n}: {e}", path.display()));
+            verifier.resync(line);
         }
         Ok(())
     })?;
+    let mut broken = match problems.len() {
+        0 => None,
+        1 => problems.pop(),
+        n => {
+            const SHOWN: usize = 100;
+            let more = n.saturating_sub(SHOWN);
+            problems.truncate(SHOWN);
+            if more > 0 {
+                problems.push(format!("... and {more} more"));
+            }
+            problems.push(format!("{n} problems"));
+            Some(problems.join("\n"))
+        }
+    };
     if broken.is_none() {
         if let Err(e) = verifier.finish(tail) {
             let last = files

@@ -245,7 +245,7 @@ mod tests {
         assert_eq!(c.socket_mode(), 0o666);
         assert_eq!(c.limits.max_containers, 65536);
         assert_eq!(c.limits.max_depth, 8);
-        assert_eq!(c.limits.max_tag_bytes_per_uid, 64 << 20);
+        assert_eq!(c.limits.max_tag_bytes_per_uid, 256 << 20);
         assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
     }
 

@@ -165,7 +165,7 @@ impl<'k> Daemon<'k> {
             Request::Read { target } => self.read(*target),
             Request::Write { target, text } => {
                 let caller = self.caller(peer)?;
-                let result = self.write(&caller, *target, text);
+                let (result, changed) = self.write(&caller, *target, text);
                 let op = TagOp {
                     op: "write",
                     pid: target.pid,
@@ -173,7 +173,7 @@ impl<'k> Daemon<'k> {
                     text: Some(text),
                     new_contid: None,
                 };
-                self.record_tag_op(&caller, &op, &result);
+                self.record_tag_op(&caller, &op, &result, changed);
                 result
             }
             Request::ContidGet { pid } => {
@@ -202,7 +202,7 @@ impl<'k> Daemon<'k> {
                     text: text.as_deref(),
                     new_contid: *contid,
                 };
-                self.record_tag_op(&caller, &op, &result);
+                self.record_tag_op(&caller, &op, &result, result.is_ok());
                 result
             }
             Request::ContainerCreate {
@@ -223,7 +223,7 @@ impl<'k> Daemon<'k> {
                     text: text.as_deref(),
                     new_contid: Some(*contid),
                 };
-                self.record_tag_op(&caller, &op, &result);
+                self.record_tag_op(&caller, &op, &result, result.is_ok());
                 if let Ok(Response::ContainerCreated {
                     mnt_ns: Some(inode),
                     mnt_ns_id: Some(id),

@@ -387,6 +387,14 @@ fn admit(stream: UnixStream, shared: &Arc<Shared>) {
 /// Serves one connection until the peer closes it, stays idle, or sends
 /// something that ends it (a frame that cannot be read to its end).
 fn serve<'a>(stream: UnixStream, shared: &'a Shared, connector: Connector, slot: Charge<'a>) {
+    // A client that sends requests and never reads the answers must not
+    // hold its thread (and its slot) forever.
+    if stream
+        .set_write_timeout(Some(shared.request_timeout))
+        .is_err()
+    {
+        return;
+    }
     let conn = Connection {
         stream,
         shared,

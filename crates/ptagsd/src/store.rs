@@ -277,7 +277,15 @@ pub struct Store {
     path: PathBuf,
     /// Every stored content, by content hash.
     tags: HashMap<Digest, StoredTag>,
+    /// Each stored set's row: whom it is charged to, and its bytes. The
+    /// rows of one user's many distinct sets cost the disk too.
+    rows: HashMap<SetId, (u32, u64)>,
     usage: TagBytes,
+}
+
+/// What a stored set's row costs its uid: its references and its key.
+fn row_charge(set: &TagSet) -> u64 {
+    (set.len() * REF_LEN + 8) as u64
 }
 
 impl Store {
@@ -298,6 +306,7 @@ impl Store {
             db,
             path,
             tags: HashMap::new(),
+            rows: HashMap::new(),
             usage: TagBytes::new(max_tag_bytes_per_uid),
         };
         let restored = store.load().context("loading tag sets")?;
@@ -335,6 +344,11 @@ impl Store {
             for tag in set.iter() {
                 *held.entry(*tag.content_hash()).or_insert(0) += 1;
             }
+            // Who made a row is not stored: rows found at start are
+            // charged to uid 0, and given back to it when deleted.
+            let bytes = row_charge(&set);
+            self.usage.charge(0, bytes);
+            self.rows.insert(SetId(id), (0, bytes));
             sets.push((SetId(id), set));
         }
         for (hash, (tag, uid)) in contents {
@@ -372,7 +386,8 @@ impl Store {
                 }
             }
         }
-        let adding: u64 = new.values().map(|t| charge_of(t)).sum();
+        let rows: u64 = sets.iter().map(|(_, set)| row_charge(set)).sum();
+        let adding: u64 = new.values().map(|t| charge_of(t)).sum::<u64>() + rows;
         self.usage.check(uid, adding)?;
         let write = || -> Result<()> {
             let txn = self.db.begin_write()?;
@@ -395,7 +410,8 @@ impl Store {
             );
         }
         self.usage.charge(uid, adding);
-        for (_, set) in sets {
+        for (id, set) in sets {
+            self.rows.insert(*id, (uid, row_charge(set)));
             for tag in set.iter() {
                 if let Some(stored) = self.tags.get_mut(tag.content_hash()) {
                     stored.sets += 1;
@@ -431,6 +447,11 @@ impl Store {
             }
         }
         txn.commit().context("committing collected tag sets")?;
+        for id in ids {
+            if let Some((uid, bytes)) = self.rows.remove(id) {
+                self.usage.release(uid, bytes);
+            }
+        }
         for (hash, n) in released {
             let Some(stored) = self.tags.get_mut(&hash) else {
                 continue;
@@ -762,12 +783,12 @@ mod tests {
     fn a_write_over_the_uid_limit_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let tag = |n: usize| Tag::new(&format!("t{n}"), Some(&"v".repeat(1000)), false).unwrap();
-        // Room for two of these contents, not three.
-        let limit = 2 * charge_of(&tag(0)) + 10;
-        let (mut store, _) = Store::open(dir.path(), limit).unwrap();
         let one = TagSet::from_tags(vec![tag(1)]).unwrap();
         let two = TagSet::from_tags(vec![tag(1), tag(2)]).unwrap();
         let three = TagSet::from_tags(vec![tag(1), tag(2), tag(3)]).unwrap();
+        // Room for two of these contents and two sets' rows, not three.
+        let limit = 2 * charge_of(&tag(0)) + row_charge(&one) + row_charge(&two) + 10;
+        let (mut store, _) = Store::open(dir.path(), limit).unwrap();
         store.save_sets(&[(SetId(1), &one)], 2, 1000).unwrap();
         store.save_sets(&[(SetId(2), &two)], 3, 1000).unwrap();
         let err = store.save_sets(&[(SetId(3), &three)], 4, 1000).unwrap_err();
@@ -788,9 +809,14 @@ mod tests {
         drop(store);
         let (mut store, loaded) = Store::open(dir.path(), limit).unwrap();
         assert_eq!(loaded.next_set_id, 5);
-        assert!(store.usage.by_uid.is_empty());
+        // The one row left (set 4) is charged to uid 0 after a restart.
+        assert!(!store.usage.by_uid.contains_key(&1000));
+        assert_eq!(store.usage.by_uid[&0], row_charge(&three.kept()));
         store.save_sets(&[(SetId(5), &two)], 6, 1000).unwrap();
-        assert_eq!(store.usage.by_uid[&1000], 2 * charge_of(&tag(0)));
+        assert_eq!(
+            store.usage.by_uid[&1000],
+            2 * charge_of(&tag(0)) + row_charge(&two)
+        );
     }
 
     #[test]

@@ -68,12 +68,26 @@ impl Daemon<'_> {
     }
 
     /// Applies a write to each named thread. Each thread's lines up to a
-    /// failing one stay applied; the first failure is reported.
+    /// failing one stay applied; the first failure is reported. Also
+    /// says whether any thread's tags changed (a failed write may have
+    /// changed some, a successful one none).
     pub(crate) fn write(
         &mut self,
         caller: &Caller,
         target: Target,
         text: &str,
+    ) -> (Result<Response, Failure>, bool) {
+        let mut changed = false;
+        let result = self.write_threads(caller, target, text, &mut changed);
+        (result, changed)
+    }
+
+    fn write_threads(
+        &mut self,
+        caller: &Caller,
+        target: Target,
+        text: &str,
+        changed: &mut bool,
     ) -> Result<Response, Failure> {
         // Held across the write: each check that it is still alive proves
         // that the pid (and so the threads listed under it) was not reused.
@@ -85,9 +99,11 @@ impl Daemon<'_> {
             &process,
             || threads_of(target),
             |tid| match self.write_thread(target.pid, tid, text, &writer, caller.creds.uids[0]) {
-                Ok(None) => Ok(true),
-                Ok(Some(f)) => {
-                    failure.get_or_insert(f);
+                Ok((failed, thread_changed)) => {
+                    *changed |= thread_changed;
+                    if let Some(f) = failed {
+                        failure.get_or_insert(f);
+                    }
                     Ok(true)
                 }
                 // It exited meanwhile: nothing to label.
@@ -139,7 +155,8 @@ impl Daemon<'_> {
     }
 
     /// One thread: its current set, the write, the new set stored, then
-    /// given to the kernel. Returns the line failure, if any.
+    /// given to the kernel. Returns the line failure, if any, and whether
+    /// the thread's tags changed.
     fn write_thread(
         &mut self,
         pid: u32,
@@ -147,7 +164,7 @@ impl Daemon<'_> {
         text: &str,
         writer: &Writer,
         uid: u32,
-    ) -> Result<Option<Failure>, Failure> {
+    ) -> Result<(Option<Failure>, bool), Failure> {
         let task = TaskId::of(tid).map_err(kernel_failure)?;
         // A TID reused by another process's thread since it was listed.
         if tgid_of(tid)? != pid {
@@ -158,7 +175,8 @@ impl Daemon<'_> {
         let failure = outcome
             .failure
             .map(|f| Failure::new(f.errno(), f.reason.to_string()).at_line(f.line));
-        if outcome.tags != current {
+        let changed = outcome.tags != current;
+        if changed {
             let (set, kept) = self.intern(&outcome.tags, uid)?;
             let op = SetOp {
                 tags: Some((set.0, kept.0)),
@@ -166,7 +184,7 @@ impl Daemon<'_> {
             };
             self.kernel.set(task, &op).map_err(kernel_failure)?;
         }
-        Ok(failure)
+        Ok((failure, changed))
     }
 
     /// Prepares the caller's own child, forked and not yet exec'd, to

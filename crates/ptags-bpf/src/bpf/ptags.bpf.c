@@ -324,10 +324,10 @@ static bool within(__u64 id, __u64 outer)
  * The setns policy: a task that has entered the mount namespace of a
  * container that asked for it (`runc exec`, `nsenter`) joins that
  * container, as its descendants would have. A task already in it, or
- * in a container nested in it, stays; a task in an unrelated or an
- * enclosing container keeps its ID (it may not leave its container that
- * way), which is reported. A container whose last task has gone takes
- * no one.
+ * in a container nested in it, stays; a task of a container enclosing it
+ * joins it (deeper, never out); a task in an unrelated container keeps
+ * its ID (it may not leave its container that way), which is reported.
+ * A container whose last task has gone takes no one.
  */
 SEC("tp_btf/sys_exit")
 int BPF_PROG(ptags_setns, struct pt_regs *regs, long ret)

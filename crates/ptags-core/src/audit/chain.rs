@@ -369,6 +369,20 @@ impl Verifier {
         self.lines
     }
 
+    /// Goes on after a line `verify` refused, so that one bad line (an
+    /// injected one, say) cannot hide what follows: an unsealed line is
+    /// passed over, and the chain goes on from a sealed one as if it were
+    /// right (what it broke is already reported).
+    pub fn resync(&mut self, line: &str) {
+        if let Some(sealed) = Sealed::split(line) {
+            self.at_file_start = false;
+            self.last = Some(Link {
+                seq: sealed.seq,
+                mac: sealed.mac,
+            });
+        }
+    }
+
     pub fn verify(&mut self, line: &str) -> Result<(), Broken> {
         let sealed = Sealed::split(line).ok_or(Broken::Unsealed)?;
         if self.at_file_start {
@@ -560,6 +574,37 @@ mod tests {
             Sealed::split(&lines[1]).unwrap().text_record(),
             Some("type=SYSCALL msg=audit(2.000:0): pid=0 comm=\"x\"")
         );
+    }
+
+    /// Every break, going on after each as the CLI does.
+    fn all_breaks(lines: &[String]) -> Vec<(usize, Broken)> {
+        let mut v = Verifier::new(key(7), None);
+        let mut out = Vec::new();
+        for (i, l) in lines.iter().enumerate() {
+            if let Err(e) = v.verify(l) {
+                out.push((i, e));
+                v.resync(l);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn an_injected_line_does_not_hide_a_later_deletion() {
+        let (lines, _) = trail(LineFormat::Text, 20);
+        let mut tampered = lines.clone();
+        tampered.insert(5, "type=CONTAINER_OP msg=audit(1.000:4294999999): op=drop contid=5151 ptags_seq=1 ptags_mac=00".into());
+        tampered.remove(12);
+        tampered[15] = tampered[15].replace("pid=14", "pid=99");
+        assert_eq!(
+            all_breaks(&tampered),
+            [
+                (5, Broken::Unsealed),
+                (12, Broken::Missing { from: 12, to: 12 }),
+                (15, Broken::Altered { seq: 16 }),
+            ]
+        );
+        assert_eq!(all_breaks(&lines), []);
     }
 
     #[test]

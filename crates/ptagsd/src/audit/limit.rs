@@ -1,9 +1,10 @@
-//! The rate limit of records of refused requests, per user (real uid): a
-//! token bucket each. A refused request costs its caller nothing, so
-//! without a limit one unprivileged user could write records until
-//! rotation deleted every older one. What is not recorded is counted
-//! and said in `PTAGS_SUPPRESSED` records. Successful changes, and the
-//! refusals of callers with CAP_AUDIT_CONTROL, are never limited.
+//! The rate limit of records of requests that changed nothing (refused,
+//! or writes of only comments and queries), per user (real uid) in each
+//! container: a token bucket each. Such a request costs its caller
+//! nothing, so without a limit one unprivileged user could write records
+//! until rotation deleted every older one. What is not recorded is
+//! counted and said in `PTAGS_SUPPRESSED` records. Changes, and the
+//! requests of callers with CAP_AUDIT_CONTROL, are never limited.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -11,10 +12,18 @@ use std::time::{Duration, Instant};
 /// How often a summary is written while a user's refusals are suppressed.
 const SUMMARY_EVERY: Duration = Duration::from_secs(1);
 
-/// Refusals of one user that were not recorded.
+/// Whose requests share a bucket: one user in one container (or on the
+/// host), so that one container's root cannot silence another's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Source {
+    pub uid: u32,
+    pub contid: Option<u64>,
+}
+
+/// Refusals of one source that were not recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Suppressed {
-    pub uid: u32,
+    pub source: Source,
     pub count: u64,
     /// The first and last of them (since the epoch).
     pub since: Duration,
@@ -39,7 +48,7 @@ struct Bucket {
 pub struct RefusalLimit {
     burst: f64,
     per_sec: f64,
-    buckets: HashMap<u32, Bucket>,
+    buckets: HashMap<Source, Bucket>,
 }
 
 impl RefusalLimit {
@@ -58,11 +67,11 @@ impl RefusalLimit {
         b.refilled = now;
     }
 
-    /// Whether a refusal of `uid` may be recorded now (`wall`: now since
-    /// the epoch); if not, it is counted.
-    pub fn admit(&mut self, uid: u32, now: Instant, wall: Duration) -> bool {
+    /// Whether a refusal of `source` may be recorded now (`wall`: now
+    /// since the epoch); if not, it is counted.
+    pub fn admit(&mut self, source: Source, now: Instant, wall: Duration) -> bool {
         let (burst, per_sec) = (self.burst, self.per_sec);
-        let b = self.buckets.entry(uid).or_insert(Bucket {
+        let b = self.buckets.entry(source).or_insert(Bucket {
             tokens: burst,
             refilled: now,
             suppressed: 0,
@@ -92,13 +101,13 @@ impl RefusalLimit {
     pub fn due(&mut self, now: Instant, all: bool) -> Vec<Suppressed> {
         let (burst, per_sec) = (self.burst, self.per_sec);
         let mut out = Vec::new();
-        self.buckets.retain(|&uid, b| {
+        self.buckets.retain(|&source, b| {
             Self::refill(burst, per_sec, b, now);
             let full = b.tokens >= burst;
             let a_second = now.saturating_duration_since(b.counting_from) >= SUMMARY_EVERY;
             if b.suppressed > 0 && (full || all || a_second) {
                 out.push(Suppressed {
-                    uid,
+                    source,
                     count: b.suppressed,
                     since: b.since,
                     until: b.until,
@@ -109,7 +118,7 @@ impl RefusalLimit {
             }
             !full
         });
-        out.sort_by_key(|s| s.uid);
+        out.sort_by_key(|s| s.source);
         out
     }
 }
@@ -117,6 +126,10 @@ impl RefusalLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn user(uid: u32) -> Source {
+        Source { uid, contid: None }
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -126,20 +139,20 @@ mod tests {
     fn a_burst_passes_then_the_rate_and_the_rest_is_counted() {
         let t0 = Instant::now();
         let mut l = RefusalLimit::new(20, 5);
-        let admitted = (0..100).filter(|_| l.admit(1000, t0, ms(0))).count();
+        let admitted = (0..100).filter(|_| l.admit(user(1000), t0, ms(0))).count();
         assert_eq!(admitted, 20);
         // Nothing is told before a second has passed.
         assert_eq!(l.due(t0 + ms(100), false), vec![]);
         // 5 a second: one token every 200 ms.
-        assert!(!l.admit(1000, t0 + ms(150), ms(150)));
-        assert!(l.admit(1000, t0 + ms(210), ms(210)));
-        assert!(!l.admit(1000, t0 + ms(220), ms(220)));
+        assert!(!l.admit(user(1000), t0 + ms(150), ms(150)));
+        assert!(l.admit(user(1000), t0 + ms(210), ms(210)));
+        assert!(!l.admit(user(1000), t0 + ms(220), ms(220)));
         // Another user has a bucket of its own.
-        assert!(l.admit(1001, t0 + ms(220), ms(220)));
+        assert!(l.admit(user(1001), t0 + ms(220), ms(220)));
         assert_eq!(
             l.due(t0 + ms(1000), false),
             vec![Suppressed {
-                uid: 1000,
+                source: user(1000),
                 count: 82,
                 since: ms(0),
                 until: ms(220),
@@ -150,14 +163,14 @@ mod tests {
         // after which the user is forgotten.
         // (3.9 tokens came back since 220 ms, to the 0.1 left then.)
         let admitted = (0..10)
-            .filter(|_| l.admit(1000, t0 + ms(1000), ms(1000)))
+            .filter(|_| l.admit(user(1000), t0 + ms(1000), ms(1000)))
             .count();
         assert_eq!(admitted, 4);
         assert_eq!(l.due(t0 + ms(1100), false), vec![]);
         let done = l.due(t0 + ms(6000), false);
         assert_eq!(done.len(), 1, "{done:?}");
         assert_eq!(
-            (done[0].uid, done[0].count, done[0].ongoing),
+            (done[0].source.uid, done[0].count, done[0].ongoing),
             (1000, 6, false)
         );
         assert!(l.buckets.is_empty(), "{:?}", l.buckets);
@@ -171,14 +184,14 @@ mod tests {
         // 4 refusals a second for 5 seconds, a summary check every 50 ms.
         for i in 0..100u64 {
             let now = t0 + ms(i * 50);
-            if i % 5 == 0 && l.admit(7, now, ms(i * 50)) {
+            if i % 5 == 0 && l.admit(user(7), now, ms(i * 50)) {
                 admitted += 1;
             }
             told.extend(l.due(now, false));
         }
         // Two more, then the daemon stops: what is left is told.
         for t in [5000, 5001] {
-            if l.admit(7, t0 + ms(t), ms(t)) {
+            if l.admit(user(7), t0 + ms(t), ms(t)) {
                 admitted += 1;
             }
         }
@@ -189,7 +202,7 @@ mod tests {
         assert!((4..=6).contains(&told.len()), "{told:?}");
         for s in &told {
             assert!(
-                s.uid == 7 && s.ongoing && s.until - s.since <= ms(1000),
+                s.source.uid == 7 && s.ongoing && s.until - s.since <= ms(1000),
                 "{s:?}"
             );
         }

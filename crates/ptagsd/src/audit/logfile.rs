@@ -86,6 +86,16 @@ pub struct LogFile {
 }
 
 /// Reads the chain key, making one the first time.
+/// `text` with every control character (below 0x20, and 0x7f) a space.
+fn without_control(text: String) -> String {
+    if !text.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return text;
+    }
+    text.chars()
+        .map(|c| if c.is_ascii_control() { ' ' } else { c })
+        .collect()
+}
+
 pub fn load_key(path: &Path) -> Result<Key> {
     match fs::read(path) {
         Ok(bytes) => Key::from_slice(&bytes).with_context(|| format!("in {}", path.display())),
@@ -218,13 +228,18 @@ impl LogFile {
     }
 
     /// Queues a kernel record; `commit` writes it.
+    /// A kernel record, its body as the kernel sent it except for control
+    /// characters, each made a space: the kernel passes the text of user
+    /// messages (AUDIT_USER_*, which CAP_AUDIT_WRITE suffices to send, and
+    /// runc's containers have it) through unescaped, and a newline in it
+    /// would start a line of the sender's choosing in the trail.
     pub fn push_kernel(&mut self, kind: impl Into<Cow<'static, str>>, stamp: Stamp, body: String) {
         self.pending.push(Pending {
             kind: kind.into(),
             secs: stamp.secs,
             millis: stamp.millis,
             kernel_serial: Some(stamp.serial),
-            body,
+            body: without_control(body),
         });
     }
 
@@ -288,10 +303,23 @@ impl LogFile {
         records.append(&mut self.pending);
         let before = self.sealer.clone();
         let buf = self.seal_all(&records);
-        if self.size > 0 && self.size + buf.len() as u64 > self.config.max_log_file_mib << 20 {
+        let max = self.config.max_log_file_mib << 20;
+        if self.size > 0 && self.size + buf.len() as u64 > max {
             self.sealer = before;
             self.pending = records.split_off(made_here);
             self.rotate("rotate")?;
+            return self.commit();
+        }
+        // More than a file holds (a burst of kernel records): written in
+        // halves, each file kept to its size. The records made here are
+        // made again from the state, which only a write clears.
+        if buf.len() as u64 > max && records.len() > made_here + 1 {
+            self.sealer = before;
+            let mut first = records.split_off(made_here);
+            let second = first.split_off(first.len() / 2);
+            self.pending = first;
+            self.commit()?;
+            self.pending = second;
             return self.commit();
         }
         match self.file.write_all(&buf) {
@@ -578,6 +606,62 @@ mod tests {
         let key = Key::new([9; KEY_LEN]);
         let log = LogFile::open(&dir.join("log"), dir, &config, key.clone()).unwrap();
         (log, key)
+    }
+
+    #[test]
+    fn a_burst_larger_than_a_file_keeps_every_file_to_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, key) = small_log(dir.path(), LogFormat::Audit, 9);
+        let body = "x".repeat(8000);
+        for serial in 0..400 {
+            let stamp = Stamp {
+                secs: 1,
+                millis: 0,
+                serial,
+            };
+            log.push_kernel("USER_AVC", stamp, body.clone());
+        }
+        log.commit().unwrap();
+        let dir = log.path().parent().unwrap().to_owned();
+        let mut files = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("audit.log")
+            {
+                files += 1;
+                let size = std::fs::metadata(&path).unwrap().len();
+                assert!(size <= 1 << 20, "{}: {size} bytes", path.display());
+            }
+        }
+        assert!(files >= 4, "3.2 MB in 1 MiB files: {files}");
+        assert_eq!(verify(&dir, &key).0, Ok(()));
+    }
+
+    #[test]
+    fn a_kernel_record_cannot_start_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, key) = small_log(dir.path(), LogFormat::Audit, 2);
+        let stamp = Stamp {
+            secs: 1,
+            millis: 0,
+            serial: 7,
+        };
+        let forged = "msg='hello\ntype=CONTAINER_OP msg=audit(1.000:4294999999): op=drop contid=5151\x1b[2J'";
+        log.push_kernel("USER_AVC", stamp, forged.to_owned());
+        log.commit().unwrap();
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(
+            !text.lines().any(|l| l.starts_with("type=CONTAINER_OP")),
+            "{text}"
+        );
+        assert!(!text.contains('\x1b'));
+        assert_eq!(verify(log.path().parent().unwrap(), &key).0, Ok(()));
     }
 
     /// Verifies the files in `dir`, oldest first, as `ptags audit verify` does.

@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::daemon::{Caller, Daemon};
 use crate::pidns::PidView;
 use crate::process::CAP_AUDIT_CONTROL;
-use limit::RefusalLimit;
+use limit::{RefusalLimit, Source};
 use logfile::{load_key, LogFile};
 use netlink::{KernelMessage, KernelStatus};
 use ptags_proto::{AuditCounters, AuditStatus, Failure, Response};
@@ -116,13 +116,10 @@ impl Trail {
 
     /// Whether a refusal of `caller`'s may be recorded: always for a
     /// caller with CAP_AUDIT_CONTROL, else within its user's rate limit.
-    fn admit_refusal(&mut self, caller: &Caller) -> bool {
-        if caller.creds.has_cap(CAP_AUDIT_CONTROL) {
-            return true;
-        }
-        let admitted = self
-            .refusals
-            .admit(caller.creds.uids[0], Instant::now(), logfile::now());
+    /// Whether a record of a request that changed nothing from `source`
+    /// may be written now; if not, it is counted.
+    fn admit_unchanged(&mut self, source: Source) -> bool {
+        let admitted = self.refusals.admit(source, Instant::now(), logfile::now());
         if !admitted {
             self.counters.suppressed_refusals += 1;
         }
@@ -356,13 +353,18 @@ impl Daemon<'_> {
 
     /// Records a tag operation, done, or refused within the caller's
     /// rate limit.
+    /// `changed`: whether the operation changed anything. Records of
+    /// operations that changed nothing (refused, or a write of comments
+    /// and queries) cost their caller nothing, and are rate-limited like
+    /// refusals; a change is always recorded.
     pub(crate) fn record_tag_op(
         &mut self,
         caller: &Caller,
         op: &TagOp<'_>,
         result: &Result<Response, Failure>,
+        changed: bool,
     ) {
-        if result.is_err() && !self.trail.admit_refusal(caller) {
+        if !changed && !self.admit_unchanged(caller) {
             return;
         }
         let chain = self.contid_of(op.pid).map(|id| self.chain(id));
@@ -386,6 +388,21 @@ impl Daemon<'_> {
         state.contid.and_then(ContainerId::new)
     }
 
+    /// Whether the record of a request of `caller` that changed nothing
+    /// may be written: always for callers with CAP_AUDIT_CONTROL; for the
+    /// others, within the rate of their user in their container (all of a
+    /// machine's root containers do not share one bucket).
+    fn admit_unchanged(&mut self, caller: &Caller) -> bool {
+        if caller.creds.has_cap(CAP_AUDIT_CONTROL) {
+            return true;
+        }
+        let source = Source {
+            uid: caller.creds.uids[0],
+            contid: self.contid_of(caller.pid()).map(ContainerId::get),
+        };
+        self.trail.admit_unchanged(source)
+    }
+
     /// Records the setns policy of a container switched on.
     pub(crate) fn record_join_policy(
         &mut self,
@@ -407,7 +424,7 @@ impl Daemon<'_> {
         id: u64,
         failure: &Failure,
     ) {
-        if !self.trail.admit_refusal(caller) {
+        if !self.admit_unchanged(caller) {
             return;
         }
         let old = self.contid_of(pid).map(ContainerId::get);
@@ -417,6 +434,9 @@ impl Daemon<'_> {
 
     /// Records a refused end of a container (`ptags oci-hook` poststop).
     pub(crate) fn record_refused_end(&mut self, caller: &Caller, id: u64, failure: &Failure) {
+        if !self.admit_unchanged(caller) {
+            return;
+        }
         let body = records::refused_end(id, &caller.subject, failure);
         self.trail.log.push_daemon("CONTAINER_OP", body);
     }

@@ -177,7 +177,11 @@ pub fn tag_op(
 pub fn suppressed(s: &Suppressed) -> String {
     let stamp = |t: Duration| format!("{}.{:03}", t.as_secs(), t.subsec_millis());
     let fields = vec![
-        ("uid".to_owned(), s.uid.to_string()),
+        ("uid".to_owned(), s.source.uid.to_string()),
+        (
+            "contid".to_owned(),
+            format_contid(s.source.contid.and_then(ContainerId::new), Style::Raw),
+        ),
         ("suppressed".to_owned(), s.count.to_string()),
         ("since".to_owned(), stamp(s.since)),
         ("until".to_owned(), stamp(s.until)),
@@ -250,8 +254,11 @@ mod tests {
 
     #[test]
     fn a_suppression_names_the_user_the_count_and_the_times() {
-        let s = Suppressed {
-            uid: 1000,
+        let mut s = Suppressed {
+            source: super::super::limit::Source {
+                uid: 1000,
+                contid: None,
+            },
             count: 380,
             since: Duration::from_millis(1_700_000_000_250),
             until: Duration::from_millis(1_700_000_001_007),
@@ -259,7 +266,9 @@ mod tests {
         };
         assert_eq!(
             suppressed(&s),
-            "uid=1000 suppressed=380 since=1700000000.250 until=1700000001.007 ongoing=yes"
+            "uid=1000 contid=-1 suppressed=380 since=1700000000.250 until=1700000001.007 ongoing=yes"
         );
+        s.source.contid = Some(42);
+        assert!(suppressed(&s).starts_with("uid=1000 contid=42 "));
     }
 }
