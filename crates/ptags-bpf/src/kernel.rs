@@ -538,13 +538,14 @@ impl Kernel {
         Ok(v.map(|b| ContainerEntry::from_raw(&from_bytes(&b))))
     }
 
-    /// Deletes the row of a dropped container (no live task). Rows are
+    /// Deletes the row of a dropped container (no live or pending task:
+    /// nothing in the kernel can then count a task into it). Rows are
     /// never deleted in the kernel, so that no task can enter a row being
     /// deleted; user space reaps them after handling the drop event.
     /// Returns whether the row was deleted.
     pub fn reap_container(&self, id: u64) -> Result<bool> {
         match self.container(id)? {
-            Some(row) if row.live <= 0 => {
+            Some(row) if !row.has_members() => {
                 self.containers
                     .delete(&id.to_ne_bytes())
                     .context(|| format!("deleting container {id}"))?;
@@ -811,6 +812,7 @@ impl ContainerEntry {
             owner_pid: 0,
             owner_start_ticks: 0,
             live: 0,
+            pending: 0,
         }
     }
 }

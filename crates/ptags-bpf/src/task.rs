@@ -3,7 +3,9 @@
 use std::fs;
 use std::os::fd::{FromRawFd, OwnedFd};
 
-use crate::skel::types::{ptags_container, ptags_state, ptags_task_flags as F, ptags_task_row};
+use crate::skel::types::{
+    ptags_container, ptags_members, ptags_state, ptags_task_flags as F, ptags_task_row,
+};
 use crate::{Context, Error, Result};
 
 /// `pidfd_open` flag: the pidfd names one thread, not the thread group.
@@ -164,16 +166,27 @@ pub struct ContainerEntry {
     pub owner_start_ticks: u64,
     /// Tasks (threads) alive in the container now.
     pub live: i64,
+    /// Tasks that will enter it at their next exec.
+    pub pending: i64,
 }
 
 impl ContainerEntry {
     pub(crate) fn from_raw(raw: &ptags_container) -> ContainerEntry {
+        // One word: live in the low 32 bits (signed), pending above.
+        let live = i64::from(raw.members as i32);
+        let shift = ptags_members::PTAGS_MEMBER_PENDING_SHIFT.0;
         ContainerEntry {
             parent: (raw.parent != u64::MAX).then_some(raw.parent),
             owner_pid: raw.owner_pid,
             owner_start_ticks: raw.owner_start,
-            live: raw.live,
+            live,
+            pending: (raw.members - live) >> shift,
         }
+    }
+
+    /// Whether any task is in the container or about to enter it.
+    pub fn has_members(&self) -> bool {
+        self.live > 0 || self.pending > 0
     }
 
     pub(crate) fn to_raw(self) -> ptags_container {
@@ -182,7 +195,7 @@ impl ContainerEntry {
             owner_start: self.owner_start_ticks,
             owner_pid: self.owner_pid,
             flags: 0,
-            live: 0,
+            members: 0,
         }
     }
 }
@@ -237,6 +250,7 @@ mod tests {
             owner_pid: 10,
             owner_start_ticks: 99,
             live: 0,
+            pending: 0,
         };
         assert_eq!(ContainerEntry::from_raw(&row.to_raw()), row);
         let top = ContainerEntry {

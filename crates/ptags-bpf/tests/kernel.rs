@@ -72,6 +72,7 @@ fn owned_by_this_test() -> ContainerEntry {
         owner_pid: me.tid,
         owner_start_ticks: me.start_ticks,
         live: 0,
+        pending: 0,
     }
 }
 
@@ -178,6 +179,10 @@ fn pending_state_is_taken_at_exec() {
     .unwrap();
     let s = state(&k, me.tid);
     assert_eq!(s.pending, Some((40, 41, Some(500))));
+    // The shell is a pending member: the container cannot end before its
+    // exec, whatever its other members do.
+    let row = k.container(500).unwrap().unwrap();
+    assert_eq!((row.live, row.pending), (0, 1));
     // A child forked now does not inherit the pending state.
     let child = sh.spawn_waiting("sleep 30");
     wait_for_comm(child, "sleep");
@@ -205,7 +210,53 @@ fn pending_state_is_taken_at_exec() {
             exited: false,
         }
     );
-    assert_eq!(k.container(500).unwrap().unwrap().live, 1);
+    let row = k.container(500).unwrap().unwrap();
+    assert_eq!((row.live, row.pending), (1, 0));
+}
+
+#[test]
+fn a_pending_member_that_exits_before_its_exec_ends_the_container() {
+    let Some(k) = kernel_or_skip("a_pending_member_that_exits") else {
+        return;
+    };
+    let events = k.events().unwrap();
+    let sh = Shell::start();
+    k.set(
+        sh.task(),
+        &SetOp {
+            pending: Some((0, 0, Some((501, Some(owned_by_this_test()))))),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let row = k.container(501).unwrap().unwrap();
+    assert_eq!((row.live, row.pending), (0, 1));
+    // A runtime's init that fails before its exec: its ID ends at once.
+    drop(sh);
+    let mut seen = Vec::new();
+    wait_for(|| {
+        seen.extend(events.poll(Duration::from_millis(20)).unwrap());
+        seen.iter()
+            .any(|e| e.kind == EventKind::Drop && e.contid == 501)
+    });
+    let row = k.container(501).unwrap().unwrap();
+    assert_eq!((row.live, row.pending), (0, 0));
+    // Setting another pending container gives the first one's claim back.
+    let sh = Shell::start();
+    for id in [502, 503] {
+        k.set(
+            sh.task(),
+            &SetOp {
+                pending: Some((0, 0, Some((id, Some(owned_by_this_test()))))),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    assert_eq!(k.container(502).unwrap().unwrap().pending, 0);
+    assert_eq!(k.container(503).unwrap().unwrap().pending, 1);
+    drop(sh);
+    assert_eq!(k.lost().unwrap(), Default::default());
 }
 
 #[test]

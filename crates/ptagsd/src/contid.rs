@@ -50,7 +50,7 @@ impl Daemon<'_> {
         // A kernel row the registry lost (a database restored from an
         // older copy): in use, with an owner nobody can be.
         match self.kernel.container(id) {
-            Ok(Some(row)) if row.live > 0 => Some(Container {
+            Ok(Some(row)) if row.has_members() => Some(Container {
                 id: ContainerId::new(id)?,
                 owner: TaskRef {
                     pid: 0,
@@ -153,6 +153,7 @@ impl Daemon<'_> {
                     owner_pid: record.owner_pid,
                     owner_start_ticks: record.owner_start,
                     live: 0,
+                    pending: 0,
                 })
             }
             Decision::Inject(_) => None,

@@ -332,7 +332,9 @@ impl<'k> Daemon<'k> {
     /// its end is recorded too.
     pub(crate) fn drop_container(&mut self, id: u64, why: &str, record: bool) {
         match self.kernel.container(id) {
-            Ok(Some(row)) if row.live > 0 => return,
+            // Taken again (a task set to enter it at its exec) since
+            // the drop was queued: not over.
+            Ok(Some(row)) if row.has_members() => return,
             Ok(Some(_)) => {
                 if let Err(e) = self.kernel.reap_container(id) {
                     warn!("reaping container {id}: {e}");

@@ -105,11 +105,11 @@ impl Daemon<'_> {
         // their exit events are in the ring buffer now.
         self.poll_events();
         match self.kernel.container(contid).map_err(kernel_failure)? {
-            Some(row) if row.live > 0 => Err(Failure::new(
+            Some(row) if row.has_members() => Err(Failure::new(
                     Errno::Ebusy,
                     format!(
-                        "container {contid} still has {} tasks; its end is recorded when the last one exits",
-                    row.live
+                        "container {contid} still has {} tasks (and {} about to enter it); its end is recorded when the last one exits",
+                    row.live, row.pending
                 ),
             )),
             // The drop switches the policy off too.

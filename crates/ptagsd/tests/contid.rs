@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{can_run, Daemon};
+use common::{can_run, stdout, Daemon};
 
 /// A background sleeper whose pid is in $NAME, its output detached so
 /// that the script's output ends when the script does.
@@ -150,4 +150,71 @@ fn limits_on_count_and_depth() {
         out.starts_with("outer=0\n") && out.contains("EMLINK"),
         "{out}"
     );
+}
+
+#[test]
+fn a_stale_drop_does_not_end_a_container_taken_again() {
+    if !can_run("a_stale_drop_does_not_end_a_container_taken_again") {
+        return;
+    }
+    let d = Daemon::start("stale-drop", "");
+    // A runtime (this shell, the hooks' parent) labels A for its exec; A
+    // execs and exits (its drop is queued); at once the runtime labels B
+    // with the same ID (inject), B to take it at its exec when the script
+    // ends. Each waits on a FIFO, without a child (a process with children
+    // cannot be labelled).
+    let hook = |pid: &str| {
+        format!(
+            "echo '{{\"ociVersion\":\"1.0.2\",\"id\":\"c{pid}\",\"status\":\"creating\",\"pid\":'{pid}',\"bundle\":\"/tmp\",\
+             \"annotations\":{{\"io.ptags.contid\":\"4242\",\"io.ptags.join\":\"false\"}}}}' | ptags oci-hook --stage createRuntime"
+        )
+    };
+    let out = d.sh(&format!(
+        "mkfifo fa fb; unshare -m sh -c 'read x; exec true' <fa >/dev/null 2>&1 & A=$!; \
+         exec 3>fa; {a}; echo go >&3; exec 3>&-; wait $A; \
+         unshare -m sh -c 'read x; exec sleep 5' <fb >/dev/null 2>&1 & B=$!; exec 4>fb; {b}; \
+         echo B=$B",
+        a = hook("$A"),
+        b = hook("$B"),
+    ));
+    let b: u32 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("B="))
+        .unwrap_or_else(|| panic!("{out}"))
+        .parse()
+        .unwrap();
+    // B has exec'd and is in the container; the drop queued by A's exit
+    // ended nothing.
+    common::wait_until(|| {
+        std::fs::read_to_string(format!("/proc/{b}/comm")).is_ok_and(|c| c.trim() == "sleep")
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        stdout(&d.ptags(&["contid", "get", &b.to_string()])).trim(),
+        "4242"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&stdout(&d.ptags(&["--json", "status"]))).unwrap();
+    let row = status["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["contid"] == 4242)
+        .unwrap_or_else(|| {
+            panic!(
+                "container 4242 is gone: {status}\n{}\n{}",
+                common::trail::read_trail(&d.log_dir),
+                d.log()
+            )
+        });
+    assert_eq!(row["live"], 1, "{status}");
+    assert_eq!(status["lost"]["container_missing"], 0, "{status}");
+    let trail = common::trail::read_trail(&d.log_dir);
+    let inject = trail.find("op=inject").unwrap_or_else(|| panic!("{trail}"));
+    assert!(
+        !trail[inject..].contains("op=drop contid=4242 "),
+        "the container was dropped after B took it: {trail}"
+    );
+    // SAFETY: killing the process the test's shell started.
+    unsafe { libc::kill(b as i32, libc::SIGKILL) };
 }

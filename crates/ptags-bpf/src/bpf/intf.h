@@ -47,13 +47,23 @@ struct ptags_task {
 	struct ptags_state state;
 };
 
+/* Container membership, counted in one 64-bit word so that every change
+ * is one atomic add and the container ends exactly when the word reaches
+ * zero: the low 32 bits (signed) count tasks in it, the high 32 bits tasks
+ * that will enter it at their next exec (pending). A stale drop can then
+ * never remove a container that a prepared task is about to enter. */
+enum ptags_members {
+	/* Pending members are counted from this bit up. */
+	PTAGS_MEMBER_PENDING_SHIFT = 32,
+};
+
 /* The container table, keyed by container ID. */
 struct ptags_container {
 	__u64 parent;		/* (u64)-1 for a top-level container */
 	__u64 owner_start;	/* owner's start time, clock ticks since boot */
 	__u32 owner_pid;
 	__u32 flags;
-	__s64 live;		/* tasks (threads) alive in it */
+	__s64 members;		/* live + (pending << PTAGS_MEMBER_PENDING_SHIFT) */
 };
 
 

@@ -34,6 +34,9 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define NR_SETNS_IA32 346
 #define X32_SYSCALL_BIT 0x40000000
 #define TS_COMPAT 0x0002
+/* One live and one pending member, in a container's `members` word. */
+#define PTAGS_MEMBER_LIVE 1LL
+#define PTAGS_MEMBER_PENDING (1LL << PTAGS_MEMBER_PENDING_SHIFT)
 /* The daemon's limits.max_depth may be at most this. */
 #define MAX_DEPTH 64
 #define NSEC_PER_TICK (1000000000ULL / USER_HZ)
@@ -93,6 +96,7 @@ enum ptags_task_flags ptags_task_flags_type;
 enum ptags_event_kind ptags_event_kind_type;
 enum ptags_event_mask ptags_event_mask_type;
 enum ptags_lost_reason ptags_lost_reason_type;
+enum ptags_members ptags_members_type;
 enum ptags_set_ops ptags_set_ops_type;
 
 struct task_struct *bpf_task_from_pid(s32 pid) __ksym;
@@ -161,40 +165,46 @@ static void emit(struct task_struct *t, __u32 kind, __u64 contid, __u64 set_id, 
 }
 
 /*
- * One more task in a container. A row whose count fell to zero is a
- * dropped container: the first task to enter it again revives it. Rows
- * are never deleted here (user space reaps dead rows), so that a task
- * can never enter a row that is concurrently being deleted. A count
- * below zero means a task was counted out twice: it is counted as lost
+ * A change of a container's members (PTAGS_MEMBER_* units, one atomic
+ * add). Rows are never deleted here (user space reaps dead rows), so that
+ * a task can never enter a row that is concurrently being deleted. The
+ * change that takes the word to zero (the last live or pending member
+ * gone) drops the container, unless `quiet` (undoing a refused change).
+ * A word that goes negative means a member was counted out twice: counted
  * (PTAGS_LOST_UNDERFLOW), never silently reset.
  */
-static void container_enter(__u64 contid)
+static void container_add(struct task_struct *t, __u64 contid, __s64 delta, bool quiet)
 {
 	struct ptags_container *c = bpf_map_lookup_elem(&containers, &contid);
+	__s64 after;
 
 	if (!c) {
 		count_lost(PTAGS_LOST_CONTAINER);
 		return;
 	}
-	if (__sync_fetch_and_add(&c->live, 1) < 0)
+	after = __sync_fetch_and_add(&c->members, delta) + delta;
+	if (after < 0 || (__s32)after < 0)
 		count_lost(PTAGS_LOST_UNDERFLOW);
+	else if (after == 0 && delta < 0 && !quiet)
+		emit(t, PTAGS_EVENT_DROP, contid, 0, (__u64)-1);
+}
+
+/* One more task in a container. */
+static void container_enter(__u64 contid)
+{
+	container_add(NULL, contid, PTAGS_MEMBER_LIVE, true);
 }
 
 /* One task fewer; the last one out drops the container. */
 static void container_leave(struct task_struct *t, __u64 contid)
 {
-	struct ptags_container *c = bpf_map_lookup_elem(&containers, &contid);
-	__s64 before;
+	container_add(t, contid, -PTAGS_MEMBER_LIVE, false);
+}
 
-	if (!c) {
-		count_lost(PTAGS_LOST_CONTAINER);
-		return;
-	}
-	before = __sync_fetch_and_add(&c->live, -1);
-	if (before == 1)
-		emit(t, PTAGS_EVENT_DROP, contid, 0, (__u64)-1);
-	else if (before <= 0)
-		count_lost(PTAGS_LOST_UNDERFLOW);
+/* Whether a container has a task in it now. */
+static bool has_live_members(const struct ptags_container *c)
+{
+	return (__s32)c->members > 0;
 }
 
 SEC("tp_btf/sched_process_fork")
@@ -226,9 +236,13 @@ int BPF_PROG(ptags_fork, struct task_struct *parent, struct task_struct *child)
 		count_lost(PTAGS_LOST_TASK_STORAGE);
 		return 0;
 	}
-	/* Counted in before the child points there, as the setter does. */
+	/* Counted in before the child points there, as the setter does; a
+	 * new thread that may take a pending container at exec is one more
+	 * pending member of it. */
 	if (state.flags & PTAGS_TASK_HAS_CONTID)
 		container_enter(state.contid);
+	if (state.flags & PTAGS_TASK_PENDING_CONTID)
+		container_add(child, state.pending_contid, PTAGS_MEMBER_PENDING, true);
 	bpf_spin_lock(&cs->lock);
 	cs->state = state;
 	bpf_spin_unlock(&cs->lock);
@@ -264,8 +278,10 @@ int BPF_PROG(ptags_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	has = s->state.flags & PTAGS_TASK_HAS_CONTID;
 	bpf_spin_unlock(&s->lock);
 
-	if (moved && !(had && old_contid == new_contid)) {
-		container_enter(new_contid);
+	/* The pending member becomes a live one in a single add; then the
+	 * container it leaves counts it out (the same one: no change). */
+	if (moved) {
+		container_add(p, new_contid, PTAGS_MEMBER_LIVE - PTAGS_MEMBER_PENDING, false);
 		if (had)
 			container_leave(p, old_contid);
 	}
@@ -278,7 +294,7 @@ SEC("tp_btf/sched_process_exit")
 int BPF_PROG(ptags_exit, struct task_struct *p)
 {
 	struct ptags_task *s = bpf_task_storage_get(&task_state, p, 0, 0);
-	__u64 contid, set_id;
+	__u64 contid, pending_contid, set_id;
 	__u32 flags;
 
 	if (!s)
@@ -286,6 +302,7 @@ int BPF_PROG(ptags_exit, struct task_struct *p)
 	bpf_spin_lock(&s->lock);
 	flags = s->state.flags;
 	contid = s->state.contid;
+	pending_contid = s->state.pending_contid;
 	set_id = s->state.set_id;
 	/* Counted out once. The container ID stays: a main thread that
 	 * ends before its process does (its other threads live on) must
@@ -295,7 +312,13 @@ int BPF_PROG(ptags_exit, struct task_struct *p)
 	s->state.flags |= PTAGS_TASK_EXITED;
 	bpf_spin_unlock(&s->lock);
 
-	if (!(flags & PTAGS_TASK_HAS_CONTID) || (flags & PTAGS_TASK_EXITED))
+	if (flags & PTAGS_TASK_EXITED)
+		return 0;
+	/* A task that never took its pending container (a runtime's init
+	 * that failed before its exec) frees it: its ID ends at once. */
+	if (flags & PTAGS_TASK_PENDING_CONTID)
+		container_add(p, pending_contid, -PTAGS_MEMBER_PENDING, false);
+	if (!(flags & PTAGS_TASK_HAS_CONTID))
 		return 0;
 	if (events_enabled(PTAGS_EVENTS_EXIT))
 		emit(p, PTAGS_EVENT_EXIT, contid, set_id, (__u64)-1);
@@ -360,7 +383,7 @@ int BPF_PROG(ptags_setns, struct pt_regs *regs, long ret)
 		return 0;
 	contid = j->contid;
 	c = bpf_map_lookup_elem(&containers, &contid);
-	if (!c || c->live <= 0)
+	if (!c || !has_live_members(c))
 		return 0;
 	s = bpf_task_storage_get(&task_state, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!s) {
@@ -421,9 +444,9 @@ int ptags_set(struct ptags_set_args *a)
 {
 	struct task_struct *t;
 	struct ptags_task *s;
-	__u64 old_contid;
+	__u64 old_contid, old_pending_contid;
 	__u32 old_flags;
-	bool entered = false;
+	bool entered = false, claimed = false;
 	int refused = 0;
 
 	t = bpf_task_from_pid(a->tid);
@@ -458,7 +481,7 @@ int ptags_set(struct ptags_set_args *a)
 
 			/* An existing row (live or dropped) is kept: its owner
 			 * and parent were decided when it was first made. */
-			fresh.live = 0;
+			fresh.members = 0;
 			if (bpf_map_update_elem(&containers, &id, &fresh, BPF_NOEXIST) &&
 			    !bpf_map_lookup_elem(&containers, &id)) {
 				bpf_task_release(t);
@@ -466,11 +489,16 @@ int ptags_set(struct ptags_set_args *a)
 				return 0;
 			}
 		}
+		/* Count the task in (or as pending) before it points there,
+		 * so that an exit in between cannot drop a container it is in
+		 * or is about to enter. */
 		if (a->ops & PTAGS_SET_CONTID) {
-			/* Count the task in before it points there, so that an
-			 * exit in between cannot drop a container it is in. */
 			container_enter(a->contid);
 			entered = true;
+		}
+		if ((a->ops & PTAGS_SET_PENDING) && a->pending_contid != (__u64)-1) {
+			container_add(t, a->pending_contid, PTAGS_MEMBER_PENDING, true);
+			claimed = true;
 		}
 	}
 
@@ -484,14 +512,19 @@ int ptags_set(struct ptags_set_args *a)
 		refused = -EBUSY;
 	if (refused) {
 		bpf_spin_unlock(&s->lock);
+		/* Undone quietly: a row this made has had no member, and its
+		 * end is not a container's end (the daemon forgets it). */
 		if (entered)
-			container_leave(t, a->contid);
+			container_add(t, a->contid, -PTAGS_MEMBER_LIVE, true);
+		if (claimed)
+			container_add(t, a->pending_contid, -PTAGS_MEMBER_PENDING, true);
 		bpf_task_release(t);
 		a->result = refused;
 		return 0;
 	}
 	old_flags = s->state.flags;
 	old_contid = s->state.contid;
+	old_pending_contid = s->state.pending_contid;
 	if (a->ops & PTAGS_SET_TAGS) {
 		s->state.set_id = a->set_id;
 		s->state.kept_id = a->kept_id;
@@ -515,6 +548,9 @@ int ptags_set(struct ptags_set_args *a)
 
 	if (entered && (old_flags & PTAGS_TASK_HAS_CONTID))
 		container_leave(t, old_contid);
+	/* A pending container the task will no longer take. */
+	if ((a->ops & PTAGS_SET_PENDING) && (old_flags & PTAGS_TASK_PENDING_CONTID))
+		container_add(t, old_pending_contid, -PTAGS_MEMBER_PENDING, false);
 	bpf_task_release(t);
 	a->old_flags = old_flags;
 	a->old_contid = old_contid;
