@@ -63,7 +63,10 @@ fn main() {
         .collect();
     // Named first: reading /proc fills the kernel's proc inode and
     // dentry caches, which are not the labels' cost.
-    let ids: Vec<TaskId> = children.iter().map(|c| TaskId::of(c.id()).unwrap()).collect();
+    let ids: Vec<TaskId> = children
+        .iter()
+        .map(|c| TaskId::of(c.id()).unwrap())
+        .collect();
     for id in &ids {
         assert_eq!(TaskId::of(id.tid).unwrap(), *id);
     }
@@ -100,7 +103,10 @@ fn main() {
     );
     println!("slab caches that grew the most:");
     for (name, d) in grown.iter().take(5) {
-        println!("  {name:<24} +{d} bytes ({:.0} per task)", *d as f64 / tasks as f64);
+        println!(
+            "  {name:<24} +{d} bytes ({:.0} per task)",
+            *d as f64 / tasks as f64
+        );
     }
     for c in &mut children {
         let _ = c.kill();

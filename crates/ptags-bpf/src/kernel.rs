@@ -223,6 +223,8 @@ impl Kernel {
     }
 
     fn load(options: &Options) -> Result<Kernel> {
+        // The maps are charged to the memory cgroup they are made in.
+        let at_root = crate::memcg::at_root();
         let mut storage = MaybeUninit::uninit();
         let mut open = PtagsSkelBuilder::default()
             .open(&mut storage)
@@ -237,6 +239,7 @@ impl Kernel {
             .set_max_entries(options.max_containers)
             .context(|| "sizing the setns policy table".into())?;
         let skel = open.load().context(|| "loading the BPF programs".into())?;
+        drop(at_root);
         let handle = |m: &libbpf_rs::Map, name: &str| {
             MapHandle::try_from(m).context(|| format!("duplicating map {name}"))
         };

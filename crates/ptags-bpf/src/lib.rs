@@ -7,6 +7,7 @@
 //! sets state, through [`Kernel::set`], and reads it.
 
 mod kernel;
+mod memcg;
 mod pins;
 pub mod probe;
 mod task;

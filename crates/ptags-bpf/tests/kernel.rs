@@ -1046,3 +1046,80 @@ fn a_child_fork_has_not_finished_cannot_be_set() {
     });
     assert_eq!(k.lost().unwrap().container_underflow, 0);
 }
+
+/// This process's v1 memory cgroup directory, if the machine has one.
+fn memory_cgroup_dir() -> Option<std::path::PathBuf> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroups.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, c, p) = (f.next()?, f.next()?, f.next()?);
+        (c == "memory").then(|| p.to_owned())
+    })?;
+    let dir = std::path::Path::new("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'));
+    dir.join("memory.limit_in_bytes").exists().then_some(dir)
+}
+
+#[test]
+fn labels_are_not_charged_to_a_limited_loader() {
+    let test = "labels_are_not_charged_to_a_limited_loader";
+    if kernel_or_skip(test).is_none() {
+        return;
+    }
+    let Some(ours) = memory_cgroup_dir() else {
+        assert!(
+            !common::skips_fail(),
+            "{test}: a v1 memory cgroup is required"
+        );
+        eprintln!("SKIPPED {test}: no v1 memory cgroup");
+        return;
+    };
+    // The loader (this process) in a cgroup of its own, as a daemon in a
+    // unit with MemoryMax would be; its limit set just above its use once
+    // the programs are loaded.
+    let limited = ours.join(format!("ptags-test-memcg-{}", std::process::id()));
+    std::fs::create_dir(&limited).unwrap();
+    let me = std::process::id().to_string();
+    std::fs::write(limited.join("cgroup.procs"), &me).unwrap();
+    let loaded = Kernel::open(&Options::default());
+    std::fs::write(ours.join("cgroup.procs"), &me).unwrap();
+    let k = loaded.unwrap();
+    let used: u64 = std::fs::read_to_string(limited.join("memory.usage_in_bytes"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::fs::write(
+        limited.join("memory.limit_in_bytes"),
+        (used + (1 << 20)).to_string(),
+    )
+    .unwrap();
+    // A labelled shell elsewhere makes 5,000 children that live at once:
+    // about 1.9 MB of task storage, more than the loader's cgroup has left.
+    let mut sh = Shell::start();
+    k.set(
+        sh.task(),
+        &SetOp {
+            tags: Some((3, 3)),
+            contid: Some((6060, Some(owned_by_this_test()))),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        sh.run("for i in $(seq 5000); do sleep 60 & done; echo started"),
+        "started"
+    );
+    let labelled = k
+        .tasks()
+        .unwrap()
+        .iter()
+        .filter(|r| r.comm == "sleep" && r.state.contid == Some(6060))
+        .count();
+    sh.run("pkill -P $$ sleep; wait; echo gone");
+    drop(sh);
+    let lost = k.lost().unwrap();
+    drop(k);
+    let _ = std::fs::remove_dir(&limited);
+    assert_eq!(lost.task_storage, 0, "children without storage");
+    assert_eq!(labelled, 5000);
+}

@@ -6,10 +6,15 @@ use std::path::PathBuf;
 use ptags_bpf::probe::Features;
 use ptags_bpf::{Kernel, Options};
 
+/// Whether a skip must be a failure instead: PTAGS_REQUIRE_BPF=1 (CI).
+pub fn skips_fail() -> bool {
+    std::env::var("PTAGS_REQUIRE_BPF").is_ok_and(|v| v == "1")
+}
+
 /// `None` (after saying so loudly) when this machine cannot run BPF tests;
 /// panics instead when PTAGS_REQUIRE_BPF=1, as CI sets it.
 pub fn kernel_or_skip(test: &str) -> Option<Kernel> {
-    let required = std::env::var("PTAGS_REQUIRE_BPF").is_ok_and(|v| v == "1");
+    let required = skips_fail();
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let missing = Features::probe().missing();

@@ -477,18 +477,26 @@ impl Daemon<'_> {
         }
         if let Ok(lost) = self.kernel.lost() {
             let base = *self.trail.bpf_lost_base.get_or_insert(lost);
-            // Events the ring buffer had no room for: records lost.
-            let events = |c: LostCounts| {
-                c.named()
-                    .into_iter()
-                    .filter(|(n, _)| n.ends_with("_events"))
-            };
-            for ((name, now), (_, before)) in events(lost).zip(events(base)) {
-                if now > before {
+            for ((name, now), (_, before)) in lost.named().into_iter().zip(base.named()) {
+                if now <= before {
+                    continue;
+                }
+                let reason = name.replace('_', "-");
+                if name.ends_with("_events") {
+                    // Events the ring buffer had no room for: records lost.
                     self.trail.counters.lost_ringbuf += now - before;
                     let total = self.trail.counters.lost_ringbuf;
-                    let reason = name.replace('_', "-");
                     self.trail.lost_record("bpf", &reason, now - before, total);
+                } else {
+                    // Not records but labels: tasks that run without the
+                    // state they should have inherited (no memory for
+                    // their storage), or container counts gone wrong. An
+                    // alarm in the trail, the daemon's log and `status`.
+                    warn!(
+                        "the kernel side could not keep labels: {name} rose by {}",
+                        now - before
+                    );
+                    self.trail.lost_record("bpf", &reason, now - before, now);
                 }
             }
             self.trail.bpf_lost_base = Some(lost);
