@@ -193,6 +193,7 @@ pub struct Kernel {
     config: MapHandle,
     lost: MapHandle,
     events: MapHandle,
+    drops: MapHandle,
     set_prog: OwnedFd,
     tasks_prog: OwnedFd,
     setns_prog: OwnedFd,
@@ -201,6 +202,11 @@ pub struct Kernel {
     /// Held while not pinned: dropping them detaches the programs.
     _links: Vec<Link>,
     pin_dir: Option<PathBuf>,
+}
+
+/// The version of the programs this build carries (build.rs).
+fn programs_version() -> u64 {
+    u64::from_str_radix(env!("PTAGS_PROGRAMS"), 16).expect("build.rs writes hex")
 }
 
 impl Kernel {
@@ -250,6 +256,7 @@ impl Kernel {
             config: handle(&skel.maps.ptags_config, "ptags_config")?,
             lost: handle(&skel.maps.lost, "lost")?,
             events: handle(&skel.maps.events, "events")?,
+            drops: handle(&skel.maps.drops, "drops")?,
             set_prog: skel
                 .progs
                 .ptags_set
@@ -305,6 +312,7 @@ impl Kernel {
             &mut self.config,
             &mut self.lost,
             &mut self.events,
+            &mut self.drops,
         ];
         for (map, name) in maps.into_iter().zip(pins::MAPS) {
             map.pin(pins::path(dir, name))
@@ -317,6 +325,98 @@ impl Kernel {
         pins::pin_fd(&self.set_prog, dir, pins::SET_PROG)?;
         pins::pin_fd(&self.tasks_prog, dir, pins::TASKS_PROG)?;
         pins::pin_fd(&self.setns_prog, dir, pins::SETNS_PROG)?;
+        Ok(())
+    }
+
+    /// Replaces pinned programs of another version (a fixed build) with
+    /// this build's, keeping the maps and so every task's state. The new
+    /// programs attach before the old ones detach: for that instant both
+    /// run, the old first, and the new fork program leaves alone a child
+    /// the old one labelled; exec and exit are idempotent (a pending state
+    /// is taken once, a task is counted out once).
+    fn replace_programs(dir: &Path, config: &MapHandle, cfg: ptags_config) -> Result<()> {
+        // The old links stay attached while these fds are held.
+        let old: Vec<OwnedFd> = pins::LINKS
+            .iter()
+            .chain([&pins::SETNS_LINK])
+            .filter(|name| pins::path(dir, name).exists())
+            .map(|name| pins::open_prog(dir, name))
+            .collect::<Result<_>>()?;
+        let setns_was_on = pins::path(dir, pins::SETNS_LINK).exists();
+        let mut storage = MaybeUninit::uninit();
+        let mut open = PtagsSkelBuilder::default()
+            .open(&mut storage)
+            .context(|| "opening the BPF object".into())?;
+        let maps = &mut open.maps;
+        for (map, name) in [
+            &mut maps.task_state,
+            &mut maps.containers,
+            &mut maps.joins,
+            &mut maps.ptags_config,
+            &mut maps.lost,
+            &mut maps.events,
+            &mut maps.drops,
+        ]
+        .into_iter()
+        .zip(pins::MAPS)
+        {
+            map.reuse_pinned_map(pins::path(dir, name))
+                .context(|| format!("reusing the pinned map {name}"))?;
+        }
+        let skel = open.load().context(|| "loading the BPF programs".into())?;
+        let progs = &skel.progs;
+        let mut links = vec![
+            progs
+                .ptags_fork
+                .attach()
+                .context(|| "attaching to sched_process_fork".into())?,
+            progs
+                .ptags_exec
+                .attach()
+                .context(|| "attaching to sched_process_exec".into())?,
+            progs
+                .ptags_exit
+                .attach()
+                .context(|| "attaching to sched_process_exit".into())?,
+        ];
+        let mut names = pins::LINKS.to_vec();
+        if setns_was_on {
+            links.push(
+                progs
+                    .ptags_setns
+                    .attach()
+                    .context(|| "attaching the setns program".into())?,
+            );
+            names.push(pins::SETNS_LINK);
+        }
+        for (link, name) in links.iter_mut().zip(names) {
+            pins::unpin(dir, name)?;
+            link.pin(pins::path(dir, name))
+                .context(|| format!("pinning {name}"))?;
+        }
+        for (prog, name) in [
+            (progs.ptags_set.as_fd(), pins::SET_PROG),
+            (progs.ptags_tasks.as_fd(), pins::TASKS_PROG),
+            (progs.ptags_setns.as_fd(), pins::SETNS_PROG),
+        ] {
+            pins::unpin(dir, name)?;
+            pins::pin_fd(
+                &prog
+                    .try_clone_to_owned()
+                    .context(|| format!("duplicating {name}"))?,
+                dir,
+                name,
+            )?;
+        }
+        let cfg = ptags_config {
+            programs: programs_version(),
+            ..cfg
+        };
+        config
+            .update(&0u32.to_ne_bytes(), bytes_of(&cfg), MapFlags::ANY)
+            .context(|| "writing the config map".into())?;
+        // The old programs detach here.
+        drop(old);
         Ok(())
     }
 
@@ -345,6 +445,9 @@ impl Kernel {
                 task_state.value_size()
             )));
         }
+        if cfg.programs != programs_version() {
+            Kernel::replace_programs(dir, &config, cfg)?;
+        }
         let set_prog = pins::open_prog(dir, pins::SET_PROG)
             .map_err(|_| mismatch(format!("no pinned {}", pins::SET_PROG)))?;
         let tasks_prog = pins::open_prog(dir, pins::TASKS_PROG)
@@ -363,6 +466,7 @@ impl Kernel {
             config,
             lost: open_map("lost")?,
             events: open_map("events")?,
+            drops: open_map("drops")?,
             set_prog,
             tasks_prog,
             setns_prog,
@@ -381,6 +485,7 @@ impl Kernel {
         let cfg = ptags_config {
             layout_version: ptags_layout::PTAGS_LAYOUT_VERSION.0,
             event_mask,
+            programs: programs_version(),
         };
         self.config
             .update(&0u32.to_ne_bytes(), bytes_of(&cfg), MapFlags::ANY)
@@ -752,17 +857,22 @@ impl Kernel {
     pub fn events(&self) -> Result<EventReader<'_>> {
         let queue = Rc::new(RefCell::new(Vec::new()));
         let malformed = Rc::new(std::cell::Cell::new(0u64));
-        let (sink, bad) = (Rc::clone(&queue), Rc::clone(&malformed));
         let mut builder = RingBufferBuilder::new();
-        builder
-            .add(&self.events, move |data: &[u8]| {
-                match Event::parse(data) {
-                    Some(e) => sink.borrow_mut().push(e),
-                    None => bad.set(bad.get() + 1),
-                }
-                0
-            })
-            .context(|| "opening the event ring buffer".into())?;
+        // Both rings feed one queue. A drop is consumed before the exits
+        // queued with it (the drop ring is added first): harmless, since
+        // exit events only name the container of late records.
+        for (ring, name) in [(&self.drops, "drop"), (&self.events, "event")] {
+            let (sink, bad) = (Rc::clone(&queue), Rc::clone(&malformed));
+            builder
+                .add(ring, move |data: &[u8]| {
+                    match Event::parse(data) {
+                        Some(e) => sink.borrow_mut().push(e),
+                        None => bad.set(bad.get() + 1),
+                    }
+                    0
+                })
+                .context(|| format!("opening the {name} ring buffer"))?;
+        }
         let ring = builder
             .build()
             .context(|| "opening the event ring buffer".into())?;

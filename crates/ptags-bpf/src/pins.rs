@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 
 use crate::{Context, Result};
 
-pub(crate) const MAPS: [&str; 6] = [
+pub(crate) const MAPS: [&str; 7] = [
     "task_state",
     "containers",
     "joins",
     "ptags_config",
     "lost",
     "events",
+    "drops",
 ];
 pub(crate) const LINKS: [&str; 3] = ["link_fork", "link_exec", "link_exit"];
 pub(crate) const SET_PROG: &str = "prog_set";
@@ -68,12 +69,7 @@ pub(crate) fn remove_all(dir: &Path) -> Result<()> {
         .chain(LINKS.iter())
         .chain([SET_PROG, TASKS_PROG, SETNS_PROG, SETNS_LINK].iter())
     {
-        let p = path(dir, name);
-        match std::fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).context(|| format!("removing {}", p.display())),
-        }
+        unpin(dir, name)?;
     }
     match std::fs::remove_dir(dir) {
         Ok(()) => Ok(()),
@@ -98,7 +94,17 @@ pub(crate) fn pin_fd(prog: &OwnedFd, dir: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Opens a program pinned by [`pin_fd`].
+/// Removes the pin `name` (what it pinned lives on while referenced).
+pub(crate) fn unpin(dir: &Path, name: &str) -> Result<()> {
+    let p = path(dir, name);
+    match std::fs::remove_file(&p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).context(|| format!("removing {}", p.display())),
+    }
+}
+
+/// Opens a program (or link) pinned by [`pin_fd`].
 pub(crate) fn open_prog(dir: &Path, name: &str) -> Result<OwnedFd> {
     let path = c_path(dir, name);
     // SAFETY: a NUL-terminated path; returns a new fd or a negative errno.

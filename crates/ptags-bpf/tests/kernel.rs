@@ -1123,3 +1123,67 @@ fn labels_are_not_charged_to_a_limited_loader() {
     assert_eq!(lost.task_storage, 0, "children without storage");
     assert_eq!(labelled, 5000);
 }
+
+#[test]
+fn pinned_programs_of_another_version_are_replaced_keeping_the_state() {
+    let Some(k) = kernel_or_skip("pinned_programs_of_another_version") else {
+        return;
+    };
+    drop(k);
+    use libbpf_rs::MapCore;
+    use std::os::unix::fs::MetadataExt;
+    let pins = PinDir::new("programs");
+    let options = Options {
+        pin_dir: Some(pins.0.clone()),
+        ..Default::default()
+    };
+    let mut sh = Shell::start();
+    let k = Kernel::open(&options).unwrap();
+    k.set(
+        sh.task(),
+        &SetOp {
+            tags: Some((41, 40)),
+            contid: Some((4141, Some(owned_by_this_test()))),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // The pinned programs are "of another build": their version in the
+    // config (bytes 8..16) is not this one's.
+    let cfg = libbpf_rs::MapHandle::from_pinned_path(pins.0.join("ptags_config")).unwrap();
+    let mut v = cfg
+        .lookup(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+        .unwrap()
+        .unwrap();
+    let ours = v[8..16].to_vec();
+    v[8..16].copy_from_slice(&7u64.to_ne_bytes());
+    cfg.update(&0u32.to_ne_bytes(), &v, libbpf_rs::MapFlags::ANY)
+        .unwrap();
+    drop(k);
+    let pin_inode = |name: &str| std::fs::metadata(pins.0.join(name)).unwrap().ino();
+    let before = pin_inode("link_fork");
+    let k = Kernel::open(&options).unwrap();
+    assert_ne!(
+        pin_inode("link_fork"),
+        before,
+        "the fork program was replaced"
+    );
+    let v = cfg
+        .lookup(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+        .unwrap()
+        .unwrap();
+    assert_eq!(v[8..16], ours[..]);
+    // The state is the maps': kept; the new programs go on with it, and
+    // a child is counted once.
+    assert_eq!(state(&k, sh.child.id()).set_id, 41);
+    let child = sh.spawn_waiting("exec sleep 30");
+    wait_for_comm(child, "sleep");
+    assert_eq!(state(&k, child).contid, Some(4141));
+    assert_eq!(state(&k, child).set_id, 40);
+    assert_eq!(k.container(4141).unwrap().unwrap().live, 2);
+    // SAFETY: killing a child of this test's shell.
+    unsafe { libc::kill(child as i32, libc::SIGKILL) };
+    drop(sh);
+    wait_for(|| k.container(4141).unwrap().is_some_and(|c| c.live == 0));
+    assert_eq!(k.lost().unwrap(), Default::default());
+}

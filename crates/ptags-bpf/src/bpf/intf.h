@@ -111,6 +111,9 @@ enum ptags_event_mask {
 struct ptags_config {
 	__u32 layout_version;
 	__u32 event_mask;
+	/* The programs' version (a fingerprint of their source): pinned
+	 * programs of another one are replaced, their maps kept. */
+	__u64 programs;
 };
 
 /* Why something could not be done in the kernel: index of the lost map. */

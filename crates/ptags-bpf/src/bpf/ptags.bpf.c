@@ -80,10 +80,18 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
+/* Exec, exit and join events. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
 } events SEC(".maps");
+
+/* Drop events alone: one container's many exits can never crowd out
+ * another container's end. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 16);
+} drops SEC(".maps");
 
 /* Give the skeleton the shared types and constants, so that Rust never
  * copies them by hand. */
@@ -138,7 +146,8 @@ static __u32 lost_reason_of(__u32 kind)
 /* `old_contid` is for joins; (u64)-1 otherwise. */
 static void emit(struct task_struct *t, __u32 kind, __u64 contid, __u64 set_id, __u64 old_contid)
 {
-	struct ptags_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	bool drop = kind == PTAGS_EVENT_DROP;
+	struct ptags_event *e = bpf_ringbuf_reserve(drop ? (void *)&drops : (void *)&events, sizeof(*e), 0);
 	struct pid *pid;
 	unsigned int level;
 
@@ -161,7 +170,10 @@ static void emit(struct task_struct *t, __u32 kind, __u64 contid, __u64 set_id, 
 	e->set_id = set_id;
 	e->old_contid = old_contid;
 	BPF_CORE_READ_STR_INTO(&e->comm, t, comm);
-	bpf_ringbuf_submit(e, 0);
+	/* The daemon drains the rings every 50 ms and before it answers a
+	 * runtime's end of a container: per-task events need not wake it
+	 * (one wakeup per exit costs every exit); a drop does. */
+	bpf_ringbuf_submit(e, drop ? 0 : BPF_RB_NO_WAKEUP);
 }
 
 /*
@@ -218,6 +230,10 @@ int BPF_PROG(ptags_fork, struct task_struct *parent, struct task_struct *child)
 
 	/* The creating task, which for a thread is the thread that called
 	 * clone, not the group leader. */
+	/* The child has state already: another version of this program,
+	 * attached for the instant its replacement takes over, made it. */
+	if (bpf_task_storage_get(&task_state, child, 0, 0))
+		return 0;
 	ps = bpf_task_storage_get(&task_state, parent, 0, 0);
 	if (!ps)
 		return 0;
