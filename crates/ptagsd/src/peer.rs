@@ -188,6 +188,15 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// Another handle on the same writer (its pidfd duplicated).
+    pub fn try_clone(&self) -> std::io::Result<Writer> {
+        Ok(Writer {
+            pidfd: self.pidfd.try_clone()?,
+            uid: self.uid,
+            ino: self.ino,
+        })
+    }
+
     pub fn same_as(&self, other: &Writer) -> bool {
         self.pidfd.pid == other.pidfd.pid && self.ino == other.ino
     }

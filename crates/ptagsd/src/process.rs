@@ -44,6 +44,13 @@ impl Pidfd {
         Pidfd { pid, fd }
     }
 
+    pub fn try_clone(&self) -> std::io::Result<Pidfd> {
+        Ok(Pidfd {
+            pid: self.pid,
+            fd: self.fd.try_clone()?,
+        })
+    }
+
     pub fn check_alive(&self) -> Result<(), Failure> {
         // SAFETY: pidfd_send_signal with signal 0 only checks; the fd is valid.
         let ret = unsafe {

@@ -142,6 +142,8 @@ struct Connection<'a> {
     stream: UnixStream,
     shared: &'a Shared,
     connector: Connector,
+    /// Bytes read past the last request, and their writer.
+    leftover: Option<(Vec<u8>, Writer)>,
     _slot: Charge<'a>,
 }
 
@@ -154,6 +156,9 @@ struct Incoming<'a> {
 
 /// Bytes the body grows by at least, per step, while it arrives.
 const GROWTH: usize = 64 << 10;
+/// Bytes asked for by the first read of a request: its header and, for
+/// most requests, all of it.
+const FIRST_READ: usize = 16 << 10;
 
 impl<'a> Connection<'a> {
     /// Receives into `buf` before `deadline`, checking that the writer is
@@ -181,23 +186,37 @@ impl<'a> Connection<'a> {
 
     /// Reads one frame. Memory is charged to the writer's uid before it
     /// is allocated; the writer must be the same process for every byte.
-    fn read_frame(&self) -> Result<Incoming<'a>, ReadError> {
-        let mut header = [std::mem::MaybeUninit::new(0u8); 4];
+    /// A small request comes whole with its header in one read; bytes of
+    /// the next one read with it (a client that does not wait for its
+    /// answers) wait for the next call.
+    fn read_frame(&mut self) -> Result<Incoming<'a>, ReadError> {
         let idle = Instant::now() + self.shared.idle_timeout;
-        let (mut got, writer) = self.receive_by(&mut header, idle, || ReadError::Idle)?;
+        let (mut head, writer) = match self.leftover.take() {
+            Some(left) => left,
+            None => {
+                let mut first = Vec::with_capacity(FIRST_READ);
+                let (n, w) =
+                    self.receive_by(first.spare_capacity_mut(), idle, || ReadError::Idle)?;
+                // SAFETY: the kernel initialised the first n bytes.
+                unsafe { first.set_len(n) };
+                (first, w)
+            }
+        };
         let deadline = Instant::now() + self.shared.request_timeout;
-        while got < 4 {
+        while head.len() < 4 {
+            let got = head.len();
             let (n, w) = self
-                .receive_by(&mut header[got..], deadline, || ReadError::Slow)
+                .receive_by(&mut head.spare_capacity_mut()[..4 - got], deadline, || {
+                    ReadError::Slow
+                })
                 .map_err(|e| truncated(e, got, 4))?;
             if !w.same_as(&writer) {
                 return Err(ReadError::TwoWriters);
             }
-            got += n;
+            // SAFETY: the kernel initialised n more bytes.
+            unsafe { head.set_len(got + n) };
         }
-        // SAFETY: all four bytes were written (initialised above, then
-        // filled by the kernel).
-        let len = u32::from_be_bytes(header.map(|b| unsafe { b.assume_init() })) as usize;
+        let len = u32::from_be_bytes(head[..4].try_into().expect("four bytes")) as usize;
         if len > limits::MAX_REQUEST {
             return Err(ReadError::TooLarge {
                 len,
@@ -224,7 +243,24 @@ impl<'a> Connection<'a> {
             uid: writer.uid,
             amount: 0,
         };
+        // What of the body came with the header.
+        let first = (head.len() - 4).min(len);
+        if !self
+            .shared
+            .memory
+            .take(writer.uid, first as u64, || is_privileged(&writer))
+        {
+            return Err(ReadError::Busy);
+        }
+        charge.amount += first as u64;
         let mut body: Vec<u8> = Vec::new();
+        body.try_reserve_exact(first)
+            .map_err(|_| std::io::Error::from(ErrorKind::OutOfMemory))?;
+        body.extend_from_slice(&head[4..4 + first]);
+        if head.len() > 4 + len {
+            self.leftover = Some((head[4 + len..].to_vec(), writer.try_clone()?));
+        }
+        drop(head);
         while body.len() < len {
             if body.len() == body.capacity() {
                 let grow = (len - body.capacity()).min(body.capacity().max(GROWTH));
@@ -395,10 +431,11 @@ fn serve<'a>(stream: UnixStream, shared: &'a Shared, connector: Connector, slot:
     {
         return;
     }
-    let conn = Connection {
+    let mut conn = Connection {
         stream,
         shared,
         connector,
+        leftover: None,
         _slot: slot,
     };
     loop {

@@ -343,3 +343,36 @@ fn descriptors_sent_to_the_daemon_are_closed() {
         "{before} descriptors before, {after} after"
     );
 }
+
+#[test]
+fn requests_sent_together_are_each_answered() {
+    if !can_run("requests_sent_together") {
+        return;
+    }
+    use std::io::{Read, Write};
+    let d = Daemon::start("pipelined", "");
+    let frame = |body: &str| {
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(body.as_bytes());
+        f
+    };
+    let mut s = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+    // Three requests in one write: the first read takes more than one.
+    let mut all = frame(r#"{"v":1,"req":{"op":"status"}}"#);
+    all.extend(frame(&format!(
+        r#"{{"v":1,"req":{{"op":"read","target":{{"pid":{}}}}}}}"#,
+        std::process::id()
+    )));
+    all.extend(frame(r#"{"v":1,"req":{"op":"status"}}"#));
+    s.write_all(&all).unwrap();
+    let mut kinds = Vec::new();
+    for _ in 0..3 {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut body = vec![0; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        kinds.push(v["ok"]["kind"].as_str().unwrap_or("error").to_owned());
+    }
+    assert_eq!(kinds, ["status", "tags", "status"]);
+}
