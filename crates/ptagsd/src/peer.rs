@@ -2,33 +2,17 @@
 //!
 //! Two facts come from the kernel, never from the client: who opened
 //! the connection, with the credentials it had then (`SO_PEERCRED`,
-//! `SO_PEERPIDFD`), and who wrote each piece of data
-//! (`SCM_CREDENTIALS` and `SCM_PIDFD`, attached to every write because
-//! the listening socket asks for them). A request is judged as the
+//! `SO_PEERPIDFD`), and who wrote each piece of data (`SCM_CREDENTIALS`,
+//! attached to every write because the listening socket asks for them). A request is judged as the
 //! process that wrote it, never with more capabilities than the process
 //! that connected had (docs/protocol.md, "Who a request is judged as").
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 
-use crate::process::{Creds, Pidfd, CAP_AUDIT_CONTROL, CAP_SYS_ADMIN};
+use ptags_proto::Failure;
 
-/// `SO_PASSPIDFD` and `SCM_PIDFD` (Linux 6.5), which this libc lacks.
-const SO_PASSPIDFD: libc::c_int = 76;
-const SCM_PIDFD: libc::c_int = 4;
-
-/// The inode of a pidfd: unique to its process for the kernel's uptime
-/// (pidfs, Linux 6.9), so two processes with the same pid (reused) are
-/// told apart.
-fn pidfd_inode(fd: &impl AsRawFd) -> std::io::Result<u64> {
-    // SAFETY: a zeroed stat is a valid buffer for fstat to fill.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid fd and a stat buffer of the right type.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(st.st_ino)
-}
+use crate::process::{gone, Creds, Pidfd, CAP_AUDIT_CONTROL, CAP_SYS_ADMIN};
 
 /// A socket option whose value is a plain C struct or integer.
 fn socket_option<T: Copy>(
@@ -72,18 +56,12 @@ fn set_flag(fd: &impl AsRawFd, option: libc::c_int) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Asks the kernel to attach its writer's credentials and a pidfd to
-/// every piece of data sent on connections to `listener`. Connections
-/// inherit this when they are made (not when accepted), so data sent
-/// before the daemon accepts carries them too.
+/// Asks the kernel to attach its writer's credentials to every piece of
+/// data sent on connections to `listener`. Connections inherit this when
+/// they are made (not when accepted), so data sent before the daemon
+/// accepts carries them too.
 pub fn attest_writers(listener: &UnixListener) -> std::io::Result<()> {
-    set_flag(listener, libc::SO_PASSCRED)?;
-    set_flag(listener, SO_PASSPIDFD).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("SO_PASSPIDFD (Linux 6.5 or later is needed): {e}"),
-        )
-    })
+    set_flag(listener, libc::SO_PASSCRED)
 }
 
 /// The most a connection's requests may be judged with: the capabilities
@@ -108,25 +86,32 @@ impl Ceiling {
     }
 }
 
-/// The process that opened a connection, as it was when it connected.
-#[derive(Debug, Clone, Copy)]
+/// The process that opened a connection, as it was when it connected,
+/// held by a pidfd for as long as the connection lives.
+#[derive(Debug)]
 pub struct Connector {
     /// Its effective user ID at connect time (`SO_PEERCRED`).
     pub uid: u32,
     pub ceiling: Ceiling,
-    /// Its pidfd's inode, which names it among every process the kernel
-    /// ever ran; `None` when the kernel gave no pidfd.
-    process: Option<u64>,
+    process: Option<Pidfd>,
 }
 
 impl Connector {
-    /// Whether `writer` is the process that connected.
-    pub fn wrote(&self, writer: &Writer) -> bool {
-        self.process == Some(writer.ino)
+    /// The process that wrote `writer`'s bytes, and whether it is the one
+    /// that connected. The connector is held by a pidfd since accept: while
+    /// it is alive (not reaped) no other process can have its pid, so a
+    /// writer with that pid is the connector. Any other writer is named by
+    /// a pidfd opened now, the best that can be had (it is judged without
+    /// capabilities or tags, so a pid reused meanwhile gains nothing).
+    pub fn identify(&self, writer: &Writer) -> Result<(Pidfd, bool), Failure> {
+        if let Some(connector) = &self.process {
+            if connector.pid == writer.pid && connector.check_alive().is_ok() {
+                return Ok((connector.try_clone().map_err(|_| gone(writer.pid))?, true));
+            }
+        }
+        Ok((Pidfd::open(writer.pid)?, false))
     }
-}
 
-impl Connector {
     /// The connecting process's capabilities, read now, if it still has
     /// the effective user and group the kernel recorded at connect time
     /// and is not between the IDs of a set-ID program. Otherwise, or if
@@ -140,66 +125,44 @@ impl Connector {
             gid: u32::MAX,
         };
         let cred = socket_option(stream, libc::SO_PEERCRED, none)?;
-        let mut nothing = Connector {
-            uid: cred.uid,
-            ceiling: Ceiling::NOTHING,
-            process: None,
-        };
         let fd: libc::c_int = socket_option(stream, libc::SO_PEERPIDFD, -1)?;
-        if fd < 0 {
-            return Ok(nothing);
-        }
-        // SAFETY: a fresh fd from the kernel that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        nothing.process = Some(pidfd_inode(&fd)?);
-        if cred.pid <= 0 {
-            return Ok(nothing);
-        }
-        let connector = Pidfd::from_fd(cred.pid as u32, fd);
-        let Ok(creds) = Creds::read(connector.pid) else {
-            return Ok(nothing);
-        };
-        if connector.check_alive().is_err()
-            || creds.uids[1] != cred.uid
-            || creds.gids[1] != cred.gid
-            || creds.changing_ids()
-        {
-            return Ok(nothing);
-        }
-        Ok(Connector {
-            ceiling: Ceiling {
-                cap_eff: creds.cap_eff,
-                init_userns: creds.init_userns,
+        let process = (fd >= 0 && cred.pid > 0).then(|| {
+            // SAFETY: a fresh fd from the kernel that nothing else owns.
+            Pidfd::from_fd(cred.pid as u32, unsafe { OwnedFd::from_raw_fd(fd) })
+        });
+        let ceiling = match &process {
+            Some(connector) => match Creds::read(connector.pid) {
+                Ok(creds)
+                    if connector.check_alive().is_ok()
+                        && creds.uids[1] == cred.uid
+                        && creds.gids[1] == cred.gid
+                        && !creds.changing_ids() =>
+                {
+                    Ceiling {
+                        cap_eff: creds.cap_eff,
+                        init_userns: creds.init_userns,
+                    }
+                }
+                _ => Ceiling::NOTHING,
             },
-            ..nothing
+            None => Ceiling::NOTHING,
+        };
+        Ok(Connector {
+            uid: cred.uid,
+            ceiling,
+            process,
         })
     }
 }
 
-/// The process that wrote some bytes, as the kernel attached it to them.
-#[derive(Debug)]
+/// The process that wrote some bytes, as the kernel attached it to them
+/// (`SCM_CREDENTIALS`, taken at the write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Writer {
-    pub pidfd: Pidfd,
+    /// Its thread-group ID, in the daemon's PID namespace.
+    pub pid: u32,
     /// Its real user ID when it wrote: whose memory budget the bytes use.
     pub uid: u32,
-    /// The pidfd's inode: unique to that process for the kernel's uptime,
-    /// so two writers with the same pid (reused) are told apart.
-    ino: u64,
-}
-
-impl Writer {
-    /// Another handle on the same writer (its pidfd duplicated).
-    pub fn try_clone(&self) -> std::io::Result<Writer> {
-        Ok(Writer {
-            pidfd: self.pidfd.try_clone()?,
-            uid: self.uid,
-            ino: self.ino,
-        })
-    }
-
-    pub fn same_as(&self, other: &Writer) -> bool {
-        self.pidfd.pid == other.pidfd.pid && self.ino == other.ino
-    }
 }
 
 /// The caller of one request: the process that wrote it, and the most
@@ -228,7 +191,8 @@ pub struct Received {
     pub writer: Option<Writer>,
 }
 
-/// Room for one SCM_CREDENTIALS and one SCM_PIDFD message.
+/// Room for one SCM_CREDENTIALS message, and some descriptors a client
+/// may send along (closed at once).
 #[repr(C, align(8))]
 struct ControlBuffer([u8; 128]);
 
@@ -265,7 +229,6 @@ pub fn receive(
         }
     };
     let mut cred = None;
-    let mut pidfd = None;
     // SAFETY: the kernel filled msg_control with msg_controllen bytes of
     // well-formed control messages; the CMSG macros walk them in bounds.
     unsafe {
@@ -276,12 +239,6 @@ pub fn receive(
                 match (*cmsg).cmsg_type {
                     libc::SCM_CREDENTIALS => {
                         cred = Some(std::ptr::read_unaligned::<libc::ucred>(data.cast()));
-                    }
-                    SCM_PIDFD => {
-                        let fd: libc::c_int = std::ptr::read_unaligned(data.cast());
-                        if fd >= 0 {
-                            pidfd = Some(OwnedFd::from_raw_fd(fd));
-                        }
                     }
                     // Descriptors a client sent along: the kernel installed
                     // them in this process. Closed at once, or a client
@@ -302,17 +259,10 @@ pub fn receive(
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
-    let writer = match (cred, pidfd) {
-        (Some(cred), Some(fd)) if cred.pid > 0 && n > 0 => {
-            let ino = pidfd_inode(&fd)?;
-            Some(Writer {
-                pidfd: Pidfd::from_fd(cred.pid as u32, fd),
-                uid: cred.uid,
-                ino,
-            })
-        }
-        _ => None,
-    };
+    let writer = cred.filter(|c| c.pid > 0 && n > 0).map(|c| Writer {
+        pid: c.pid as u32,
+        uid: c.uid,
+    });
     Ok(Received { len: n, writer })
 }
 
@@ -339,8 +289,7 @@ mod tests {
         let got = receive(&server, &mut buf).unwrap();
         assert_eq!(got.len, 3);
         let writer = got.writer.expect("the kernel attached the writer");
-        assert_eq!(writer.pidfd.pid, std::process::id());
-        assert!(writer.pidfd.check_alive().is_ok());
+        assert_eq!(writer.pid, std::process::id());
         drop(client);
         assert_eq!(receive(&server, &mut buf).unwrap().len, 0);
     }
@@ -353,5 +302,13 @@ mod tests {
         assert_eq!(connector.uid, me.uids[1]);
         assert_eq!(connector.ceiling.cap_eff, me.cap_eff);
         assert_eq!(connector.ceiling.init_userns, me.init_userns);
+        let me_writing = Writer {
+            pid: std::process::id(),
+            uid: me.uids[0],
+        };
+        let (pidfd, connected) = connector.identify(&me_writing).unwrap();
+        assert!(connected && pidfd.pid == std::process::id());
+        let init = Writer { pid: 1, uid: 0 };
+        assert!(!connector.identify(&init).unwrap().1, "another writer");
     }
 }

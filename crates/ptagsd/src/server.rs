@@ -210,7 +210,7 @@ impl<'a> Connection<'a> {
                     ReadError::Slow
                 })
                 .map_err(|e| truncated(e, got, 4))?;
-            if !w.same_as(&writer) {
+            if w != writer {
                 return Err(ReadError::TwoWriters);
             }
             // SAFETY: the kernel initialised n more bytes.
@@ -223,19 +223,23 @@ impl<'a> Connection<'a> {
                 max: limits::MAX_REQUEST,
             });
         }
+        // Asked only when the ordinary limits refuse, and once a frame:
+        // only the connector, with its capabilities now under the ceiling,
+        // may use the reserve.
         let mut privileged = None;
+        let connector = &self.connector;
         let mut is_privileged = |writer: &Writer| {
-            *privileged.get_or_insert_with(|| match Creds::read(writer.pidfd.pid) {
-                Ok(creds) => {
-                    let creds = creds.capped(&self.connector.ceiling);
-                    writer.pidfd.check_alive().is_ok()
+            *privileged.get_or_insert_with(|| match connector.identify(writer) {
+                Ok((pidfd, true)) => Creds::read(pidfd.pid).is_ok_and(|creds| {
+                    let creds = creds.capped(&connector.ceiling);
+                    pidfd.check_alive().is_ok()
                         && Ceiling {
                             cap_eff: creds.cap_eff,
                             init_userns: creds.init_userns,
                         }
                         .privileged()
-                }
-                Err(_) => false,
+                }),
+                _ => false,
             })
         };
         let mut charge = Charge {
@@ -258,7 +262,7 @@ impl<'a> Connection<'a> {
             .map_err(|_| std::io::Error::from(ErrorKind::OutOfMemory))?;
         body.extend_from_slice(&head[4..4 + first]);
         if head.len() > 4 + len {
-            self.leftover = Some((head[4 + len..].to_vec(), writer.try_clone()?));
+            self.leftover = Some((head[4 + len..].to_vec(), writer));
         }
         drop(head);
         while body.len() < len {
@@ -281,7 +285,7 @@ impl<'a> Connection<'a> {
             let (n, w) = self
                 .receive_by(&mut spare[..room], deadline, || ReadError::Slow)
                 .map_err(|e| truncated(e, body.len(), len))?;
-            if !w.same_as(&writer) {
+            if w != writer {
                 return Err(ReadError::TwoWriters);
             }
             // SAFETY: the kernel initialised n more bytes after len.
@@ -403,19 +407,20 @@ fn admit(stream: UnixStream, shared: &Arc<Shared>) {
             connector.uid
         ));
     }
+    let uid = connector.uid;
     let conn = Arc::clone(shared);
     let spawned = std::thread::Builder::new()
         .name("conn".into())
         .spawn(move || {
             let slot = Charge {
                 quota: &conn.connections,
-                uid: connector.uid,
+                uid,
                 amount: 1,
             };
             serve(stream, &conn, connector, slot);
         });
     if let Err(e) = spawned {
-        shared.connections.give_back(connector.uid, 1);
+        shared.connections.give_back(uid, 1);
         warn!("starting a connection thread: {e}");
     }
 }
@@ -463,12 +468,17 @@ fn serve<'a>(stream: UnixStream, shared: &'a Shared, connector: Connector, slot:
         let result = match RequestFrame::decode(&body) {
             Ok(request) => {
                 drop(body);
-                let peer = Peer {
-                    connector_wrote: conn.connector.wrote(&writer),
-                    writer: writer.pidfd,
-                    ceiling: conn.connector.ceiling,
-                };
-                ask(shared, peer, request)
+                match conn.connector.identify(&writer) {
+                    Ok((pidfd, connector_wrote)) => {
+                        let peer = Peer {
+                            writer: pidfd,
+                            ceiling: conn.connector.ceiling,
+                            connector_wrote,
+                        };
+                        ask(shared, peer, request)
+                    }
+                    Err(gone) => Err(gone),
+                }
             }
             Err(failure) => {
                 shared
