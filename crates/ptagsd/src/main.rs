@@ -8,6 +8,7 @@ mod daemon;
 mod peer;
 mod pidns;
 mod process;
+mod repair;
 mod runtime;
 mod server;
 mod store;

@@ -56,6 +56,9 @@ pub struct Trail {
     kernel_status: Option<KernelStatus>,
     kernel_lost_base: Option<u32>,
     bpf_lost_base: Option<LostCounts>,
+    /// When the counters were last read, in clock ticks since boot: a
+    /// failed inheritance counted since happened to a task started since.
+    lost_read_at: u64,
     last_check: Instant,
     /// After an overflow: the serial seen last before it.
     overflowed_after: Option<u64>,
@@ -98,6 +101,7 @@ impl Trail {
             kernel_status,
             kernel_lost_base: None,
             bpf_lost_base: None,
+            lost_read_at: crate::repair::boot_ticks(),
             last_check: Instant::now() - Duration::from_secs(10),
             overflowed_after: None,
             last_serial: 0,
@@ -432,6 +436,16 @@ impl Daemon<'_> {
         self.trail.log.push_daemon("CONTAINER_OP", body);
     }
 
+    /// Records a task given the state it failed to inherit.
+    pub(crate) fn record_repair(&mut self, r: &crate::repair::Repair, done: bool) {
+        let chain =
+            r.op.contid
+                .and_then(|(c, _)| ContainerId::new(c))
+                .map(|id| self.chain(id));
+        let body = records::repair(r, chain.as_ref(), done);
+        self.trail.log.push_daemon("PTAGS_REPAIR", body);
+    }
+
     /// Records a refused end of a container (`ptags oci-hook` poststop).
     pub(crate) fn record_refused_end(&mut self, caller: &Caller, id: u64, failure: &Failure) {
         if !self.admit_unchanged(caller) {
@@ -475,8 +489,19 @@ impl Daemon<'_> {
                 Err(e) => warn!("reading the kernel's audit status: {e:#}"),
             }
         }
+        // Read before the counters: every task counted since started after.
+        let window = std::mem::replace(&mut self.trail.lost_read_at, crate::repair::boot_ticks());
         if let Ok(lost) = self.kernel.lost() {
             let base = *self.trail.bpf_lost_base.get_or_insert(lost);
+            if lost.task_storage > base.task_storage {
+                // Started at or after the previous read, less a tick for
+                // the rounding of start times.
+                let repaired = self.repair_inheritance(window.saturating_sub(1));
+                warn!(
+                    "inheritance failed for {} tasks; {repaired} repaired",
+                    lost.task_storage - base.task_storage
+                );
+            }
             for ((name, now), (_, before)) in lost.named().into_iter().zip(base.named()) {
                 if now <= before {
                     continue;

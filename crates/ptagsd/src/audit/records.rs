@@ -193,6 +193,26 @@ pub fn suppressed(s: &Suppressed) -> String {
     format_fields(&fields)
 }
 
+/// `PTAGS_REPAIR`: a task that failed to inherit its parent's state (no
+/// kernel memory at its fork) was given it.
+pub fn repair(r: &crate::repair::Repair, chain: Option<&Chain>, done: bool) -> String {
+    let mut fields = vec![
+        ("pid".to_owned(), r.pid.to_string()),
+        ("tid".to_owned(), r.task.tid.to_string()),
+        ("from".to_owned(), r.parent.to_string()),
+        ("contid".to_owned(), chain_text(chain)),
+    ];
+    if let Some((set, kept)) = r.op.tags {
+        fields.push(("set".into(), set.to_string()));
+        fields.push(("kept".into(), kept.to_string()));
+    }
+    fields.push((
+        "res".into(),
+        if done { "success" } else { "failed" }.to_owned(),
+    ));
+    format_fields(&fields)
+}
+
 /// `PTAGS_EXEC`, `PTAGS_EXIT`: a task in a container started a program
 /// or exited.
 pub fn process_record(e: &Event, chain: Option<&Chain>) -> String {
