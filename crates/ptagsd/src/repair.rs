@@ -152,7 +152,8 @@ mod tests {
             row(16, 16, 1, 200, TaskState::default()),
         ];
         let exe = |pid: u32| Some((1, if pid == 12 { 9 } else { 8 }));
-        let got: Vec<(u32, Option<(u64, u64)>, Option<u64>)> = repairs(&rows, 150, exe)
+        type Given = (u32, Option<(u64, u64)>, Option<u64>);
+        let got: Vec<Given> = repairs(&rows, 150, exe)
             .iter()
             .map(|r| (r.task.tid, r.op.tags, r.op.contid.map(|c| c.0)))
             .collect();
