@@ -564,6 +564,16 @@ impl Kernel {
     /// Returns the state's container ID before the change.
     pub fn set(&self, task: TaskId, op: &SetOp) -> Result<Option<u64>> {
         let _pin = task.pidfd()?;
+        self.set_unpinned(task, op)
+    }
+
+    /// As [`Kernel::set`], without first holding a pidfd of the task and
+    /// checking it: only the kernel's own checks (start time, exiting,
+    /// not yet made by fork) stand between the call and the task. For
+    /// tests that race the kernel, as a hostile caller of the pinned setter
+    /// would; the daemon always uses `set`.
+    #[doc(hidden)]
+    pub fn set_unpinned(&self, task: TaskId, op: &SetOp) -> Result<Option<u64>> {
         let mut args = ptags_set_args {
             tid: task.tid,
             start_ticks: task.start_ticks,
@@ -927,5 +937,27 @@ impl ContainerEntry {
             live: 0,
             pending: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_records_of_another_size_or_kind_are_refused() {
+        let event = ptags_event {
+            kind: K::PTAGS_EVENT_EXIT.0,
+            pid: 7,
+            ..Default::default()
+        };
+        let bytes = bytes_of(&event);
+        assert!(Event::parse(bytes).is_some_and(|e| e.kind == EventKind::Exit && e.pid == 7));
+        assert!(Event::parse(&bytes[..bytes.len() - 1]).is_none(), "short");
+        let mut longer = bytes.to_vec();
+        longer.push(0);
+        assert!(Event::parse(&longer).is_none(), "long");
+        let unknown = ptags_event { kind: 99, ..event };
+        assert!(Event::parse(bytes_of(&unknown)).is_none(), "unknown kind");
     }
 }

@@ -997,33 +997,40 @@ fn a_child_fork_has_not_finished_cannot_be_set() {
     .unwrap();
     let storm = forker.spawn_waiting("while :; do /bin/true; done");
     wait_for(|| std::fs::read_to_string(format!("/proc/{storm}/stat")).is_ok());
-    // Meanwhile, the setter is aimed at the pids about to be used, as
-    // soon as they exist: a child may be found before the fork program
-    // copied its parent's state into it.
+    // Meanwhile, the setter is aimed, as a hostile caller of the pinned
+    // program would aim it, at the next pids with the current clock tick
+    // as their start time: a child is found by pid before the fork
+    // program copied its parent's state into it.
     let end = std::time::Instant::now() + Duration::from_secs(2);
     let (mut tries, mut set) = (0u64, 0u64);
-    let next_pid = || -> u32 {
-        std::fs::read_to_string("/proc/loadavg")
+    let last_pid = || -> u32 {
+        std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
             .unwrap()
-            .split_whitespace()
-            .last()
-            .unwrap()
+            .trim()
             .parse()
             .unwrap()
     };
+    let ticks = || {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: ts is a valid timespec for clock_gettime to fill.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        ts.tv_sec as u64 * 100 + ts.tv_nsec as u64 / 10_000_000
+    };
+    let op = SetOp {
+        contid: Some((5959, Some(entry))),
+        ..Default::default()
+    };
     while std::time::Instant::now() < end {
-        let last = next_pid();
-        for pid in last.saturating_sub(2)..last + 4 {
-            let Ok(task) = TaskId::of(pid) else {
-                continue;
-            };
-            tries += 1;
-            let op = SetOp {
-                contid: Some((5959, Some(entry))),
-                ..Default::default()
-            };
-            if k.set(task, &op).is_ok() {
-                set += 1;
+        let (last, now) = (last_pid(), ticks());
+        for tid in last..last + 3 {
+            for start_ticks in [now, now.saturating_sub(1)] {
+                tries += 1;
+                if k.set_unpinned(TaskId { tid, start_ticks }, &op).is_ok() {
+                    set += 1;
+                }
             }
         }
     }
