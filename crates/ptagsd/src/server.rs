@@ -88,6 +88,18 @@ struct Charge<'a> {
     amount: u64,
 }
 
+impl Charge<'_> {
+    /// Takes `n` more; `privileged` is asked only when the ordinary limits
+    /// refuse. Whether it was granted.
+    fn more(&mut self, n: u64, privileged: impl FnOnce() -> bool) -> bool {
+        let granted = self.quota.take(self.uid, n, privileged);
+        if granted {
+            self.amount += n;
+        }
+        granted
+    }
+}
+
 impl Drop for Charge<'_> {
     fn drop(&mut self) {
         self.quota.give_back(self.uid, self.amount);
@@ -249,14 +261,9 @@ impl<'a> Connection<'a> {
         };
         // What of the body came with the header.
         let first = (head.len() - 4).min(len);
-        if !self
-            .shared
-            .memory
-            .take(writer.uid, first as u64, || is_privileged(&writer))
-        {
+        if !charge.more(first as u64, || is_privileged(&writer)) {
             return Err(ReadError::Busy);
         }
-        charge.amount += first as u64;
         let mut body: Vec<u8> = Vec::new();
         body.try_reserve_exact(first)
             .map_err(|_| std::io::Error::from(ErrorKind::OutOfMemory))?;
@@ -268,14 +275,9 @@ impl<'a> Connection<'a> {
         while body.len() < len {
             if body.len() == body.capacity() {
                 let grow = (len - body.capacity()).min(body.capacity().max(GROWTH));
-                if !self
-                    .shared
-                    .memory
-                    .take(writer.uid, grow as u64, || is_privileged(&writer))
-                {
+                if !charge.more(grow as u64, || is_privileged(&writer)) {
                     return Err(ReadError::Busy);
                 }
-                charge.amount += grow as u64;
                 body.try_reserve_exact(grow)
                     .map_err(|_| std::io::Error::from(ErrorKind::OutOfMemory))?;
             }
@@ -292,14 +294,9 @@ impl<'a> Connection<'a> {
             unsafe { body.set_len(body.len() + n) };
         }
         // The decoded request is about as large as its frame.
-        if !self
-            .shared
-            .memory
-            .take(writer.uid, len as u64, || is_privileged(&writer))
-        {
+        if !charge.more(len as u64, || is_privileged(&writer)) {
             return Err(ReadError::Busy);
         }
-        charge.amount += len as u64;
         Ok(Incoming {
             body,
             writer,
