@@ -44,7 +44,9 @@ fn main() {
         let set = TagSet::from_tags(tags.clone()).unwrap();
         old_layout += set.to_read_format().len() as u64;
         let id = SetId(i + 1);
-        store.save_sets(&[(id, &set)], id.0 + 1, 1000).unwrap();
+        store
+            .save_sets(&[(id, &set)], id.0 + 1, 1000, true)
+            .unwrap();
     }
     let elapsed = start.elapsed();
     let data = WRITES * VALUE_LEN as u64;

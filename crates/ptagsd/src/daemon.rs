@@ -18,7 +18,7 @@ use crate::audit::{TagOp, Trail};
 use crate::config::Config;
 use crate::peer::{Ceiling, Peer};
 use crate::pidns::PidView;
-use crate::process::{audit_subject, Creds, CAP_AUDIT_CONTROL};
+use crate::process::{audit_subject, Creds, CAP_AUDIT_CONTROL, CAP_SYS_ADMIN};
 use crate::store::{ContainerRecord, SaveError, Store};
 
 /// Counters shared with the connection threads.
@@ -35,6 +35,24 @@ impl Caller {
     pub fn pid(&self) -> u32 {
         self.subject.pid
     }
+
+    /// Who the tag data this caller's writes store is charged to: its
+    /// real uid, within `limits.max_tag_bytes_per_uid` unless it is a
+    /// runtime or an administrator (CAP_AUDIT_CONTROL or CAP_SYS_ADMIN),
+    /// whom no user's use may lock out.
+    pub(crate) fn payer(&self) -> Payer {
+        Payer {
+            uid: self.creds.uids[0],
+            limited: !(self.creds.has_cap(CAP_AUDIT_CONTROL) || self.creds.has_cap(CAP_SYS_ADMIN)),
+        }
+    }
+}
+
+/// Whom stored tag data is charged to, and whether the limit applies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Payer {
+    pub uid: u32,
+    pub limited: bool,
 }
 
 /// The caller of a request, as read from the live process.
@@ -279,9 +297,9 @@ impl<'k> Daemon<'k> {
     }
 
     /// Interns a set and its kept subset, storing new ones durably before
-    /// their IDs can reach the kernel. The tag contents this stores are
-    /// charged to `uid`, the writing caller's real uid.
-    pub(crate) fn intern(&mut self, set: &TagSet, uid: u32) -> Result<(SetId, SetId), Failure> {
+    /// their IDs can reach the kernel. The tag data this stores is
+    /// charged to `payer`.
+    pub(crate) fn intern(&mut self, set: &TagSet, payer: Payer) -> Result<(SetId, SetId), Failure> {
         let kept = set.kept();
         let (id, new) = self.interner.intern(set);
         let (kept_id, kept_new) = self.interner.intern(&kept);
@@ -293,7 +311,10 @@ impl<'k> Daemon<'k> {
             fresh.push((kept_id, &kept));
         }
         if !fresh.is_empty() {
-            if let Err(e) = self.store.save_sets(&fresh, self.interner.next_id(), uid) {
+            if let Err(e) =
+                self.store
+                    .save_sets(&fresh, self.interner.next_id(), payer.uid, payer.limited)
+            {
                 let ids: Vec<SetId> = fresh.iter().map(|(id, _)| *id).collect();
                 self.interner.collect(|id| !ids.contains(&id));
                 return Err(match e {

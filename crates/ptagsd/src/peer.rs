@@ -12,7 +12,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 
 use ptags_proto::Failure;
 
-use crate::process::{gone, Creds, Pidfd, CAP_AUDIT_CONTROL, CAP_SYS_ADMIN};
+use crate::process::{gone, namespace_inode, Creds, Pidfd, CAP_AUDIT_CONTROL, CAP_SYS_ADMIN};
 
 /// A socket option whose value is a plain C struct or integer.
 fn socket_option<T: Copy>(
@@ -92,6 +92,9 @@ impl Ceiling {
 pub struct Connector {
     /// Its effective user ID at connect time (`SO_PEERCRED`).
     pub uid: u32,
+    /// Its PID namespace (inode number; 0 when it could not be read): a
+    /// container's, or the host's.
+    pub pid_ns: u64,
     pub ceiling: Ceiling,
     process: Option<Pidfd>,
 }
@@ -147,8 +150,13 @@ impl Connector {
             },
             None => Ceiling::NOTHING,
         };
+        let pid_ns = process
+            .as_ref()
+            .and_then(|p| namespace_inode(p.pid, "pid").ok())
+            .unwrap_or(0);
         Ok(Connector {
             uid: cred.uid,
+            pid_ns,
             ceiling,
             process,
         })

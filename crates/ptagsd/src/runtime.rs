@@ -41,7 +41,7 @@ impl Daemon<'_> {
         }
         let writer = self.writer(caller, pid)?;
         let task = TaskId::of(pid).map_err(kernel_failure)?;
-        let (set, kept) = self.tags_at_exec(task, text, &writer, caller.creds.uids[0])?;
+        let (set, kept) = self.tags_at_exec(task, text, &writer, caller.payer())?;
         let tree = Tree::new(self.kernel.tasks().map_err(kernel_failure)?);
         let plan = self.decide_contid(caller, &tree, pid, id, true)?;
         let op = SetOp {

@@ -39,52 +39,61 @@ pub enum Input {
     KernelOverflow,
 }
 
+/// Whose share of a quota a caller uses: a user in a PID namespace, so
+/// that the roots of two containers (uid 0 both, without capabilities)
+/// do not share one, nor a container's root with the host's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Holder {
+    uid: u32,
+    pid_ns: u64,
+}
+
 /// A resource shared by every caller (request bytes in memory, open
-/// connections), limited per user and in total. Callers with
+/// connections), limited per holder and in total. Callers with
 /// CAP_AUDIT_CONTROL or CAP_SYS_ADMIN may also use a reserve the others
-/// cannot touch, and no per-user limit applies to them: whatever local
+/// cannot touch, and no per-holder limit applies to them: whatever local
 /// users do, a runtime or an administrator is still served.
 struct Quota {
-    held: Mutex<(u64, HashMap<u32, u64>)>,
+    held: Mutex<(u64, HashMap<Holder, u64>)>,
     total: u64,
     reserve: u64,
     per_uid: u64,
 }
 
 impl Quota {
-    /// Takes `n` for `uid`; `privileged` is asked only when the ordinary
-    /// limits refuse.
-    fn take(&self, uid: u32, n: u64, privileged: impl FnOnce() -> bool) -> bool {
+    /// Takes `n` for `holder`; `privileged` is asked only when the
+    /// ordinary limits refuse.
+    fn take(&self, holder: Holder, n: u64, privileged: impl FnOnce() -> bool) -> bool {
         let mut held = self.held.lock().expect("the quota lock");
         let (total, by_uid) = &mut *held;
-        let mine = by_uid.get(&uid).copied().unwrap_or(0);
+        let mine = by_uid.get(&holder).copied().unwrap_or(0);
         let ordinary = *total + n <= self.total - self.reserve && mine + n <= self.per_uid;
         if !(ordinary || *total + n <= self.total && privileged()) {
             return false;
         }
         *total += n;
-        *by_uid.entry(uid).or_default() += n;
+        *by_uid.entry(holder).or_default() += n;
         true
     }
 
-    fn give_back(&self, uid: u32, n: u64) {
+    fn give_back(&self, holder: Holder, n: u64) {
         let mut held = self.held.lock().expect("the quota lock");
         let (total, by_uid) = &mut *held;
         *total -= n;
-        if let Some(mine) = by_uid.get_mut(&uid) {
+        if let Some(mine) = by_uid.get_mut(&holder) {
             *mine -= n;
             if *mine == 0 {
-                by_uid.remove(&uid);
+                by_uid.remove(&holder);
             }
         }
     }
 }
 
-/// What a uid holds of a quota until this is dropped: the bytes of one
+/// What a holder has of a quota until this is dropped: the bytes of one
 /// request until it is answered, or one connection.
 struct Charge<'a> {
     quota: &'a Quota,
-    uid: u32,
+    holder: Holder,
     amount: u64,
 }
 
@@ -92,7 +101,7 @@ impl Charge<'_> {
     /// Takes `n` more; `privileged` is asked only when the ordinary limits
     /// refuse. Whether it was granted.
     fn more(&mut self, n: u64, privileged: impl FnOnce() -> bool) -> bool {
-        let granted = self.quota.take(self.uid, n, privileged);
+        let granted = self.quota.take(self.holder, n, privileged);
         if granted {
             self.amount += n;
         }
@@ -102,7 +111,7 @@ impl Charge<'_> {
 
 impl Drop for Charge<'_> {
     fn drop(&mut self) {
-        self.quota.give_back(self.uid, self.amount);
+        self.quota.give_back(self.holder, self.amount);
     }
 }
 
@@ -256,7 +265,10 @@ impl<'a> Connection<'a> {
         };
         let mut charge = Charge {
             quota: &self.shared.memory,
-            uid: writer.uid,
+            holder: Holder {
+                uid: writer.uid,
+                pid_ns: self.connector.pid_ns,
+            },
             amount: 0,
         };
         // What of the body came with the header.
@@ -391,33 +403,36 @@ fn admit(stream: UnixStream, shared: &Arc<Shared>) {
         Ok(c) => c,
         Err(e) => return refuse(format!("cannot identify the caller: {e}")),
     };
+    let holder = Holder {
+        uid: connector.uid,
+        pid_ns: connector.pid_ns,
+    };
     if !shared
         .connections
-        .take(connector.uid, 1, || connector.ceiling.privileged())
+        .take(holder, 1, || connector.ceiling.privileged())
     {
         shared
             .counters
             .connections_refused
             .fetch_add(1, Ordering::Relaxed);
         return refuse(format!(
-            "too many connections (of uid {}, or in all); try again",
+            "too many connections (of uid {} in its PID namespace, or in all); try again",
             connector.uid
         ));
     }
-    let uid = connector.uid;
     let conn = Arc::clone(shared);
     let spawned = std::thread::Builder::new()
         .name("conn".into())
         .spawn(move || {
             let slot = Charge {
                 quota: &conn.connections,
-                uid,
+                holder,
                 amount: 1,
             };
             serve(stream, &conn, connector, slot);
         });
     if let Err(e) = spawned {
-        shared.connections.give_back(uid, 1);
+        shared.connections.give_back(holder, 1);
         warn!("starting a connection thread: {e}");
     }
 }
@@ -511,6 +526,10 @@ fn ask(shared: &Shared, peer: Peer, request: Request) -> Result<Response, Failur
 mod tests {
     use super::*;
 
+    fn user(uid: u32) -> Holder {
+        Holder { uid, pid_ns: 1 }
+    }
+
     fn quota() -> Quota {
         Quota {
             held: Mutex::new((0, HashMap::new())),
@@ -523,19 +542,19 @@ mod tests {
     #[test]
     fn a_user_cannot_take_more_than_its_share_and_the_reserve_is_kept() {
         let b = quota();
-        assert!(b.take(1000, 50, || false));
-        assert!(!b.take(1000, 1, || false), "per-uid limit");
-        assert!(b.take(1001, 30, || false));
-        assert!(!b.take(1002, 1, || false), "only the reserve is left");
+        assert!(b.take(user(1000), 50, || false));
+        assert!(!b.take(user(1000), 1, || false), "per-uid limit");
+        assert!(b.take(user(1001), 30, || false));
+        assert!(!b.take(user(1002), 1, || false), "only the reserve is left");
         assert!(
-            b.take(0, 20, || true),
+            b.take(user(0), 20, || true),
             "a privileged caller uses the reserve"
         );
-        assert!(!b.take(0, 1, || true), "the total holds for everyone");
-        b.give_back(1000, 50);
-        assert!(b.take(1002, 30, || false));
+        assert!(!b.take(user(0), 1, || true), "the total holds for everyone");
+        b.give_back(user(1000), 50);
+        assert!(b.take(user(1002), 30, || false));
         assert!(
-            !b.take(1002, 1, || false),
+            !b.take(user(1002), 1, || false),
             "the reserve is in use, not lent"
         );
     }
@@ -543,6 +562,6 @@ mod tests {
     #[test]
     fn privilege_is_asked_only_when_needed() {
         let b = quota();
-        assert!(b.take(5, 10, || panic!("not needed")));
+        assert!(b.take(user(5), 10, || panic!("not needed")));
     }
 }

@@ -5,7 +5,7 @@ use ptags_bpf::{SetOp, TaskId};
 use ptags_core::{apply_write, Errno, SetId, TagSet, Target as Relation, Writer};
 use ptags_proto::{Failure, Response, Target};
 
-use crate::daemon::{kernel_failure, Caller, Daemon};
+use crate::daemon::{kernel_failure, Caller, Daemon, Payer};
 use crate::process::{
     each_thread, exe_of, gone, tgid_of, thread_ids, Creds, Pidfd, Tree, CAP_MAC_ADMIN,
 };
@@ -98,7 +98,7 @@ impl Daemon<'_> {
         let done = each_thread(
             &process,
             || threads_of(target),
-            |tid| match self.write_thread(target.pid, tid, text, &writer, caller.creds.uids[0]) {
+            |tid| match self.write_thread(target.pid, tid, text, &writer, caller.payer()) {
                 Ok((failed, thread_changed)) => {
                     *changed |= thread_changed;
                     if let Some(f) = failed {
@@ -138,7 +138,7 @@ impl Daemon<'_> {
         task: TaskId,
         text: Option<&str>,
         writer: &Writer,
-        uid: u32,
+        payer: Payer,
     ) -> Result<(SetId, SetId), Failure> {
         let current = self.tags_of(task)?;
         let next: TagSet = match text {
@@ -151,7 +151,7 @@ impl Daemon<'_> {
             }
             None => current.kept(),
         };
-        self.intern(&next, uid)
+        self.intern(&next, payer)
     }
 
     /// One thread: its current set, the write, the new set stored, then
@@ -163,7 +163,7 @@ impl Daemon<'_> {
         tid: u32,
         text: &str,
         writer: &Writer,
-        uid: u32,
+        payer: Payer,
     ) -> Result<(Option<Failure>, bool), Failure> {
         let task = TaskId::of(tid).map_err(kernel_failure)?;
         // A TID reused by another process's thread since it was listed.
@@ -177,7 +177,7 @@ impl Daemon<'_> {
             .map(|f| Failure::new(f.errno(), f.reason.to_string()).at_line(f.line));
         let changed = outcome.tags != current;
         if changed {
-            let (set, kept) = self.intern(&outcome.tags, uid)?;
+            let (set, kept) = self.intern(&outcome.tags, payer)?;
             let op = SetOp {
                 tags: Some((set.0, kept.0)),
                 ..Default::default()
@@ -213,7 +213,7 @@ impl Daemon<'_> {
             caller.creds.has_cap(CAP_MAC_ADMIN),
             Relation::Itself,
         );
-        let (set, kept) = self.tags_at_exec(task, text, &writer, caller.creds.uids[0])?;
+        let (set, kept) = self.tags_at_exec(task, text, &writer, caller.payer())?;
         let change = match contid {
             Some(id) => Some(self.decide_contid(caller, &tree, pid, id, false)?),
             None => None,

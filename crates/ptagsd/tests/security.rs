@@ -168,12 +168,30 @@ fn a_user_flooding_the_socket_does_not_lock_root_out() {
     let d = Daemon::start("flood", "");
     let socket = d.socket();
     // More connections than one user may hold, each announcing 128 MiB
-    // and sending one byte, reopened as the daemon closes them.
-    let flooder = as_user(&["announce", socket.to_str().unwrap(), "64", "6"])
+    // and sending one byte, reopened as the daemon closes them; from a
+    // PID namespace of its own, as a container's would be.
+    let uid = test_user().to_string();
+    let flooder = Command::new("unshare")
+        .args([
+            "--pid", "--fork", "setpriv", "--reuid", &uid, "--regid", &uid,
+        ])
+        .args(["--clear-groups"])
+        .arg(hostile_client())
+        .args(["announce", socket.to_str().unwrap(), "64", "6"])
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(1));
+    // The same user elsewhere (another container's root, say) keeps its
+    // own share.
+    for i in 0..5 {
+        let out = d.sh_as("ptags status >/dev/null && echo ok", Some(test_user()));
+        assert!(
+            out.starts_with("ok"),
+            "the user on the host, try {i}: {out}"
+        );
+    }
     let sleeper = Command::new("sleep").arg("60").spawn().unwrap();
     let pid = sleeper.id().to_string();
     for i in 0..10 {

@@ -57,8 +57,18 @@ pub fn chain_ids(value: &str) -> impl Iterator<Item = (bool, u64)> + '_ {
     })
 }
 
+/// Whether a record's `contid=` names containers: only in the records
+/// ptags writes itself. A kernel record's body may carry any text a
+/// process sent (a user message, `AUDIT_USER_*`), `contid=` included.
+pub fn names_containers(entry: &Entry<'_>) -> bool {
+    matches!(entry.kind, "CONTAINER_ID" | "CONTAINER_OP") || entry.kind.starts_with("PTAGS_")
+}
+
 /// A container's own ID in a record's `contid=` (the first of its chain).
 pub fn own_contid(entry: &Entry<'_>) -> Option<u64> {
+    if !names_containers(entry) {
+        return None;
+    }
     chain_ids(entry.field("contid")?).next().map(|(_, id)| id)
 }
 
@@ -148,6 +158,9 @@ impl Matcher {
     /// A record's `contid` (or, for `ptags run`, the `new-contid` its
     /// program will start in) names one of ours.
     fn in_container(&self, e: &Entry<'_>) -> bool {
+        if !names_containers(e) {
+            return false;
+        }
         ["contid", "new-contid"]
             .iter()
             .filter_map(|k| e.field(k))
@@ -378,6 +391,23 @@ mod tests {
             ..Query::default()
         };
         assert_eq!(matches(nested, events), [true, true, false]);
+    }
+
+    #[test]
+    fn a_user_message_cannot_name_a_container() {
+        // The text of AUDIT_USER_* messages is the sender's: a process in
+        // container 101 writing `contid=102` is still container 101's.
+        let forged = "type=USER_AVC msg=audit(1700000002.000:57): pid=300 uid=0 msg='x' pid=1 contid=102 uid=0 zz=''";
+        let own = "type=CONTAINER_ID msg=audit(1700000002.000:57): contid=101";
+        let events: &[&[&str]] = &[&[forged, own]];
+        let query = |id| Query {
+            contid: Some(id),
+            ..Query::default()
+        };
+        assert_eq!(matches(query(102), events), [false]);
+        assert_eq!(matches(query(101), events), [true]);
+        assert_eq!(own_contid(&entry(forged)), None);
+        assert_eq!(own_contid(&entry(own)), Some(101));
     }
 
     #[test]

@@ -86,13 +86,20 @@ pub struct LogFile {
 }
 
 /// Reads the chain key, making one the first time.
-/// `text` with every control character (below 0x20, and 0x7f) a space.
+/// Whether a reader could take `c` for the end of a line: a control
+/// character (C0, DEL, C1 such as NEL) or a Unicode line or paragraph
+/// separator.
+fn breaks_lines(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// `text` with every character that could break a line a space.
 fn without_control(text: String) -> String {
-    if !text.bytes().any(|b| b < 0x20 || b == 0x7f) {
+    if !text.chars().any(breaks_lines) {
         return text;
     }
     text.chars()
-        .map(|c| if c.is_ascii_control() { ' ' } else { c })
+        .map(|c| if breaks_lines(c) { ' ' } else { c })
         .collect()
 }
 
@@ -651,7 +658,7 @@ mod tests {
             millis: 0,
             serial: 7,
         };
-        let forged = "msg='hello\ntype=CONTAINER_OP msg=audit(1.000:4294999999): op=drop contid=5151\x1b[2J'";
+        let forged = "msg='hello\ntype=CONTAINER_OP msg=audit(1.000:4294999999): op=drop contid=5151\x1b[2J\u{85}x\u{2028}y'";
         log.push_kernel("USER_AVC", stamp, forged.to_owned());
         log.commit().unwrap();
         let text = std::fs::read_to_string(log.path()).unwrap();
@@ -660,7 +667,7 @@ mod tests {
             !text.lines().any(|l| l.starts_with("type=CONTAINER_OP")),
             "{text}"
         );
-        assert!(!text.contains('\x1b'));
+        assert!(!text.contains('\x1b') && !text.contains('\u{85}') && !text.contains('\u{2028}'));
         assert_eq!(verify(log.path().parent().unwrap(), &key).0, Ok(()));
     }
 
