@@ -1,35 +1,76 @@
 //! A connection to ptagsd.
 
+use std::io::ErrorKind;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use ptags_proto::{
-    limits, read_frame, write_frame, Failure, Request, RequestFrame, Response, ResponseFrame,
+    limits, read_frame, write_frame, Failure, FrameError, Request, RequestFrame, Response,
+    ResponseFrame,
 };
 
+/// How long a connection may sit unused before a request opens a new
+/// one: the daemon closes connections that send nothing for its idle
+/// time (`limits.idle_timeout_ms`, a second by default), and a command
+/// may spend longer than that on its own work (reading a write typed on
+/// standard input, say).
+const REUSE_WITHIN: Duration = Duration::from_millis(500);
+
 pub struct Client {
+    socket: PathBuf,
     stream: UnixStream,
+    used: Instant,
+}
+
+fn open(socket: &Path) -> Result<UnixStream> {
+    UnixStream::connect(socket).with_context(|| {
+        format!(
+            "cannot reach ptagsd at {} (is it running? --socket or PTAGS_SOCKET name another socket)",
+            socket.display()
+        )
+    })
 }
 
 impl Client {
     pub fn connect(socket: &Path) -> Result<Client> {
-        let stream = UnixStream::connect(socket).with_context(|| {
-            format!(
-                "cannot reach ptagsd at {} (is it running? --socket or PTAGS_SOCKET name another socket)",
-                socket.display()
-            )
-        })?;
-        Ok(Client { stream })
+        Ok(Client {
+            socket: socket.to_owned(),
+            stream: open(socket)?,
+            used: Instant::now(),
+        })
     }
 
     /// Sends one request. The outer error is a broken exchange; the inner
-    /// one is the daemon's refusal.
+    /// one is the daemon's refusal. A connection the daemon has closed as
+    /// idle before reading the request (it says so with ECONNRESET or a
+    /// broken pipe) is opened again, and the request sent once more: it
+    /// was never read, so it was never applied.
     pub fn request(&mut self, req: Request) -> Result<Result<Response, Failure>> {
-        write_frame(&mut self.stream, &RequestFrame::new(req).encode())
-            .context("sending the request to ptagsd")?;
-        let (body, ()) = read_frame(&mut self.stream, limits::MAX_RESPONSE, |_| Ok(()))
-            .context("reading ptagsd's answer")?;
+        if self.used.elapsed() > REUSE_WITHIN {
+            self.stream = open(&self.socket)?;
+        }
+        let frame = RequestFrame::new(req).encode();
+        let answer = match self.exchange(&frame) {
+            Err(e) if never_read(&e) => {
+                self.stream = open(&self.socket)?;
+                self.exchange(&frame)
+            }
+            other => other,
+        };
+        self.used = Instant::now();
+        let body = answer.context("reading ptagsd's answer")?;
         ResponseFrame::decode(&body).map_err(|e| anyhow!("ptagsd answered oddly: {e}"))
     }
+
+    fn exchange(&mut self, frame: &[u8]) -> Result<Vec<u8>, FrameError> {
+        write_frame(&mut self.stream, frame)?;
+        read_frame(&mut self.stream, limits::MAX_RESPONSE, |_| Ok(())).map(|(body, ())| body)
+    }
+}
+
+/// Whether the daemon closed the connection with the request unread.
+fn never_read(e: &FrameError) -> bool {
+    matches!(e, FrameError::Io(io) if matches!(io.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe))
 }

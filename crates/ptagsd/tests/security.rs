@@ -394,3 +394,22 @@ fn requests_sent_together_are_each_answered() {
     }
     assert_eq!(kinds, ["status", "tags", "status"]);
 }
+
+#[test]
+fn a_write_typed_slowly_still_arrives() {
+    if !can_run("a_write_typed_slowly") {
+        return;
+    }
+    // The daemon closes a connection idle for a second; the CLI, which
+    // connects before it reads standard input, opens a new one.
+    let d = Daemon::start("slow-stdin", "");
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let out = d.sh(&format!(
+        "(sleep 1.5; echo +typed) | ptags write {}; echo rc=$?",
+        sleeper.id()
+    ));
+    assert!(out.starts_with("rc=0"), "{out}");
+    assert_eq!(tags_of(&d, sleeper.id()), "typed\n");
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+}
