@@ -325,6 +325,10 @@ pub struct AuditStatus {
     pub records_written: u64,
     /// Records lost for lack of disk space.
     pub lost_disk: u64,
+    /// Whether the daemon is the kernel's registered audit daemon (it
+    /// receives every record by unicast) rather than reading beside one.
+    #[serde(default)]
+    pub registered: bool,
     #[serde(flatten)]
     pub counters: AuditCounters,
 }

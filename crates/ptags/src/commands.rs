@@ -201,6 +201,14 @@ fn print_status(s: &Status) {
         c.contained_events
     );
     println!(
+        "kernel records: {}",
+        if a.registered {
+            "as the kernel's registered audit daemon (unicast)"
+        } else {
+            "read beside the audit daemon (multicast)"
+        }
+    );
+    println!(
         "audit records lost: {} by the kernel, {} at the netlink socket ({} overflows), {} in the ring buffer, {} for lack of disk space",
         c.lost_kernel, c.lost_netlink, c.netlink_overflows, c.lost_ringbuf, a.lost_disk
     );

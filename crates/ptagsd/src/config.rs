@@ -32,6 +32,8 @@ pub struct Audit {
     pub kernel: bool,
     /// PTAGS_EXEC and PTAGS_EXIT records for tasks in containers.
     pub process_records: bool,
+    /// Whether to register as the kernel's audit daemon.
+    pub register: Register,
     pub max_log_file_mib: u64,
     pub num_logs: u32,
     pub flush: Flush,
@@ -43,6 +45,21 @@ pub struct Audit {
     /// then `refusal_rate` a second; the rest is counted.
     pub refusal_burst: u32,
     pub refusal_rate: u32,
+}
+
+/// Whether ptagsd registers as the kernel's audit daemon (AUDIT_SET with
+/// its pid, as auditd does): then the kernel hands it every record by
+/// unicast, keeps them in its backlog for it, and stops printing them to
+/// the kernel log. Otherwise it reads the multicast copy beside auditd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Register {
+    /// When no audit daemon is registered at start.
+    Auto,
+    /// Always; failing to start when another daemon is registered.
+    Always,
+    /// Never: read beside whatever daemon runs (or none).
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

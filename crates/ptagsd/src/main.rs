@@ -116,10 +116,24 @@ fn serve(config: Config) -> Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
     let (inputs, receiver) = sync_channel(1024);
+    let mut registered = false;
     if config.audit.kernel {
-        audit::netlink::start(inputs.clone()).context(
+        let reading = audit::netlink::start(inputs.clone(), config.audit.register).context(
             "reading kernel audit records (set audit.kernel = false to run without them)",
         )?;
+        match reading {
+            audit::netlink::Reading::Registered => {
+                registered = true;
+                info!("registered as the kernel's audit daemon: records arrive by unicast");
+            }
+            audit::netlink::Reading::Beside(0) => warn!(
+                "reading kernel audit records beside no audit daemon: the kernel also prints each to its log (audit.register = \"never\")"
+            ),
+            audit::netlink::Reading::Beside(pid) => {
+                info!("reading kernel audit records beside the audit daemon (pid {pid})")
+            }
+        }
+        daemon.trail.registered = registered;
     }
     server::start(&config, Arc::clone(&counters), inputs)?;
     warn_of_ptrace_scope();
@@ -131,6 +145,11 @@ fn serve(config: Config) -> Result<()> {
         daemon.trail.log.path().display()
     );
     let result = main_loop(&mut daemon, &receiver, &stop);
+    if registered {
+        if let Err(e) = audit::netlink::unregister() {
+            warn!("{e:#}");
+        }
+    }
     if let Err(e) = daemon.audit_flush() {
         warn!("writing the last audit records: {e:#}");
     }

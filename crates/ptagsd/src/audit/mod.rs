@@ -64,6 +64,8 @@ pub struct Trail {
     overflowed_after: Option<u64>,
     last_serial: u64,
     process_records: bool,
+    /// Registered as the kernel's audit daemon (records by unicast).
+    pub(crate) registered: bool,
     /// Records of refused requests, per user.
     refusals: RefusalLimit,
     pub(crate) counters: AuditCounters,
@@ -106,6 +108,7 @@ impl Trail {
             overflowed_after: None,
             last_serial: 0,
             process_records: config.audit.process_records,
+            registered: false,
             refusals: RefusalLimit::new(config.audit.refusal_burst, config.audit.refusal_rate),
             counters: AuditCounters::default(),
         })
@@ -351,6 +354,7 @@ impl Daemon<'_> {
             seq: t.log.link().seq,
             records_written: t.log.written,
             lost_disk: t.log.lost_disk,
+            registered: t.registered,
             counters: t.counters,
         }
     }
