@@ -19,7 +19,7 @@ fn hostile_client() -> PathBuf {
         .join("hostile_client");
     assert!(
         path.exists(),
-        "{} is missing: cargo test builds the examples",
+        "{} is missing: build the examples first (cargo build --examples; scripts/test does)",
         path.display()
     );
     path
