@@ -1,7 +1,8 @@
 //! ptagsd as the kernel's audit daemon: with no auditd registered, it
 //! registers, receives records by unicast (the kernel no longer prints
-//! them), and gives the registration up when it stops. A test binary of
-//! its own, so that no other test daemon registers meanwhile.
+//! them), and gives the registration up when it stops; with a real auditd
+//! registered, it reads beside it and both logs hold the events. A test
+//! binary of its own, so that no other test daemon registers meanwhile.
 
 mod common;
 
@@ -75,4 +76,73 @@ fn with_no_audit_daemon_ptagsd_becomes_it() {
     d.stop();
     assert_eq!(registered_pid(), 0, "unregistered at stop");
     assert!(read_trail(&d.log_dir).contains(&key));
+
+    // A real auditd (its own configuration and log), then ptagsd beside it.
+    let auditd = Auditd::start(d.dir.path());
+    assert_eq!(registered_pid(), auditd.child.id());
+    let d = Daemon::start("beside-auditd", "");
+    let status: serde_json::Value =
+        serde_json::from_str(&stdout(&d.ptags(&["--json", "status"]))).unwrap();
+    assert_eq!(status["audit"]["registered"], false, "{status}");
+    assert_eq!(
+        registered_pid(),
+        auditd.child.id(),
+        "auditd keeps its place"
+    );
+    let key = format!("{key}-beside");
+    let mut audit = AuditState::new();
+    audit.rule(&["-w", watched.to_str().unwrap(), "-p", "r"], &key);
+    std::fs::read(&watched).unwrap();
+    let in_log = |text: &str| {
+        text.lines()
+            .any(|l| l.starts_with("type=SYSCALL") && l.contains(&key))
+    };
+    wait_for_trail(&d, "the read", in_log);
+    common::wait_until(|| in_log(&std::fs::read_to_string(&auditd.log).unwrap_or_default()));
+    drop(audit);
+    drop(d);
+    drop(auditd);
+    assert_eq!(registered_pid(), 0, "auditd unregistered at its stop");
+}
+
+/// A real auditd in the foreground, logging RAW into a directory of the
+/// test's, stopped (SIGTERM) when dropped.
+struct Auditd {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Auditd {
+    fn start(dir: &std::path::Path) -> Auditd {
+        let conf_dir = dir.join("auditd");
+        std::fs::create_dir_all(conf_dir.join("plugins")).unwrap();
+        let log = conf_dir.join("audit.log");
+        let conf = format!(
+            "local_events = yes\nwrite_logs = yes\nlog_file = {}\nlog_format = RAW\nflush = NONE\n\
+             num_logs = 2\nmax_log_file = 8\nmax_log_file_action = ROTATE\nspace_left = 2\n\
+             space_left_action = IGNORE\nadmin_space_left = 1\nadmin_space_left_action = IGNORE\n\
+             disk_full_action = IGNORE\ndisk_error_action = IGNORE\nplugin_dir = {}\n",
+            log.display(),
+            conf_dir.join("plugins").display()
+        );
+        std::fs::write(conf_dir.join("auditd.conf"), conf).unwrap();
+        let child = std::process::Command::new("auditd")
+            .args(["-n", "-s", "nochange", "-c"])
+            .arg(&conf_dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting auditd");
+        common::wait_until(|| registered_pid() == child.id());
+        Auditd { child, log }
+    }
+}
+
+impl Drop for Auditd {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
 }
