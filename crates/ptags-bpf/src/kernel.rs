@@ -523,9 +523,7 @@ impl Kernel {
         if !main.is_some_and(|s| s.exited) {
             return Ok(main);
         }
-        let threads =
-            std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|_| Error::NoSuchTask(pid))?;
-        for tid in threads.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+        for tid in crate::task::thread_ids(pid).ok_or(Error::NoSuchTask(pid))? {
             if tid == pid {
                 continue;
             }
@@ -834,13 +832,8 @@ impl Kernel {
         // The task iterator of the kernels seen here (6.18) never visits
         // PID 1's threads: read their state directly so that the list is
         // complete.
-        let mut init_threads: Vec<u32> = std::fs::read_dir("/proc/1/task")
-            .context(|| "listing init's threads".into())?
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect();
-        init_threads.sort_unstable();
         let mut missing = Vec::new();
-        for tid in init_threads {
+        for tid in crate::task::thread_ids(1).unwrap_or_default() {
             if rows.iter().any(|r| r.id.tid == tid) {
                 continue;
             }

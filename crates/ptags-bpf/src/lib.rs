@@ -17,7 +17,8 @@ pub use kernel::{
 };
 pub use probe::Features;
 pub use task::{
-    mount_namespace_id, ContainerEntry, ContidChange, SetOp, TaskId, TaskRow, TaskState,
+    mount_namespace_id, tgid_of, thread_ids, ContainerEntry, ContidChange, SetOp, TaskId, TaskRow,
+    TaskState,
 };
 
 /// Types shared with the BPF programs, generated from `src/bpf/intf.h`.

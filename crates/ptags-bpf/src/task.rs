@@ -66,8 +66,19 @@ pub fn mount_namespace_id(pid: u32) -> Result<u64> {
     Ok(id)
 }
 
+/// The thread IDs of process `pid`, from /proc, in order; `None` once it
+/// is gone.
+pub fn thread_ids(pid: u32) -> Option<Vec<u32>> {
+    let mut tids: Vec<u32> = fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    Some(tids)
+}
+
 /// The process (thread-group ID) task `tid` belongs to, from /proc.
-pub(crate) fn tgid_of(tid: u32) -> Option<u32> {
+pub fn tgid_of(tid: u32) -> Option<u32> {
     fs::read_to_string(format!("/proc/{tid}/status"))
         .ok()?
         .lines()

@@ -1116,13 +1116,15 @@ fn labels_are_not_charged_to_a_limited_loader() {
         sh.run("for i in $(seq 5000); do sleep 60 & done; echo started"),
         "started"
     );
+    // The shell's children, whether or not each has exec'd sleep yet.
+    let shell = sh.child.id();
     let labelled = k
         .tasks()
         .unwrap()
         .iter()
-        .filter(|r| r.comm == "sleep" && r.state.contid == Some(6060))
+        .filter(|r| r.ppid == shell && r.pid == r.id.tid && r.state.contid == Some(6060))
         .count();
-    sh.run("pkill -P $$ sleep; wait; echo gone");
+    sh.run("pkill -P $$; wait; echo gone");
     drop(sh);
     let lost = k.lost().unwrap();
     drop(k);

@@ -18,7 +18,7 @@ use crate::audit::{TagOp, Trail};
 use crate::config::Config;
 use crate::peer::{Ceiling, Peer};
 use crate::pidns::PidView;
-use crate::process::{audit_subject, Creds, CAP_AUDIT_CONTROL, CAP_SYS_ADMIN};
+use crate::process::{audit_subject, Creds, CAP_AUDIT_CONTROL};
 use crate::store::{ContainerRecord, SaveError, Store};
 
 /// Counters shared with the connection threads.
@@ -43,7 +43,7 @@ impl Caller {
     pub(crate) fn payer(&self) -> Payer {
         Payer {
             uid: self.creds.uids[0],
-            limited: !(self.creds.has_cap(CAP_AUDIT_CONTROL) || self.creds.has_cap(CAP_SYS_ADMIN)),
+            limited: !self.creds.privileged(),
         }
     }
 }
@@ -272,17 +272,19 @@ impl<'k> Daemon<'k> {
     /// its capabilities no more than its connection allows.
     fn caller(&self, peer: &Peer) -> Result<Caller, Failure> {
         let pid = peer.pid();
-        let ceiling = match peer.connector_wrote {
-            true => peer.ceiling,
-            false => Ceiling::NOTHING,
+        let ceiling = if peer.connector_wrote {
+            peer.ceiling
+        } else {
+            Ceiling::NOTHING
         };
         let creds = Creds::read(pid)?.capped(&ceiling);
         let subject = audit_subject(pid, creds.uids[0]);
         let state = self.kernel.process_state(pid).map_err(kernel_failure)?;
         peer.writer.check_alive()?;
-        let tags = match peer.connector_wrote {
-            true => self.set_of(state.unwrap_or_default().set_id),
-            false => TagSet::empty(),
+        let tags = if peer.connector_wrote {
+            self.set_of(state.unwrap_or_default().set_id)
+        } else {
+            TagSet::empty()
         };
         Ok(Caller {
             subject,

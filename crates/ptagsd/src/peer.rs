@@ -12,7 +12,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 
 use ptags_proto::Failure;
 
-use crate::process::{gone, namespace_inode, Creds, Pidfd, CAP_AUDIT_CONTROL, CAP_SYS_ADMIN};
+use crate::process::{gone, namespace_inode, privileged, Creds, Pidfd};
 
 /// A socket option whose value is a plain C struct or integer.
 fn socket_option<T: Copy>(
@@ -78,11 +78,9 @@ impl Ceiling {
         init_userns: false,
     };
 
-    /// Whether these capabilities make a runtime or an administrator:
-    /// CAP_AUDIT_CONTROL or CAP_SYS_ADMIN in the initial user namespace.
+    /// Whether these capabilities make a runtime or an administrator.
     pub fn privileged(&self) -> bool {
-        let caps = (1u64 << CAP_AUDIT_CONTROL) | (1u64 << CAP_SYS_ADMIN);
-        self.init_userns && self.cap_eff & caps != 0
+        privileged(self.cap_eff, self.init_userns)
     }
 }
 

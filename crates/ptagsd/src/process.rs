@@ -141,6 +141,11 @@ impl Creds {
         self.init_userns && self.cap_eff & (1 << cap) != 0
     }
 
+    /// Whether these make a runtime or an administrator.
+    pub fn privileged(&self) -> bool {
+        privileged(self.cap_eff, self.init_userns)
+    }
+
     /// Whether a process with these credentials may act on a process with
     /// `target`'s, as ptrace's access check decides it: the same user and
     /// group in every ID (real, effective, saved), or CAP_SYS_PTRACE.
@@ -151,6 +156,14 @@ impl Creds {
             && target.gids[..3].iter().all(|&g| g == gid);
         same || self.has_cap(CAP_SYS_PTRACE)
     }
+}
+
+/// Whether effective capabilities make a runtime or an administrator
+/// (CAP_AUDIT_CONTROL or CAP_SYS_ADMIN, in the initial user namespace),
+/// whom quotas and reserves never lock out.
+pub fn privileged(cap_eff: u64, init_userns: bool) -> bool {
+    let caps = (1u64 << CAP_AUDIT_CONTROL) | (1u64 << CAP_SYS_ADMIN);
+    init_userns && cap_eff & caps != 0
 }
 
 /// Whether `pid` is in the same namespace of `kind` as the daemon.
@@ -275,12 +288,7 @@ impl Tree {
 
 /// The thread IDs of process `pid`, from /proc.
 pub fn thread_ids(pid: u32) -> Result<Vec<u32>, Failure> {
-    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|_| gone(pid))?;
-    let mut tids: Vec<u32> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    tids.sort_unstable();
-    Ok(tids)
+    ptags_bpf::thread_ids(pid).ok_or_else(|| gone(pid))
 }
 
 /// How many times a change to every thread of a process looks again for
@@ -323,12 +331,7 @@ pub(crate) fn each_thread(
 
 /// The thread-group ID of task `tid`.
 pub fn tgid_of(tid: u32) -> Result<u32, Failure> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).map_err(|_| gone(tid))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| gone(tid))
+    ptags_bpf::tgid_of(tid).ok_or_else(|| gone(tid))
 }
 
 /// The executable of `pid`, as (device, inode).

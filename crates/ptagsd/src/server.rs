@@ -20,7 +20,7 @@ use ptags_proto::{limits, write_frame, Failure, Request, RequestFrame, Response,
 use crate::audit::netlink::KernelMessage;
 use crate::config::Config;
 use crate::daemon::Counters;
-use crate::peer::{attest_writers, receive, Ceiling, Connector, Peer, Writer};
+use crate::peer::{attest_writers, receive, Connector, Peer, Writer};
 use crate::process::Creds;
 
 /// A request on its way to the daemon's thread, with where to answer.
@@ -252,13 +252,7 @@ impl<'a> Connection<'a> {
         let mut is_privileged = |writer: &Writer| {
             *privileged.get_or_insert_with(|| match connector.identify(writer) {
                 Ok((pidfd, true)) => Creds::read(pidfd.pid).is_ok_and(|creds| {
-                    let creds = creds.capped(&connector.ceiling);
-                    pidfd.check_alive().is_ok()
-                        && Ceiling {
-                            cap_eff: creds.cap_eff,
-                            init_userns: creds.init_userns,
-                        }
-                        .privileged()
+                    pidfd.check_alive().is_ok() && creds.capped(&connector.ceiling).privileged()
                 }),
                 _ => false,
             })

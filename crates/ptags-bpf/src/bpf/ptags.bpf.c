@@ -229,13 +229,14 @@ int BPF_PROG(ptags_fork, struct task_struct *parent, struct task_struct *child)
 	bool thread = BPF_CORE_READ(child, tgid) == BPF_CORE_READ(parent, tgid);
 
 	/* The creating task, which for a thread is the thread that called
-	 * clone, not the group leader. */
+	 * clone, not the group leader. Most forks end here: an unlabelled
+	 * parent has no state to hand down. */
+	ps = bpf_task_storage_get(&task_state, parent, 0, 0);
+	if (!ps)
+		return 0;
 	/* The child has state already: another version of this program,
 	 * attached for the instant its replacement takes over, made it. */
 	if (bpf_task_storage_get(&task_state, child, 0, 0))
-		return 0;
-	ps = bpf_task_storage_get(&task_state, parent, 0, 0);
-	if (!ps)
 		return 0;
 	bpf_spin_lock(&ps->lock);
 	state = ps->state;

@@ -121,8 +121,6 @@ impl Trail {
         );
     }
 
-    /// Whether a refusal of `caller`'s may be recorded: always for a
-    /// caller with CAP_AUDIT_CONTROL, else within its user's rate limit.
     /// Whether a record of a request that changed nothing from `source`
     /// may be written now; if not, it is counted.
     fn admit_unchanged(&mut self, source: Source) -> bool {
@@ -247,20 +245,10 @@ impl Daemon<'_> {
             return None;
         }
         let chain = |c: Option<u64>| c.and_then(ContainerId::new).map(|id| self.chain(id));
-        let fields = vec![
-            ("op".to_owned(), "attach".to_owned()),
-            ("pid".to_owned(), tracer.to_string()),
-            (
-                "contid".to_owned(),
-                chain_text(chain(tracer_contid).as_ref()),
-            ),
-            ("opid".to_owned(), target.to_string()),
-            (
-                "ocontid".to_owned(),
-                chain_text(chain(target_contid).as_ref()),
-            ),
-        ];
-        Some(ptags_core::audit::format_fields(&fields))
+        Some(records::ptrace(
+            (tracer, chain(tracer_contid).as_ref()),
+            (target, chain(target_contid).as_ref()),
+        ))
     }
 
     /// The container process `pid` was in at `at_ms`: a task that has

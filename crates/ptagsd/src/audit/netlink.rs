@@ -104,21 +104,33 @@ fn recv(fd: &OwnedFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
     Ok(n as usize)
 }
 
-/// Sends one request to the kernel on `fd` and waits for its ACK; the
-/// records that arrive meanwhile (on a registered daemon's socket) are
-/// kept in `records`.
-fn ask(fd: &OwnedFd, kind: u16, body: &[u8], records: &mut Vec<KernelMessage>) -> io::Result<()> {
+/// Sends one netlink request to the kernel on `fd` (bound).
+fn send_request(
+    fd: &OwnedFd,
+    kind: u16,
+    flags: libc::c_int,
+    seq: u32,
+    body: &[u8],
+) -> io::Result<()> {
     let len = NLMSG_HDRLEN + body.len();
     let mut req = vec![0u8; len];
     req[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
     req[4..6].copy_from_slice(&kind.to_ne_bytes());
-    req[6..8].copy_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16).to_ne_bytes());
-    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    req[6..8].copy_from_slice(&((libc::NLM_F_REQUEST | flags) as u16).to_ne_bytes());
+    req[8..12].copy_from_slice(&seq.to_ne_bytes());
     req[NLMSG_HDRLEN..].copy_from_slice(body);
     // SAFETY: req is valid for reads of its length; the socket is bound.
     if unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// Sends one request to the kernel on `fd` and waits for its ACK; the
+/// records that arrive meanwhile (on a registered daemon's socket) are
+/// kept in `records`.
+fn ask(fd: &OwnedFd, kind: u16, body: &[u8], records: &mut Vec<KernelMessage>) -> io::Result<()> {
+    send_request(fd, kind, libc::NLM_F_ACK, 1, body)?;
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = recv(fd, &mut buf, 0)?;
@@ -310,17 +322,7 @@ impl KernelStatus {
     /// The parts of `auditctl -s` the daemon uses.
     pub fn status(&mut self) -> Result<AuditState> {
         self.seq = self.seq.wrapping_add(1);
-        let mut req = [0u8; NLMSG_HDRLEN];
-        req[0..4].copy_from_slice(&(NLMSG_HDRLEN as u32).to_ne_bytes());
-        req[4..6].copy_from_slice(&AUDIT_GET.to_ne_bytes());
-        req[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
-        req[8..12].copy_from_slice(&self.seq.to_ne_bytes());
-        // SAFETY: req is valid for reads of its length; the socket is
-        // bound, so send goes to the kernel.
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error()).context("sending AUDIT_GET");
-        }
+        send_request(&self.fd, AUDIT_GET, 0, self.seq, &[]).context("sending AUDIT_GET")?;
         let mut buf = vec![0u8; 8192];
         loop {
             let n = recv(&self.fd, &mut buf, 0).context("reading the AUDIT_GET answer")?;

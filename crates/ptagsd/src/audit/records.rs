@@ -193,6 +193,19 @@ pub fn suppressed(s: &Suppressed) -> String {
     format_fields(&fields)
 }
 
+/// `PTAGS_PTRACE`: a ptrace attach across a container boundary, the
+/// tracer and the traced process each with its chain.
+pub fn ptrace(tracer: (u32, Option<&Chain>), target: (u32, Option<&Chain>)) -> String {
+    let fields = vec![
+        ("op".to_owned(), "attach".to_owned()),
+        ("pid".to_owned(), tracer.0.to_string()),
+        ("contid".to_owned(), chain_text(tracer.1)),
+        ("opid".to_owned(), target.0.to_string()),
+        ("ocontid".to_owned(), chain_text(target.1)),
+    ];
+    format_fields(&fields)
+}
+
 /// `PTAGS_REPAIR`: a task that failed to inherit its parent's state (no
 /// kernel memory at its fork) was given it.
 pub fn repair(r: &crate::repair::Repair, chain: Option<&Chain>, done: bool) -> String {
