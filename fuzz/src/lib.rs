@@ -178,9 +178,9 @@ pub fn request_frame(data: &[u8]) {
 /// parsed as a record, matched and interpreted, and verified, without a
 /// panic; a kernel payload parses or is refused; a time parses or not.
 pub fn audit_log(data: &[u8]) {
-    use ptags_core::audit::assemble::KernelRecord;
-    use ptags_core::audit::chain::{Key, Sealed, Verifier};
-    use ptags_core::audit::query::{interpret, parse_time, Entry, Matcher, Query};
+    use ptags_audit::assemble::KernelRecord;
+    use ptags_audit::chain::{Key, Sealed, Verifier};
+    use ptags_audit::query::{interpret, parse_time, Entry, Matcher, Query};
     let text = String::from_utf8_lossy(data);
     let mut verifier = Verifier::new(Key::new([7; 32]), None);
     let mut matcher = Matcher::new(Query {

@@ -14,7 +14,6 @@
 //! Every failure maps to the [`Errno`] the reference semantics give.
 
 pub mod apply;
-pub mod audit;
 pub mod contid;
 pub mod digest;
 pub mod errno;

@@ -8,10 +8,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use ptags_core::audit::chain::{Beginning, Broken, Key, Link, Sealed, Verifier};
-use ptags_core::audit::query::{format_utc, interpret, parse_time, Entry, Matcher, Query};
-use ptags_core::audit::report::Report;
-use ptags_core::audit::{json_members, Stamp};
+use ptags_audit::chain::{Beginning, Broken, Key, Link, Sealed, Verifier};
+use ptags_audit::query::{format_utc, interpret, parse_time, Entry, Matcher, Query};
+use ptags_audit::report::Report;
+use ptags_audit::{json_members, Stamp};
 
 use crate::commands::contid_arg;
 

@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use log::{info, warn};
 use ptags_bpf::{Event, EventKind, EventReader, Kernel, TaskRow};
-use ptags_core::audit::Subject;
+use ptags_audit::Subject;
 use ptags_core::contid::{chain_of, Chain};
 use ptags_core::{ContainerId, Errno, Interner, SetId, TagSet};
 use ptags_proto::{ContainerInfo, Failure, Request, Response, Status};

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use ptags_bpf::{TaskRow, TaskState};
-use ptags_core::audit::Subject;
+use ptags_audit::Subject;
 use ptags_core::{Errno, TaskRef};
 use ptags_proto::Failure;
 

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use log::{error, info, warn};
-use ptags_core::audit::chain::{record_time, Key, LineFormat, Link, Sealed, Sealer, KEY_LEN};
-use ptags_core::audit::{json_members, Stamp};
+use ptags_audit::chain::{record_time, Key, LineFormat, Link, Sealed, Sealer, KEY_LEN};
+use ptags_audit::{json_members, Stamp};
 
 use crate::config::{Audit, DiskAction, Flush, LogFormat};
 
@@ -600,7 +600,7 @@ fn removal_record(path: &Path, reason: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use ptags_core::audit::chain::{Beginning, Broken, Verifier};
+    use ptags_audit::chain::{Beginning, Broken, Verifier};
 
     /// A log of 1 MiB files, `num_logs` of them, and its key.
     fn small_log(dir: &Path, format: LogFormat, num_logs: u32) -> (LogFile, Key) {

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use log::warn;
 use ptags_bpf::{Event, EventKind, LostCounts};
-use ptags_core::audit::assemble::{Assembler, KernelEvent, KernelRecord};
-use ptags_core::audit::container_id_fields;
-use ptags_core::audit::types::type_name;
+use ptags_audit::assemble::{Assembler, KernelEvent, KernelRecord};
+use ptags_audit::container_id_fields;
+use ptags_audit::types::type_name;
 use ptags_core::contid::Chain;
 use ptags_core::ContainerId;
 
@@ -214,7 +214,7 @@ impl Daemon<'_> {
             trail.log.push_kernel(
                 "CONTAINER_ID",
                 event.stamp,
-                ptags_core::audit::format_fields(&fields),
+                ptags_audit::format_fields(&fields),
             );
         }
         if let Some(body) = ptrace {

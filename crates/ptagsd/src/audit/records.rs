@@ -1,7 +1,7 @@
 //! The bodies of the daemon's own records (docs/records.md lists them).
 
 use ptags_bpf::{Event, EventKind};
-use ptags_core::audit::{encode_untrusted, format_fields, Subject};
+use ptags_audit::{encode_untrusted, format_fields, Subject};
 use ptags_core::contid::{format_contid, Chain, Style};
 use ptags_core::{ContainerId, Errno};
 use ptags_proto::Failure;

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use super::{decode_untrusted, field, fields, RecordError, Stamp};
-use crate::line::{lines, parse_line, Op, Selector};
+use ptags_core::line::{lines, parse_line, Op, Selector};
 
 /// One record of the trail, borrowed from its line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +101,7 @@ impl Matcher {
     /// Checks the tag pattern.
     pub fn new(query: Query) -> Result<Matcher, String> {
         if let Some(p) = &query.tag {
-            crate::line::parse_pattern(p)?;
+            ptags_core::line::parse_pattern(p)?;
         }
         let family = query.contid.into_iter().collect();
         Ok(Matcher { query, family })
@@ -134,7 +134,7 @@ impl Matcher {
             }
         }
         if let Some(pattern) = &q.tag {
-            let selector = crate::line::parse_pattern(pattern).expect("checked in new");
+            let selector = ptags_core::line::parse_pattern(pattern).expect("checked in new");
             if !event.iter().any(|e| touches_tags(e, &selector)) {
                 return false;
             }
@@ -353,7 +353,7 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::encode_untrusted;
+    use crate::encode_untrusted;
 
     fn entry(line: &str) -> Entry<'_> {
         Entry::parse(line).unwrap()

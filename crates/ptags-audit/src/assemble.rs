@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::types::{type_name, EOE};
+use super::types::{type_name, EOE, OBJ_PID, SYSCALL};
 use super::{field, Stamp};
 
 /// One record from the kernel.
@@ -68,10 +68,6 @@ pub struct KernelEvent {
     pub stamp: Stamp,
     pub records: Vec<KernelRecord>,
 }
-
-/// `AUDIT_SYSCALL`, `AUDIT_OBJ_PID`.
-const SYSCALL: u16 = 1300;
-const OBJ_PID: u16 = 1318;
 
 impl KernelEvent {
     /// The process the event is about: the first `pid=` any record names.

@@ -1,4 +1,9 @@
-//! The Linux audit text format: `type=NAME msg=audit(SEC.MSEC:SERIAL): key=value ...`.
+//! The ptags audit trail, shared by the daemon that writes it and the CLI
+//! that reads it: the Linux audit text format (`type=NAME
+//! msg=audit(SEC.MSEC:SERIAL): key=value ...`) here, the message-type
+//! table ([`types`]), the grouping of kernel records into events
+//! ([`assemble`]), the sealed chain ([`chain`]), and the readers
+//! ([`query`], [`report`]).
 //!
 //! Values from untrusted sources (comm, paths, tags) are written the way
 //! the kernel and auditd write them, so that `ausearch` reads ptags' log:
@@ -13,7 +18,7 @@ pub mod query;
 pub mod report;
 pub mod types;
 
-use crate::contid::{format_chains, format_contid, Chain, ContainerId, Style};
+use ptags_core::contid::{format_chains, format_contid, Chain, ContainerId, Style};
 
 /// Whether the kernel would hex-encode this string
 /// (`audit_string_contains_control`).
