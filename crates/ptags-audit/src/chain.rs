@@ -87,7 +87,18 @@ impl fmt::Display for Mac {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    push_hex(bytes, &mut out);
+    String::from_utf8(out).expect("hex digits")
+}
+
+/// Lowercase hex, written where it goes: a line's seal is on the path
+/// of every record.
+fn push_hex(bytes: &[u8], out: &mut Vec<u8>) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.extend_from_slice(&[DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]);
+    }
 }
 
 /// Where a chain stands: the last line's sequence number and hash.
@@ -167,18 +178,24 @@ impl Sealer {
         match format {
             LineFormat::Text => {
                 out.extend_from_slice(content.as_bytes());
-                out.extend_from_slice(format!("{TEXT_SEQ}{seq}").as_bytes());
+                out.extend_from_slice(TEXT_SEQ.as_bytes());
+                crate::push_decimal(seq, out);
             }
             LineFormat::Json => {
-                out.extend_from_slice(format!("{JSON_SEQ}{seq},").as_bytes());
+                out.extend_from_slice(JSON_SEQ.as_bytes());
+                crate::push_decimal(seq, out);
+                out.push(b',');
                 out.extend_from_slice(content.as_bytes());
             }
         }
         let mac = mac_of(&self.key, &self.link.mac, &out[start..]);
-        match format {
-            LineFormat::Text => out.extend_from_slice(format!("{TEXT_MAC}{mac}\n").as_bytes()),
-            LineFormat::Json => out.extend_from_slice(format!("{JSON_MAC}{mac}\"}}\n").as_bytes()),
-        }
+        let (before, after): (&str, &[u8]) = match format {
+            LineFormat::Text => (TEXT_MAC, b"\n"),
+            LineFormat::Json => (JSON_MAC, b"\"}\n"),
+        };
+        out.extend_from_slice(before.as_bytes());
+        push_hex(&mac.0, out);
+        out.extend_from_slice(after);
         self.link = Link { seq, mac };
     }
 }

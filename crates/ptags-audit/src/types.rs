@@ -184,11 +184,13 @@ mod tests {
         let mut checked = 0;
         for line in header.lines() {
             let mut words = line.split_whitespace();
-            let (Some("#define"), Some(name), Some(value)) = (words.next(), words.next(), words.next())
+            let (Some("#define"), Some(name), Some(value)) =
+                (words.next(), words.next(), words.next())
             else {
                 continue;
             };
-            let (Some(name), Ok(number)) = (name.strip_prefix("AUDIT_"), value.parse::<u16>()) else {
+            let (Some(name), Ok(number)) = (name.strip_prefix("AUDIT_"), value.parse::<u16>())
+            else {
                 continue;
             };
             let ranges = name.starts_with("FIRST_") || name.starts_with("LAST_");

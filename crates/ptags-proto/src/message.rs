@@ -340,13 +340,19 @@ pub struct AuditCounters {
     pub kernel_events: u64,
     /// Kernel events of tasks in containers (followed by CONTAINER_ID).
     pub contained_events: u64,
-    /// Lost by the kernel itself (its `lost` counter: backlog, rate
-    /// limit), since the daemon started.
+    /// Records lost by the kernel itself (its `lost` counter: backlog,
+    /// rate limit, queues), since the daemon started.
     pub lost_kernel: u64,
-    /// Events skipped in the kernel's serials after our netlink socket
-    /// overflowed, and how often it did.
+    /// Records our netlink socket had no room for (beside auditd), and
+    /// how often it overflowed.
     pub lost_netlink: u64,
     pub netlink_overflows: u64,
+    /// As the registered audit daemon: events the kernel numbered and
+    /// never delivered (gaps in its serials). A record the kernel drops
+    /// after numbering it is in `lost_kernel` too. Absent from older
+    /// daemons' answers.
+    #[serde(default)]
+    pub lost_serials: u64,
     /// Exec and exit events the ring buffer had no room for.
     pub lost_ringbuf: u64,
     /// Records of refused requests not written (the per-user rate

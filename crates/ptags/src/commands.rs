@@ -209,8 +209,8 @@ fn print_status(s: &Status) {
         }
     );
     println!(
-        "audit records lost: {} by the kernel, {} at the netlink socket ({} overflows), {} in the ring buffer, {} for lack of disk space",
-        c.lost_kernel, c.lost_netlink, c.netlink_overflows, c.lost_ringbuf, a.lost_disk
+        "audit records lost: {} by the kernel, {} at the netlink socket ({} overflows), {} for lack of disk space; events lost: {} numbered by the kernel and never delivered, {} in the ring buffer",
+        c.lost_kernel, c.lost_netlink, c.netlink_overflows, a.lost_disk, c.lost_serials, c.lost_ringbuf
     );
     println!(
         "refused requests not recorded (rate limit, counted in the trail): {}",

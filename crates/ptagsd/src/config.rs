@@ -34,6 +34,8 @@ pub struct Audit {
     pub process_records: bool,
     /// Whether to register as the kernel's audit daemon.
     pub register: Register,
+    /// The kernel-audit socket's receive buffer, in KiB.
+    pub receive_buffer_kib: u64,
     pub max_log_file_mib: u64,
     pub num_logs: u32,
     pub flush: Flush,
@@ -225,6 +227,7 @@ impl Config {
             ("audit.freq", a.freq, 1),
             ("audit.refusal_burst", u64::from(a.refusal_burst), 1),
             ("audit.refusal_rate", u64::from(a.refusal_rate), 1),
+            ("audit.receive_buffer_kib", a.receive_buffer_kib, 4),
         ] {
             if value < min {
                 bail!("{key} must be at least {min}, not {value}");
@@ -232,6 +235,9 @@ impl Config {
         }
         if a.num_logs > 999 {
             bail!("audit.num_logs may be at most 999");
+        }
+        if a.receive_buffer_kib > 1 << 20 {
+            bail!("audit.receive_buffer_kib may be at most 1048576 (1 GiB)");
         }
         if l.privileged_connections >= l.max_connections {
             bail!("limits.privileged_connections must be less than limits.max_connections");

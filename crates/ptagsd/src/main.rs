@@ -1,18 +1,18 @@
 //! `ptagsd`: the daemon that owns the kernel side of ptags and is the only
 //! way to change process tags and audit container IDs.
+//!
+//! Control flows one way: socket ([`control`]), the daemon's state
+//! ([`daemon`]), the kernel. Data flows one way: sources, enrichment,
+//! router, sinks ([`pipeline`]). This file starts both and runs the one
+//! thread where they meet.
 
-mod audit;
 mod config;
-mod contid;
+mod control;
 mod daemon;
-mod peer;
-mod pidns;
-mod process;
-mod repair;
-mod runtime;
-mod server;
+mod error;
+mod host;
+mod pipeline;
 mod store;
-mod tags;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,8 +26,17 @@ use log::{error, info, warn};
 use ptags_bpf::{Features, Kernel, Options};
 
 use crate::config::Config;
-use crate::daemon::{Counters, Daemon};
-use crate::server::Input;
+use crate::control::server::Job;
+use crate::control::{server, Counters};
+use crate::daemon::Daemon;
+use crate::pipeline::kernel_audit::{self, KernelInput, Reading};
+
+/// What reaches the daemon's thread: requests from the socket, records
+/// from the kernel's audit.
+enum Input {
+    Request(Job),
+    Kernel(KernelInput),
+}
 
 #[derive(Parser)]
 #[command(
@@ -118,39 +127,42 @@ fn serve(config: Config) -> Result<()> {
     let (inputs, receiver) = sync_channel(1024);
     let mut registered = false;
     if config.audit.kernel {
-        let reading = audit::netlink::start(inputs.clone(), config.audit.register).context(
-            "reading kernel audit records (set audit.kernel = false to run without them)",
-        )?;
+        let buffer = (config.audit.receive_buffer_kib as usize) << 10;
+        let reading =
+            kernel_audit::start(inputs.clone(), Input::Kernel, config.audit.register, buffer)
+                .context(
+                    "reading kernel audit records (set audit.kernel = false to run without them)",
+                )?;
         match reading {
-            audit::netlink::Reading::Registered => {
+            Reading::Registered => {
                 registered = true;
                 info!("registered as the kernel's audit daemon: records arrive by unicast");
             }
-            audit::netlink::Reading::Beside(0) => warn!(
+            Reading::Beside(0) => warn!(
                 "reading kernel audit records beside no audit daemon: the kernel also prints each to its log (audit.register = \"never\")"
             ),
-            audit::netlink::Reading::Beside(pid) => {
+            Reading::Beside(pid) => {
                 info!("reading kernel audit records beside the audit daemon (pid {pid})")
             }
         }
-        daemon.trail.registered = registered;
+        daemon.set_registered(registered);
     }
-    server::start(&config, Arc::clone(&counters), inputs)?;
+    server::start(&config, Arc::clone(&counters), inputs, Input::Request)?;
     warn_of_ptrace_scope();
     info!(
-        "serving {} (pins under {}, state in {}, audit trail {})",
+        "serving {} (pins under {}, state in {}, audit trail in {})",
         config.socket.display(),
         config.pin_dir.display(),
         config.state_dir.display(),
-        daemon.trail.log.path().display()
+        config.log_dir.display()
     );
     let result = main_loop(&mut daemon, &receiver, &stop);
     if registered {
-        if let Err(e) = audit::netlink::unregister() {
+        if let Err(e) = kernel_audit::unregister() {
             warn!("{e:#}");
         }
     }
-    if let Err(e) = daemon.audit_flush() {
+    if let Err(e) = daemon.flush() {
         warn!("writing the last audit records: {e:#}");
     }
     if let Err(e) = kernel.set_events(false, false) {
@@ -197,11 +209,7 @@ fn main_loop(daemon: &mut Daemon<'_>, inputs: &Receiver<Input>, stop: &AtomicBoo
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        daemon.poll_events();
-        daemon.audit_tick()?;
-        if let Err(e) = daemon.maintain() {
-            warn!("collecting unused state: {e:#}");
-        }
+        daemon.tick()?;
     }
     Ok(())
 }
@@ -211,11 +219,10 @@ fn on_input(daemon: &mut Daemon<'_>, input: Input) -> Result<()> {
         Input::Request(job) => {
             let answer = daemon.handle(&job.peer, &job.request);
             // The record of a change is written before the change is told.
-            daemon.audit_commit()?;
+            daemon.commit()?;
             let _ = job.reply.send(answer);
         }
-        Input::Kernel(records) => daemon.on_kernel_records(records),
-        Input::KernelOverflow => daemon.on_kernel_overflow(),
+        Input::Kernel(input) => daemon.on_kernel(input),
     }
     Ok(())
 }

@@ -10,9 +10,9 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 
-use ptags_proto::Failure;
+use crate::error::Error;
 
-use crate::process::{gone, namespace_inode, privileged, Creds, Pidfd};
+use crate::host::{gone, namespace_inode, privileged, Creds, Pidfd};
 
 /// A socket option whose value is a plain C struct or integer.
 fn socket_option<T: Copy>(
@@ -104,7 +104,7 @@ impl Connector {
     /// writer with that pid is the connector. Any other writer is named by
     /// a pidfd opened now, the best that can be had (it is judged without
     /// capabilities or tags, so a pid reused meanwhile gains nothing).
-    pub fn identify(&self, writer: &Writer) -> Result<(Pidfd, bool), Failure> {
+    pub fn identify(&self, writer: &Writer) -> Result<(Pidfd, bool), Error> {
         if let Some(connector) = &self.process {
             if connector.pid == writer.pid && connector.check_alive().is_ok() {
                 return Ok((connector.try_clone().map_err(|_| gone(writer.pid))?, true));

@@ -1,21 +1,21 @@
 //! Reading and writing tags, and preparing a process's exec.
 
+use crate::error::Error;
 use log::info;
 use ptags_bpf::{SetOp, TaskId};
 use ptags_core::{apply_write, Errno, SetId, TagSet, Target as Relation, Writer};
-use ptags_proto::{Failure, Response, Target};
+use ptags_proto::{Response, Target};
 
-use crate::daemon::{kernel_failure, Caller, Daemon, Payer};
-use crate::process::{
-    each_thread, exe_of, gone, tgid_of, thread_ids, Creds, Pidfd, Tree, CAP_MAC_ADMIN,
-};
+use super::tree::{each_thread, Tree};
+use super::{Caller, Daemon, Payer};
+use crate::host::{exe_of, gone, tgid_of, thread_ids, Creds, Pidfd, CAP_MAC_ADMIN};
 
 /// The threads a target names: one, or every thread of the process.
-fn threads_of(target: Target) -> Result<Vec<u32>, Failure> {
+fn threads_of(target: Target) -> Result<Vec<u32>, Error> {
     match target.tid {
         Some(tid) => {
             if tgid_of(tid)? != target.pid {
-                return Err(Failure::new(
+                return Err(Error::new(
                     Errno::Esrch,
                     format!("thread {tid} is not a thread of process {}", target.pid),
                 ));
@@ -28,32 +28,32 @@ fn threads_of(target: Target) -> Result<Vec<u32>, Failure> {
 
 impl Daemon<'_> {
     /// Tags are public: anyone may read them.
-    pub(crate) fn read(&self, target: Target) -> Result<Response, Failure> {
+    pub(super) fn read(&self, target: Target) -> Result<Response, Error> {
         let tid = target.tid.unwrap_or(target.pid);
         if tgid_of(tid)? != target.pid {
             return Err(gone(tid));
         }
-        let task = TaskId::of(tid).map_err(kernel_failure)?;
+        let task = TaskId::of(tid)?;
         Ok(Response::Tags {
             tags: self.tags_of(task)?.to_read_format(),
         })
     }
 
     /// A task's tags now.
-    fn tags_of(&self, task: TaskId) -> Result<TagSet, Failure> {
-        let state = self.kernel.task_state(task).map_err(kernel_failure)?;
+    fn tags_of(&self, task: TaskId) -> Result<TagSet, Error> {
+        let state = self.kernel.task_state(task)?;
         Ok(self.set_of(state.unwrap_or_default().set_id))
     }
 
     /// The writer: the caller's tags at the start of the write, its
     /// CAP_MAC_ADMIN, and its relation to the target process.
-    pub(crate) fn writer(&self, caller: &Caller, pid: u32) -> Result<Writer, Failure> {
+    pub(super) fn writer(&self, caller: &Caller, pid: u32) -> Result<Writer, Error> {
         let relation = if pid == caller.pid() {
             Relation::Itself
         } else {
             let target = Creds::read(pid)?;
             if !caller.creds.may_access(&target) {
-                return Err(Failure::new(
+                return Err(Error::new(
                     Errno::Eperm,
                     format!("may not act on process {pid}: another user's, and the caller lacks CAP_SYS_PTRACE"),
                 ));
@@ -71,12 +71,12 @@ impl Daemon<'_> {
     /// failing one stay applied; the first failure is reported. Also
     /// says whether any thread's tags changed (a failed write may have
     /// changed some, a successful one none).
-    pub(crate) fn write(
+    pub(super) fn write(
         &mut self,
         caller: &Caller,
         target: Target,
         text: &str,
-    ) -> (Result<Response, Failure>, bool) {
+    ) -> (Result<Response, Error>, bool) {
         let mut changed = false;
         let result = self.write_threads(caller, target, text, &mut changed);
         (result, changed)
@@ -88,7 +88,7 @@ impl Daemon<'_> {
         target: Target,
         text: &str,
         changed: &mut bool,
-    ) -> Result<Response, Failure> {
+    ) -> Result<Response, Error> {
         // Held across the write: each check that it is still alive proves
         // that the pid (and so the threads listed under it) was not reused.
         let process = Pidfd::open(target.pid)?;
@@ -107,7 +107,7 @@ impl Daemon<'_> {
                     Ok(true)
                 }
                 // It exited meanwhile: nothing to label.
-                Err(f) if f.errno() == Some(Errno::Esrch) => Ok(false),
+                Err(f) if f.errno() == Errno::Esrch => Ok(false),
                 Err(f) => Err(f),
             },
         )?;
@@ -119,7 +119,7 @@ impl Daemon<'_> {
             done.len(),
             failure
                 .as_ref()
-                .map(|f: &Failure| format!(", failed at {f}"))
+                .map(|f: &Error| format!(", failed at {f}"))
                 .unwrap_or_default()
         );
         match failure {
@@ -133,19 +133,19 @@ impl Daemon<'_> {
     /// The tags a prepared program starts with (not pruned by its exec):
     /// `text` applied to the task's tags, or without a text its kept
     /// tags, as a plain exec would leave. Interned: (set, kept subset).
-    pub(crate) fn tags_at_exec(
+    pub(super) fn tags_at_exec(
         &mut self,
         task: TaskId,
         text: Option<&str>,
         writer: &Writer,
         payer: Payer,
-    ) -> Result<(SetId, SetId), Failure> {
+    ) -> Result<(SetId, SetId), Error> {
         let current = self.tags_of(task)?;
         let next: TagSet = match text {
             Some(text) => {
                 let outcome = apply_write(&current, text.as_bytes(), writer);
                 if let Some(f) = outcome.failure {
-                    return Err(Failure::new(f.errno(), f.reason.to_string()).at_line(f.line));
+                    return Err(Error::new(f.errno(), f.reason.to_string()).at_line(f.line));
                 }
                 outcome.tags
             }
@@ -164,8 +164,8 @@ impl Daemon<'_> {
         text: &str,
         writer: &Writer,
         payer: Payer,
-    ) -> Result<(Option<Failure>, bool), Failure> {
-        let task = TaskId::of(tid).map_err(kernel_failure)?;
+    ) -> Result<(Option<Error>, bool), Error> {
+        let task = TaskId::of(tid)?;
         // A TID reused by another process's thread since it was listed.
         if tgid_of(tid)? != pid {
             return Err(gone(tid));
@@ -174,7 +174,7 @@ impl Daemon<'_> {
         let outcome = apply_write(&current, text.as_bytes(), writer);
         let failure = outcome
             .failure
-            .map(|f| Failure::new(f.errno(), f.reason.to_string()).at_line(f.line));
+            .map(|f| Error::new(f.errno(), f.reason.to_string()).at_line(f.line));
         let changed = outcome.tags != current;
         if changed {
             let (set, kept) = self.intern(&outcome.tags, payer)?;
@@ -182,7 +182,7 @@ impl Daemon<'_> {
                 tags: Some((set.0, kept.0)),
                 ..Default::default()
             };
-            self.kernel.set(task, &op).map_err(kernel_failure)?;
+            self.kernel.set(task, &op)?;
         }
         Ok((failure, changed))
     }
@@ -190,19 +190,19 @@ impl Daemon<'_> {
     /// Prepares the caller's own child, forked and not yet exec'd, to
     /// start its program with these tags (not pruned) and this container
     /// ID: `ptags run`.
-    pub(crate) fn prepare_exec(
+    pub(super) fn prepare_exec(
         &mut self,
         caller: &Caller,
         pid: u32,
         text: Option<&str>,
         contid: Option<u64>,
-    ) -> Result<Response, Failure> {
-        let task = TaskId::of(pid).map_err(kernel_failure)?;
-        let tree = Tree::new(self.kernel.tasks().map_err(kernel_failure)?);
+    ) -> Result<Response, Error> {
+        let task = TaskId::of(pid)?;
+        let tree = Tree::new(self.kernel.tasks()?);
         let parent = tree.get(pid).map(|r| r.ppid);
         let exe = exe_of(pid);
         if parent != Some(caller.pid()) || exe.is_none() || exe != exe_of(caller.pid()) {
-            return Err(Failure::new(
+            return Err(Error::new(
                 Errno::Eperm,
                 format!("process {pid} is not a child of the caller that still runs the caller's program"),
             ));
@@ -223,7 +223,7 @@ impl Daemon<'_> {
             alone: change.is_some(),
             ..Default::default()
         };
-        let result = self.kernel.set(task, &op).map_err(kernel_failure);
+        let result = self.kernel.set(task, &op);
         if let Some(plan) = &change {
             self.finish_contid(caller, pid, plan, result.is_ok());
         }

@@ -8,10 +8,11 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
+use crate::error::Error;
 use ptags_core::Errno;
-use ptags_proto::{Failure, PsRow, Request, Response, Target};
+use ptags_proto::{PsRow, Request, Response, Target};
 
-use crate::process::namespace_inode;
+use crate::host::namespace_inode;
 
 /// `NS_GET_PARENT` of linux/nsfs.h: `_IO(0xb7, 0x2)`.
 const NS_GET_PARENT: libc::c_ulong = 0xb702;
@@ -48,8 +49,8 @@ fn ancestor_namespace(tid: u32, up: usize) -> Option<u64> {
     Some(File::from(ns).metadata().ok()?.ino())
 }
 
-fn invisible(what: &str, pid: u32) -> Failure {
-    Failure::new(
+fn invisible(what: &str, pid: u32) -> Error {
+    Error::new(
         Errno::Esrch,
         format!("{what} {pid} does not exist in the caller's PID namespace"),
     )
@@ -57,7 +58,7 @@ fn invisible(what: &str, pid: u32) -> Failure {
 
 /// The daemon's own PID namespace, read once: every request compares
 /// its caller's with it.
-fn own_namespace() -> Result<u64, Failure> {
+fn own_namespace() -> Result<u64, Error> {
     static OWN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     if let Some(ns) = OWN.get() {
         return Ok(*ns);
@@ -68,13 +69,13 @@ fn own_namespace() -> Result<u64, Failure> {
 
 impl PidView {
     /// The namespace of process `pid`; `None` when it is the daemon's.
-    pub fn of(pid: u32) -> Result<Option<PidView>, Failure> {
+    pub fn of(pid: u32) -> Result<Option<PidView>, Error> {
         let ns = namespace_inode(pid, "pid")?;
         if ns == own_namespace()? {
             return Ok(None);
         }
         let pids =
-            nspids(pid, &format!("/proc/{pid}/status")).ok_or_else(|| crate::process::gone(pid))?;
+            nspids(pid, &format!("/proc/{pid}/status")).ok_or_else(|| crate::host::gone(pid))?;
         Ok(Some(PidView {
             level: pids.len() - 1,
             ns,
@@ -91,16 +92,16 @@ impl PidView {
     }
 
     /// The daemon's pid of the process this namespace calls `pid`.
-    pub fn host_pid(&self, pid: u32) -> Result<u32, Failure> {
+    pub fn host_pid(&self, pid: u32) -> Result<u32, Error> {
         let dir = std::fs::read_dir("/proc")
-            .map_err(|e| Failure::new(Errno::Eio, format!("listing /proc: {e}")))?;
+            .map_err(|e| Error::new(Errno::Eio, format!("listing /proc: {e}")))?;
         dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
             .find(|&p| self.local(p, &format!("/proc/{p}/status")) == Some(pid))
             .ok_or_else(|| invisible("process", pid))
     }
 
     /// The daemon's tid of thread `tid` of process `host_pid`.
-    fn host_tid(&self, host_pid: u32, tid: u32) -> Result<u32, Failure> {
+    fn host_tid(&self, host_pid: u32, tid: u32) -> Result<u32, Error> {
         let dir = std::fs::read_dir(format!("/proc/{host_pid}/task"))
             .map_err(|_| invisible("thread", tid))?;
         dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
@@ -108,7 +109,7 @@ impl PidView {
             .ok_or_else(|| invisible("thread", tid))
     }
 
-    fn target(&self, t: Target) -> Result<Target, Failure> {
+    fn target(&self, t: Target) -> Result<Target, Error> {
         let pid = self.host_pid(t.pid)?;
         let tid = match t.tid {
             Some(tid) => Some(self.host_tid(pid, tid)?),
@@ -118,7 +119,7 @@ impl PidView {
     }
 
     /// The request with the daemon's pids in place of this namespace's.
-    pub fn request(&self, req: &Request) -> Result<Request, Failure> {
+    pub fn request(&self, req: &Request) -> Result<Request, Error> {
         let mut req = req.clone();
         match &mut req {
             Request::Read { target } | Request::Write { target, .. } => {

@@ -3,14 +3,16 @@
 //! (carried out by the kernel program on sys_exit), and the end recorded
 //! at poststop.
 
+use crate::error::Error;
 use log::{info, warn};
 use ptags_bpf::{mount_namespace_id, Join, SetOp, TaskId};
 use ptags_core::Errno;
-use ptags_proto::{Failure, Response};
+use ptags_proto::Response;
 
-use crate::contid::need_audit_control;
-use crate::daemon::{kernel_failure, Caller, Daemon};
-use crate::process::{each_thread, namespace_inode, thread_ids, Pidfd, Tree};
+use super::contid::need_audit_control;
+use super::tree::{each_thread, Tree};
+use super::{Caller, Daemon};
+use crate::host::{namespace_inode, thread_ids, Pidfd};
 
 impl Daemon<'_> {
     /// Labels a container's first process for its exec: every thread
@@ -19,30 +21,30 @@ impl Daemon<'_> {
     /// on for its mount namespace. The container-ID rules apply as for `contid_set`
     /// (the runtime, the hook's parent, becomes the owner), except that
     /// threads do not count: the exec leaves one.
-    pub(crate) fn container_create(
+    pub(super) fn container_create(
         &mut self,
         caller: &Caller,
         pid: u32,
         id: u64,
         text: Option<&str>,
         join: bool,
-    ) -> Result<Response, Failure> {
+    ) -> Result<Response, Error> {
         need_audit_control(caller)?;
         let process = Pidfd::open(pid)?;
-        let ns = mount_namespace_id(pid).map_err(kernel_failure)?;
+        let ns = mount_namespace_id(pid)?;
         let ns_inode = namespace_inode(pid, "mnt")?;
         // The daemon's own namespace, and init's where it may be read.
         let host = [std::process::id(), 1].map(|p| mount_namespace_id(p).ok());
         if host.contains(&Some(ns)) {
-            return Err(Failure::new(
+            return Err(Error::new(
                 Errno::Einval,
                 format!("process {pid} is in the host's mount namespace: it is not a container's"),
             ));
         }
         let writer = self.writer(caller, pid)?;
-        let task = TaskId::of(pid).map_err(kernel_failure)?;
+        let task = TaskId::of(pid)?;
         let (set, kept) = self.tags_at_exec(task, text, &writer, caller.payer())?;
-        let tree = Tree::new(self.kernel.tasks().map_err(kernel_failure)?);
+        let tree = Tree::new(self.kernel.tasks()?);
         let plan = self.decide_contid(caller, &tree, pid, id, true)?;
         let op = SetOp {
             pending: Some((set.0, kept.0, Some(plan.change))),
@@ -58,7 +60,7 @@ impl Daemon<'_> {
                 set_id: set.0,
                 kept_id: kept.0,
             };
-            self.kernel.set_join(ns, &policy).map_err(kernel_failure)
+            Ok(self.kernel.set_join(ns, &policy)?)
         });
         self.finish_contid(caller, pid, &plan, result.is_ok());
         result?;
@@ -72,7 +74,7 @@ impl Daemon<'_> {
 
     /// Gives `op` to every thread of `pid`, and to threads made meanwhile
     /// from a thread not yet done.
-    fn set_every_thread(&self, process: &Pidfd, pid: u32, op: &SetOp) -> Result<(), Failure> {
+    fn set_every_thread(&self, process: &Pidfd, pid: u32, op: &SetOp) -> Result<(), Error> {
         each_thread(
             process,
             || thread_ids(pid),
@@ -83,7 +85,7 @@ impl Daemon<'_> {
                 match self.kernel.set(task, op) {
                     Ok(_) => Ok(true),
                     Err(ptags_bpf::Error::NoSuchTask(_)) => Ok(false),
-                    Err(e) => Err(kernel_failure(e)),
+                    Err(e) => Err(e.into()),
                 }
             },
         )
@@ -94,18 +96,18 @@ impl Daemon<'_> {
     /// its last task has gone (or was, when the drop was seen), and its
     /// setns policy goes with it. EBUSY while tasks remain, and nothing
     /// changes: the policy stays until the last one's exit drops it.
-    pub(crate) fn container_end(
+    pub(super) fn container_end(
         &mut self,
         caller: &Caller,
         contid: u64,
-    ) -> Result<Response, Failure> {
+    ) -> Result<Response, Error> {
         need_audit_control(caller)?;
-        let known = self.registry.contains_key(&contid);
+        let known = self.registry.0.contains_key(&contid);
         // A runtime reaps its container's processes after they exit:
         // their exit events are in the ring buffer now.
         self.poll_events();
-        match self.kernel.container(contid).map_err(kernel_failure)? {
-            Some(row) if row.has_members() => Err(Failure::new(
+        match self.kernel.container(contid)? {
+            Some(row) if row.has_members() => Err(Error::new(
                     Errno::Ebusy,
                     format!(
                         "container {contid} still has {} tasks (and {} about to enter it); its end is recorded when the last one exits",
@@ -123,7 +125,7 @@ impl Daemon<'_> {
     }
 
     /// Switches the setns policy off for every namespace joining `contid`.
-    pub(crate) fn forget_joins(&self, contid: u64) {
+    pub(super) fn forget_joins(&self, contid: u64) {
         for (ns, join) in self.kernel.joins() {
             if join.contid == contid {
                 if let Err(e) = self.kernel.remove_join(ns) {
@@ -135,7 +137,7 @@ impl Daemon<'_> {
 
     /// Switches off the policies of mount namespaces no task is in any
     /// more: a namespace with no task is gone, and its ID never returns.
-    pub(crate) fn forget_joins_of_gone_namespaces(&self, live: &std::collections::HashSet<u64>) {
+    pub(super) fn forget_joins_of_gone_namespaces(&self, live: &std::collections::HashSet<u64>) {
         for (ns, join) in self.kernel.joins() {
             if live.contains(&ns) {
                 continue;
@@ -151,7 +153,7 @@ impl Daemon<'_> {
     }
 
     /// Tag sets the policies hand out, which must not be collected.
-    pub(crate) fn join_set_ids(&self) -> Vec<u64> {
+    pub(super) fn join_set_ids(&self) -> Vec<u64> {
         self.kernel
             .joins()
             .into_iter()

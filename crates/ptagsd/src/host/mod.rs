@@ -1,17 +1,18 @@
-//! Facts about live processes, read from /proc and from the kernel's task
-//! list: credentials, capabilities, namespaces, parents and children.
+//! Facts about the host: live processes as /proc tells them (credentials,
+//! capabilities, namespaces, threads, their PID namespaces in
+//! [`pidns`]), pidfds, and the clocks.
 //!
 //! A fact read from /proc by pid is only trusted together with a check
 //! that the pid still names the same task (its start time, or the
 //! caller's pidfd), so that pid reuse cannot fool a decision.
 
-use std::collections::HashMap;
+pub mod pidns;
+
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use ptags_bpf::{TaskRow, TaskState};
+use crate::error::Error;
 use ptags_audit::Subject;
-use ptags_core::{Errno, TaskRef};
-use ptags_proto::Failure;
+use ptags_core::Errno;
 
 pub const CAP_SYS_PTRACE: u32 = 19;
 pub const CAP_SYS_ADMIN: u32 = 21;
@@ -28,7 +29,7 @@ pub struct Pidfd {
 }
 
 impl Pidfd {
-    pub fn open(pid: u32) -> Result<Pidfd, Failure> {
+    pub fn open(pid: u32) -> Result<Pidfd, Error> {
         // SAFETY: pidfd_open takes a pid and flags; returns a new fd or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
         if fd < 0 {
@@ -51,7 +52,7 @@ impl Pidfd {
         })
     }
 
-    pub fn check_alive(&self) -> Result<(), Failure> {
+    pub fn check_alive(&self) -> Result<(), Error> {
         // SAFETY: pidfd_send_signal with signal 0 only checks; the fd is valid.
         let ret = unsafe {
             libc::syscall(
@@ -82,7 +83,7 @@ pub struct Creds {
 }
 
 impl Creds {
-    pub fn read(pid: u32) -> Result<Creds, Failure> {
+    pub fn read(pid: u32) -> Result<Creds, Error> {
         let status =
             std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|_| gone(pid))?;
         let field = |name: &str| {
@@ -92,7 +93,7 @@ impl Creds {
                 .map(str::trim)
                 .ok_or_else(|| gone(pid))
         };
-        let ids = |name: &str| -> Result<[u32; 4], Failure> {
+        let ids = |name: &str| -> Result<[u32; 4], Error> {
             let mut out = [0; 4];
             let text = field(name)?;
             let mut fields = text.split_whitespace();
@@ -126,7 +127,7 @@ impl Creds {
     /// These credentials judged no higher than `ceiling` (the
     /// connection's) allows, and without capabilities while the IDs
     /// change.
-    pub fn capped(mut self, ceiling: &crate::peer::Ceiling) -> Creds {
+    pub fn capped(mut self, ceiling: &crate::control::peer::Ceiling) -> Creds {
         if self.changing_ids() {
             self.cap_eff = 0;
         }
@@ -167,10 +168,10 @@ pub fn privileged(cap_eff: u64, init_userns: bool) -> bool {
 }
 
 /// Whether `pid` is in the same namespace of `kind` as the daemon.
-pub fn same_namespace(pid: u32, kind: &str) -> Result<bool, Failure> {
+pub fn same_namespace(pid: u32, kind: &str) -> Result<bool, Error> {
     let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).map_err(|_| gone(pid))?;
     let ours = std::fs::read_link(format!("/proc/self/ns/{kind}")).map_err(|e| {
-        Failure::new(
+        Error::new(
             Errno::Eio,
             format!("reading the daemon's {kind} namespace: {e}"),
         )
@@ -180,7 +181,7 @@ pub fn same_namespace(pid: u32, kind: &str) -> Result<bool, Failure> {
 
 /// The inode number of a process's namespace of `kind` (`mnt`, `pid`,
 /// ...), which names the namespace machine-wide while it exists.
-pub fn namespace_inode(pid: u32, kind: &str) -> Result<u64, Failure> {
+pub fn namespace_inode(pid: u32, kind: &str) -> Result<u64, Error> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
         .map(|m| m.ino())
@@ -209,128 +210,47 @@ pub fn audit_subject(pid: u32, uid: u32) -> Subject {
     }
 }
 
-pub fn gone(pid: u32) -> Failure {
-    Failure::new(
-        Errno::Esrch,
-        format!("process {pid} does not exist (or exited)"),
-    )
+pub fn gone(pid: u32) -> Error {
+    Error::gone(pid)
 }
 
-/// The process tree as one pass of the kernel's task iterator saw it.
-pub struct Tree {
-    by_tid: HashMap<u32, TaskRow>,
+/// Now, since the epoch: the time of the daemon's records.
+pub fn now() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
-impl Tree {
-    pub fn new(rows: Vec<TaskRow>) -> Tree {
-        Tree {
-            by_tid: rows.into_iter().map(|r| (r.id.tid, r)).collect(),
-        }
-    }
+fn clock(id: libc::clockid_t) -> libc::timespec {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec for clock_gettime to fill.
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    ts
+}
 
-    pub fn get(&self, tid: u32) -> Option<&TaskRow> {
-        self.by_tid.get(&tid)
-    }
+/// Clock ticks since boot, as task start times are counted.
+pub fn boot_ticks() -> u64 {
+    let ts = clock(libc::CLOCK_BOOTTIME);
+    ts.tv_sec as u64 * 100 + ts.tv_nsec as u64 / 10_000_000
+}
 
-    pub fn rows(&self) -> impl Iterator<Item = &TaskRow> {
-        self.by_tid.values()
-    }
-
-    /// The state of process `pid`: its main thread's, or a live thread's
-    /// once the main thread has exited (as `Kernel::process_state`).
-    pub fn process_state(&self, pid: u32) -> TaskState {
-        let main = self.get(pid).map(|r| r.state).unwrap_or_default();
-        if !main.exited {
-            return main;
-        }
-        self.by_tid
-            .values()
-            .filter(|r| r.pid == pid && r.id.tid != pid && !r.state.exited)
-            .min_by_key(|r| r.id.tid)
-            .map_or(main, |r| r.state)
-    }
-
-    /// A process (its main thread), named with its start time.
-    pub fn task_ref(&self, pid: u32) -> Option<TaskRef> {
-        self.get(pid).map(|r| TaskRef {
-            pid,
-            start_time: r.id.start_ticks,
-        })
-    }
-
-    /// The threads of process `pid`.
-    pub fn threads(&self, pid: u32) -> usize {
-        self.by_tid.values().filter(|r| r.pid == pid).count()
-    }
-
-    /// Whether process `pid` has a child (zombies included).
-    pub fn has_children(&self, pid: u32) -> bool {
-        self.by_tid.values().any(|r| r.ppid == pid && r.pid != pid)
-    }
-
-    /// The ancestors of process `pid`, its parent first, up to the root.
-    pub fn ancestors(&self, pid: u32) -> Vec<TaskRef> {
-        let mut out = Vec::new();
-        let mut current = pid;
-        while let Some(row) = self.get(current) {
-            if row.ppid == 0 || out.len() > self.by_tid.len() {
-                break;
-            }
-            match self.task_ref(row.ppid) {
-                Some(parent) => out.push(parent),
-                None => break,
-            }
-            current = row.ppid;
-        }
-        out
-    }
+/// CLOCK_REALTIME minus CLOCK_BOOTTIME, in nanoseconds: turns the BPF
+/// programs' boot times into wall-clock times.
+pub fn boot_to_real_ns() -> i128 {
+    let ns = |ts: libc::timespec| i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec);
+    ns(clock(libc::CLOCK_REALTIME)) - ns(clock(libc::CLOCK_BOOTTIME))
 }
 
 /// The thread IDs of process `pid`, from /proc.
-pub fn thread_ids(pid: u32) -> Result<Vec<u32>, Failure> {
+pub fn thread_ids(pid: u32) -> Result<Vec<u32>, Error> {
     ptags_bpf::thread_ids(pid).ok_or_else(|| gone(pid))
 }
 
-/// How many times a change to every thread of a process looks again for
-/// threads created while it ran (they copied a thread's state from before).
-const THREAD_ROUNDS: usize = 8;
-
-/// Calls `each` once for every thread `threads` lists, listing again for
-/// threads made meanwhile, and checks after each round that `process` is
-/// still the process named (so the threads listed were its). `each` says
-/// whether it did the thread (false: the thread had exited). Returns the
-/// threads done; ESRCH when none was.
-pub(crate) fn each_thread(
-    process: &Pidfd,
-    threads: impl Fn() -> Result<Vec<u32>, Failure>,
-    mut each: impl FnMut(u32) -> Result<bool, Failure>,
-) -> Result<Vec<u32>, Failure> {
-    let mut seen: Vec<u32> = Vec::new();
-    let mut done = Vec::new();
-    for _ in 0..THREAD_ROUNDS {
-        let todo: Vec<u32> = threads()?
-            .into_iter()
-            .filter(|t| !seen.contains(t))
-            .collect();
-        if todo.is_empty() {
-            break;
-        }
-        for tid in todo {
-            seen.push(tid);
-            if each(tid)? {
-                done.push(tid);
-            }
-        }
-        process.check_alive()?;
-    }
-    if done.is_empty() {
-        return Err(gone(process.pid));
-    }
-    Ok(done)
-}
-
 /// The thread-group ID of task `tid`.
-pub fn tgid_of(tid: u32) -> Result<u32, Failure> {
+pub fn tgid_of(tid: u32) -> Result<u32, Error> {
     ptags_bpf::tgid_of(tid).ok_or_else(|| gone(tid))
 }
 

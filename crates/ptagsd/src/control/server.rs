@@ -17,27 +17,21 @@ use log::{debug, warn};
 use ptags_core::Errno;
 use ptags_proto::{limits, write_frame, Failure, Request, RequestFrame, Response, ResponseFrame};
 
-use crate::audit::netlink::KernelMessage;
+use super::peer::{attest_writers, receive, Connector, Peer, Writer};
+use super::Counters;
 use crate::config::Config;
-use crate::daemon::Counters;
-use crate::peer::{attest_writers, receive, Connector, Peer, Writer};
-use crate::process::Creds;
+use crate::error::Error;
+use crate::host::Creds;
 
 /// A request on its way to the daemon's thread, with where to answer.
 pub struct Job {
     pub peer: Peer,
     pub request: Request,
-    pub reply: SyncSender<Result<Response, Failure>>,
+    pub reply: SyncSender<Result<Response, Error>>,
 }
 
-/// What reaches the daemon's thread: requests from the socket, records
-/// from the kernel's audit.
-pub enum Input {
-    Request(Job),
-    Kernel(Vec<KernelMessage>),
-    /// The netlink socket overflowed: records were lost before we read them.
-    KernelOverflow,
-}
+/// Hands a job to the daemon's thread; false when it has stopped.
+type Submit = Box<dyn Fn(Job) -> bool + Send + Sync>;
 
 /// Whose share of a quota a caller uses: a user in a PID namespace, so
 /// that the roots of two containers (uid 0 both, without capabilities)
@@ -150,7 +144,7 @@ impl ReadError {
 
 /// Limits shared by the connection threads.
 struct Shared {
-    jobs: SyncSender<Input>,
+    submit: Submit,
     counters: Arc<Counters>,
     connections: Quota,
     memory: Quota,
@@ -320,8 +314,14 @@ fn truncated(e: ReadError, got: usize, len: usize) -> ReadError {
 }
 
 /// Binds the socket (replacing a stale one, refusing if a daemon answers
-/// on it) and starts accepting. Requests are sent to `inputs`.
-pub fn start(config: &Config, counters: Arc<Counters>, inputs: SyncSender<Input>) -> Result<()> {
+/// on it) and starts accepting. Each request is sent to `inputs`,
+/// wrapped by `wrap`.
+pub fn start<I: Send + 'static>(
+    config: &Config,
+    counters: Arc<Counters>,
+    inputs: SyncSender<I>,
+    wrap: fn(Job) -> I,
+) -> Result<()> {
     let path = &config.socket;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -346,7 +346,7 @@ pub fn start(config: &Config, counters: Arc<Counters>, inputs: SyncSender<Input>
         per_uid,
     };
     let shared = Arc::new(Shared {
-        jobs: inputs,
+        submit: Box::new(move |job| inputs.send(wrap(job)).is_ok()),
         counters,
         connections: quota(
             u64::from(l.max_connections),
@@ -483,7 +483,7 @@ fn serve<'a>(stream: UnixStream, shared: &'a Shared, connector: Connector, slot:
                         };
                         ask(shared, peer, request)
                     }
-                    Err(gone) => Err(gone),
+                    Err(gone) => Err(gone.into()),
                 }
             }
             Err(failure) => {
@@ -509,11 +509,11 @@ fn ask(shared: &Shared, peer: Peer, request: Request) -> Result<Response, Failur
         reply,
     };
     let stopped = || Failure::new(Errno::Eagain, "the daemon is stopping");
-    shared
-        .jobs
-        .send(Input::Request(job))
-        .map_err(|_| stopped())?;
-    answer.recv().map_err(|_| stopped())?
+    if !(shared.submit)(job) {
+        return Err(stopped());
+    }
+    // The daemon's typed error becomes the wire's here, and only here.
+    answer.recv().map_err(|_| stopped())?.map_err(Failure::from)
 }
 
 #[cfg(test)]

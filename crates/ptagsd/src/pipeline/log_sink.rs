@@ -1,10 +1,10 @@
-//! The trail on disk: sealed lines appended to `audit.log`, rotation by
-//! size and count, the flush policy, and what to do when space runs out.
+//! The first sink: the trail on disk, sealed lines appended to
+//! `audit.log`, rotation by size and count, the flush policy, and what to
+//! do when space runs out.
 //! A batch is written with one write; a write that fails leaves no torn
 //! line (the file is cut back) and no gap in the chain (the records are
 //! sealed again when written later, or counted as lost).
 
-use std::borrow::Cow;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -16,38 +16,16 @@ use log::{error, info, warn};
 use ptags_audit::chain::{record_time, Key, LineFormat, Link, Sealed, Sealer, KEY_LEN};
 use ptags_audit::{json_members, Stamp};
 
+use super::router::{Record, Sink, SinkStatus};
 use crate::config::{Audit, DiskAction, Flush, LogFormat};
 
 /// Daemon records' serials start here: the kernel's are 32-bit, so the
 /// daemon's never name a kernel event.
 pub const DAEMON_SERIAL_BASE: u64 = 1 << 32;
 
-/// A record waiting to be written.
-struct Pending {
-    kind: Cow<'static, str>,
-    secs: u64,
-    millis: u16,
-    /// A kernel record's serial. A daemon record's is given when it is
-    /// sealed: 2^32 + its sequence number, unique and telling its place.
-    kernel_serial: Option<u64>,
-    body: String,
-}
-
-impl Pending {
-    fn daemon(kind: &'static str, at: Duration, body: String) -> Pending {
-        Pending {
-            kind: kind.into(),
-            secs: at.as_secs(),
-            millis: at.subsec_millis() as u16,
-            kernel_serial: None,
-            body,
-        }
-    }
-}
-
 /// Whether records are being written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Writing {
+enum Writing {
     On,
     /// Suspended by a disk action until space is back.
     Suspended,
@@ -69,7 +47,10 @@ pub struct LogFile {
     format: LineFormat,
     sealer: Sealer,
     config: Audit,
-    pending: Vec<Pending>,
+    /// Records waiting to be written. A daemon record's serial is given
+    /// when it is sealed: 2^32 + its sequence number, unique and telling
+    /// its place.
+    pending: Vec<Record>,
     since_sync: u64,
     writing: Writing,
     unreported: DiskLoss,
@@ -81,28 +62,11 @@ pub struct LogFile {
     low_on_space: bool,
     warned_full: bool,
     /// Lines written, and records lost for lack of space, since start.
-    pub written: u64,
-    pub lost_disk: u64,
+    written: u64,
+    lost_disk: u64,
 }
 
 /// Reads the chain key, making one the first time.
-/// Whether a reader could take `c` for the end of a line: a control
-/// character (C0, DEL, C1 such as NEL) or a Unicode line or paragraph
-/// separator.
-fn breaks_lines(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
-}
-
-/// `text` with every character that could break a line a space.
-fn without_control(text: String) -> String {
-    if !text.chars().any(breaks_lines) {
-        return text;
-    }
-    text.chars()
-        .map(|c| if breaks_lines(c) { ' ' } else { c })
-        .collect()
-}
-
 pub fn load_key(path: &Path) -> Result<Key> {
     match fs::read(path) {
         Ok(bytes) => Key::from_slice(&bytes).with_context(|| format!("in {}", path.display())),
@@ -207,51 +171,12 @@ impl LogFile {
             written: 0,
             lost_disk: 0,
         };
-        log.commit()?;
+        log.write_pending()?;
         Ok(log)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn writing(&self) -> Writing {
-        self.writing
-    }
-
-    pub fn link(&self) -> Link {
-        self.sealer.link()
-    }
-
-    /// Queues a daemon record, stamped now.
-    pub fn push_daemon(&mut self, kind: &'static str, body: String) {
-        self.push_daemon_at(kind, now(), body);
-    }
-
-    /// Queues a daemon record about something that happened at `at`
-    /// (since the epoch).
-    pub fn push_daemon_at(&mut self, kind: &'static str, at: Duration, body: String) {
-        self.pending.push(Pending::daemon(kind, at, body));
-    }
-
-    /// Queues a kernel record; `commit` writes it.
-    /// A kernel record, its body as the kernel sent it except for control
-    /// characters, each made a space: the kernel passes the text of user
-    /// messages (AUDIT_USER_*, which CAP_AUDIT_WRITE suffices to send, and
-    /// runc's containers have it) through unescaped, and a newline in it
-    /// would start a line of the sender's choosing in the trail.
-    pub fn push_kernel(&mut self, kind: impl Into<Cow<'static, str>>, stamp: Stamp, body: String) {
-        self.pending.push(Pending {
-            kind: kind.into(),
-            secs: stamp.secs,
-            millis: stamp.millis,
-            kernel_serial: Some(stamp.serial),
-            body: without_control(body),
-        });
-    }
-
     /// The record that opens a file: where the chain stood before it.
-    fn opening_record(&self, op: &str) -> Pending {
+    fn opening_record(&self, op: &str) -> Record {
         let link = self.sealer.link();
         let body = format!(
             "op={op} file=\"{}\" prev-seq={} prev-mac={} key-id={} pid={}",
@@ -261,23 +186,25 @@ impl LogFile {
             self.sealer.key_id(),
             std::process::id()
         );
-        Pending::daemon("PTAGS_LOG", now(), body)
+        Record::daemon("PTAGS_LOG", now(), body)
     }
 
-    fn seal_all(&mut self, records: &[Pending]) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(records.len() * 256);
-        for p in records {
+    fn seal_all(&mut self, records: &[Record]) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(records.len() * 320);
+        let mut content = String::with_capacity(512);
+        for r in records {
             let stamp = Stamp {
-                secs: p.secs,
-                millis: p.millis,
-                serial: p
-                    .kernel_serial
+                secs: r.time.as_secs(),
+                millis: r.time.subsec_millis() as u16,
+                serial: r
+                    .serial
                     .unwrap_or(DAEMON_SERIAL_BASE + self.sealer.next_seq()),
             };
-            let content = match self.format {
-                LineFormat::Text => format!("type={} msg={stamp}: {}", p.kind, p.body),
-                LineFormat::Json => json_members(&p.kind, &stamp, &p.body),
-            };
+            content.clear();
+            match self.format {
+                LineFormat::Text => ptags_audit::write_text(&mut content, &r.kind, &stamp, &r.body),
+                LineFormat::Json => content.push_str(&json_members(&r.kind, &stamp, &r.body)),
+            }
             self.sealer.seal(self.format, &content, &mut buf);
         }
         buf
@@ -286,7 +213,7 @@ impl LogFile {
     /// Writes what is queued, after the file's opening record and the
     /// count of what the disk lost, if either is due. An error is
     /// returned only when the disk action is `stop`.
-    pub fn commit(&mut self) -> Result<()> {
+    fn write_pending(&mut self) -> Result<()> {
         if self.pending.is_empty() && self.opening.is_none() {
             return Ok(());
         }
@@ -300,7 +227,7 @@ impl LogFile {
             records.push(self.opening_record(op));
         }
         for (at, body) in &self.removed {
-            records.push(Pending::daemon("PTAGS_ROTATE", *at, body.clone()));
+            records.push(Record::daemon("PTAGS_ROTATE", *at, body.clone()));
         }
         if self.unreported.lost > 0 {
             records.push(self.loss_record());
@@ -315,7 +242,7 @@ impl LogFile {
             self.sealer = before;
             self.pending = records.split_off(made_here);
             self.rotate("rotate")?;
-            return self.commit();
+            return self.write_pending();
         }
         // More than a file holds (a burst of kernel records): written in
         // halves, each file kept to its size. The records made here are
@@ -325,9 +252,9 @@ impl LogFile {
             let mut first = records.split_off(made_here);
             let second = first.split_off(first.len() / 2);
             self.pending = first;
-            self.commit()?;
+            self.write_pending()?;
             self.pending = second;
-            return self.commit();
+            return self.write_pending();
         }
         match self.file.write_all(&buf) {
             Ok(()) => {
@@ -392,19 +319,19 @@ impl LogFile {
 
     /// The record saying how many records could not be written, put
     /// before the batch; the count is cleared once it is written.
-    fn loss_record(&self) -> Pending {
+    fn loss_record(&self) -> Record {
         let body = format!(
-            "source=disk reason={} lost={} total={}",
+            "source=disk reason={} unit=records lost={} total={}",
             self.unreported.reason, self.unreported.lost, self.lost_disk
         );
-        Pending::daemon("PTAGS_LOST", now(), body)
+        Record::daemon("PTAGS_LOST", now(), body)
     }
 
-    fn disk_full(&mut self, records: Vec<Pending>) -> Result<()> {
+    fn disk_full(&mut self, records: Vec<Record>) -> Result<()> {
         let action = self.config.disk_full_action;
         if action == DiskAction::Rotate && self.free_space()? {
             self.pending = records;
-            return self.commit();
+            return self.write_pending();
         }
         self.lose(records.len() as u64, "disk-full");
         match action {
@@ -501,7 +428,7 @@ impl LogFile {
 
     /// Checks free space (every second or so): takes `space_left_action`
     /// when it runs low, and resumes suspended writing when it is back.
-    pub fn check_space(&mut self) -> Result<()> {
+    fn check_space(&mut self) -> Result<()> {
         let Some(free) = free_bytes(&self.dir) else {
             return Ok(());
         };
@@ -544,6 +471,32 @@ impl LogFile {
             ),
         }
         Ok(())
+    }
+}
+
+impl Sink for LogFile {
+    fn push(&mut self, record: Record) {
+        self.pending.push(record);
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        self.write_pending()
+    }
+
+    fn tick(&mut self) -> Result<()> {
+        self.check_space()?;
+        self.write_pending()
+    }
+
+    fn status(&self) -> SinkStatus {
+        SinkStatus {
+            name: "log",
+            target: self.path.display().to_string(),
+            written: self.written,
+            lost: self.lost_disk,
+            seq: Some(self.sealer.link().seq),
+            writing: self.writing == Writing::On,
+        }
     }
 }
 
@@ -602,6 +555,16 @@ mod tests {
     use crate::config::Config;
     use ptags_audit::chain::{Beginning, Broken, Verifier};
 
+    fn kernel(kind: &'static str, stamp: Stamp, body: String) -> Record {
+        Record {
+            kind: kind.into(),
+            time: Duration::from_millis(stamp.epoch_millis()),
+            serial: Some(stamp.serial),
+            body,
+            contid: None,
+        }
+    }
+
     /// A log of 1 MiB files, `num_logs` of them, and its key.
     fn small_log(dir: &Path, format: LogFormat, num_logs: u32) -> (LogFile, Key) {
         let mut config = Config::defaults().audit;
@@ -626,10 +589,10 @@ mod tests {
                 millis: 0,
                 serial,
             };
-            log.push_kernel("USER_AVC", stamp, body.clone());
+            log.push(kernel("USER_AVC", stamp, body.clone()));
         }
         log.commit().unwrap();
-        let dir = log.path().parent().unwrap().to_owned();
+        let dir = log.path.as_path().parent().unwrap().to_owned();
         let mut files = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
@@ -659,16 +622,20 @@ mod tests {
             serial: 7,
         };
         let forged = "msg='hello\ntype=CONTAINER_OP msg=audit(1.000:4294999999): op=drop contid=5151\x1b[2J\u{85}x\u{2028}y'";
-        log.push_kernel("USER_AVC", stamp, forged.to_owned());
+        log.push(kernel(
+            "USER_AVC",
+            stamp,
+            super::super::kernel_audit::without_control(forged.to_owned()),
+        ));
         log.commit().unwrap();
-        let text = std::fs::read_to_string(log.path()).unwrap();
+        let text = std::fs::read_to_string(log.path.as_path()).unwrap();
         assert_eq!(text.lines().count(), 2, "{text}");
         assert!(
             !text.lines().any(|l| l.starts_with("type=CONTAINER_OP")),
             "{text}"
         );
         assert!(!text.contains('\x1b') && !text.contains('\u{85}') && !text.contains('\u{2028}'));
-        assert_eq!(verify(log.path().parent().unwrap(), &key).0, Ok(()));
+        assert_eq!(verify(log.path.as_path().parent().unwrap(), &key).0, Ok(()));
     }
 
     /// Verifies the files in `dir`, oldest first, as `ptags audit verify` does.
@@ -698,13 +665,14 @@ mod tests {
             let (mut log, key) = small_log(tmp.path(), format, 3);
             let dir = tmp.path().join("log");
             // Nothing deleted yet: the trail starts at its beginning.
-            log.push_daemon("PTAGS_OP", "op=write".into());
+            log.push(Record::daemon("PTAGS_OP", now(), "op=write".into()));
             log.commit().unwrap();
             assert_eq!(verify(&dir, &key), (Ok(()), Beginning::Start));
             // About 8 MiB through 1 MiB files, 3 kept.
             for i in 0..800 {
                 for j in 0..10 {
-                    log.push_daemon("PTAGS_OP", format!("n={i}.{j} pad={}", "x".repeat(1000)));
+                    let body = format!("n={i}.{j} pad={}", "x".repeat(1000));
+                    log.push(Record::daemon("PTAGS_OP", now(), body));
                 }
                 log.commit().unwrap();
             }

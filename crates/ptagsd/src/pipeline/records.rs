@@ -1,14 +1,13 @@
 //! The bodies of the daemon's own records (docs/records.md lists them).
 
-use ptags_bpf::{Event, EventKind};
+use crate::error::Error;
 use ptags_audit::{encode_untrusted, format_fields, Subject};
+use ptags_bpf::{Event, EventKind};
 use ptags_core::contid::{format_contid, Chain, Style};
 use ptags_core::{ContainerId, Errno};
-use ptags_proto::Failure;
 
 use std::time::Duration;
 
-use super::chain_text;
 use super::limit::Suppressed;
 
 /// Bytes of a write's text a record carries; past that, its length and
@@ -17,17 +16,37 @@ use super::limit::Suppressed;
 /// records away.
 pub const MAX_RECORDED_TEXT: usize = 1024;
 
-fn result_fields(fields: &mut Vec<(String, String)>, failure: Option<&Failure>) {
+fn result_fields(fields: &mut Vec<(String, String)>, failure: Option<&Error>) {
     match failure {
         None => fields.push(("res".into(), "success".into())),
         Some(f) => {
             fields.push(("res".into(), "failed".into()));
-            fields.push(("errno".into(), f.errno.clone()));
-            if let Some(line) = f.line {
+            fields.push(("errno".into(), f.errno().name().to_owned()));
+            if let Some(line) = f.line() {
                 fields.push(("line".into(), line.to_string()));
             }
         }
     }
+}
+
+/// The chain printed for a task's container, for records naming it.
+pub fn chain_text(chain: Option<&Chain>) -> String {
+    ptags_core::contid::format_chains(
+        chain.map(std::slice::from_ref).unwrap_or_default(),
+        Style::Raw,
+    )
+}
+
+/// `CONTAINER_OP op=drop`: a container is over (its last task exited, or
+/// its runtime said so).
+pub fn drop(contid: u64) -> String {
+    format!("op=drop contid={contid}")
+}
+
+/// `PTAGS_LOST`: records (or, where only serials tell, events) that
+/// `source` lost, and its total since the daemon started.
+pub fn lost(source: &str, reason: &str, unit: &str, lost: u64, total: u64) -> String {
+    format!("source={source} reason={reason} unit={unit} lost={lost} total={total}")
 }
 
 /// `CONTAINER_OP`: a container-ID change (set, inject, nest), or a
@@ -38,7 +57,7 @@ pub fn container_op(
     contid: u64,
     old: Option<u64>,
     caller: &Subject,
-    failure: Option<&Failure>,
+    failure: Option<&Error>,
 ) -> String {
     let mut fields = vec![
         ("op".to_owned(), op.to_owned()),
@@ -79,7 +98,7 @@ pub fn join_policy(opid: u32, contid: u64, mnt_ns: (u64, u64), caller: &Subject)
 
 /// `CONTAINER_OP op=end res=failed`: a runtime's end of a container,
 /// refused (tasks remain, or the caller may not).
-pub fn refused_end(contid: u64, caller: &Subject, failure: &Failure) -> String {
+pub fn refused_end(contid: u64, caller: &Subject, failure: &Error) -> String {
     let mut fields = vec![
         ("op".to_owned(), "end".to_owned()),
         (
@@ -103,7 +122,7 @@ pub fn join(e: &Event) -> String {
         comm: e.comm.as_bytes().to_vec(),
     };
     let refused = (e.kind == EventKind::JoinRefused).then(|| {
-        Failure::new(
+        Error::new(
             Errno::Eperm,
             "a task in another container may not leave it by entering this one",
         )
@@ -136,7 +155,7 @@ pub fn tag_op(
     contid: Option<&Chain>,
     caller: &Subject,
     threads: Option<usize>,
-    failure: Option<&Failure>,
+    failure: Option<&Error>,
 ) -> String {
     let mut fields = vec![
         ("op".to_owned(), op.op.to_owned()),
@@ -208,14 +227,21 @@ pub fn ptrace(tracer: (u32, Option<&Chain>), target: (u32, Option<&Chain>)) -> S
 
 /// `PTAGS_REPAIR`: a task that failed to inherit its parent's state (no
 /// kernel memory at its fork) was given it.
-pub fn repair(r: &crate::repair::Repair, chain: Option<&Chain>, done: bool) -> String {
+/// `task`: (pid, tid); `tags`: the set and kept-set IDs given.
+pub fn repair(
+    task: (u32, u32),
+    parent: u32,
+    tags: Option<(u64, u64)>,
+    chain: Option<&Chain>,
+    done: bool,
+) -> String {
     let mut fields = vec![
-        ("pid".to_owned(), r.pid.to_string()),
-        ("tid".to_owned(), r.task.tid.to_string()),
-        ("from".to_owned(), r.parent.to_string()),
+        ("pid".to_owned(), task.0.to_string()),
+        ("tid".to_owned(), task.1.to_string()),
+        ("from".to_owned(), parent.to_string()),
         ("contid".to_owned(), chain_text(chain)),
     ];
-    if let Some((set, kept)) = r.op.tags {
+    if let Some((set, kept)) = tags {
         fields.push(("set".into(), set.to_string()));
         fields.push(("kept".into(), kept.to_string()));
     }
@@ -268,7 +294,7 @@ mod tests {
 
     #[test]
     fn a_long_text_is_recorded_as_a_prefix_its_length_and_digest() {
-        let refused = Failure::new(Errno::Eperm, "no");
+        let refused = Error::new(Errno::Eperm, "no");
         let text = format!("+a\n{}", "#".repeat(66 * 1024));
         for failure in [None, Some(&refused)] {
             let body = tag_op(&write(&text), None, &caller(), None, failure);

@@ -1,19 +1,22 @@
 //! Container IDs: reading, the set decision with its facts gathered from
 //! the live processes, and `ps`.
 
+use crate::error::Error;
 use log::info;
 use ptags_bpf::{ContainerEntry, ContidChange, SetOp, TaskId};
 use ptags_core::contid::{format_contid, Style};
 use ptags_core::{decide, Container, ContainerId, Decision, Errno, Limits, SetRequest, TaskRef};
-use ptags_proto::{ContidAnswer, Failure, PsFilter, PsRow, Response};
+use ptags_proto::{ContidAnswer, PsFilter, PsRow, Response};
 
-use crate::daemon::{internal, kernel_failure, now_secs, Caller, Daemon};
-use crate::process::{gone, Tree, CAP_AUDIT_CONTROL};
+use super::tree::Tree;
+use super::{now_secs, Caller, Daemon};
+use crate::host::{gone, CAP_AUDIT_CONTROL};
+use crate::pipeline::records;
 use crate::store::ContainerRecord;
 
 /// A permitted container-ID change, ready for the kernel.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ContidPlan {
+pub(super) struct ContidPlan {
     pub decision: Decision,
     pub target: TaskId,
     pub change: ContidChange,
@@ -32,11 +35,11 @@ fn container_of(record: &ContainerRecord) -> Option<Container> {
     })
 }
 
-pub(crate) fn need_audit_control(caller: &Caller) -> Result<(), Failure> {
+pub(super) fn need_audit_control(caller: &Caller) -> Result<(), Error> {
     if caller.creds.has_cap(CAP_AUDIT_CONTROL) {
         return Ok(());
     }
-    Err(Failure::new(
+    Err(Error::new(
         Errno::Eperm,
         "reading and setting container IDs needs CAP_AUDIT_CONTROL",
     ))
@@ -44,7 +47,7 @@ pub(crate) fn need_audit_control(caller: &Caller) -> Result<(), Failure> {
 
 impl Daemon<'_> {
     fn known_container(&self, id: u64) -> Option<Container> {
-        if let Some(record) = self.registry.get(&id) {
+        if let Some(record) = self.registry.0.get(&id) {
             return container_of(record);
         }
         // A kernel row the registry lost (a database restored from an
@@ -74,9 +77,9 @@ impl Daemon<'_> {
         }
     }
 
-    pub(crate) fn contid_get(&self, caller: &Caller, pid: u32) -> Result<Response, Failure> {
+    pub(super) fn contid_get(&self, caller: &Caller, pid: u32) -> Result<Response, Error> {
         need_audit_control(caller)?;
-        let state = self.kernel.process_state(pid).map_err(kernel_failure)?;
+        let state = self.kernel.process_state(pid)?;
         Ok(Response::Contid(
             self.answer(state.unwrap_or_default().contid),
         ))
@@ -87,14 +90,14 @@ impl Daemon<'_> {
     /// registered (durably) before the kernel can hold its ID.
     /// `at_exec`: the ID is taken at the target's next exec, which leaves
     /// it one thread, so its threads now do not count.
-    pub(crate) fn decide_contid(
+    pub(super) fn decide_contid(
         &mut self,
         caller: &Caller,
         tree: &Tree,
         pid: u32,
         id: u64,
         at_exec: bool,
-    ) -> Result<ContidPlan, Failure> {
+    ) -> Result<ContidPlan, Error> {
         let caller_row = tree.get(caller.pid()).ok_or_else(|| gone(caller.pid()))?;
         let target_row = tree
             .get(pid)
@@ -126,14 +129,14 @@ impl Daemon<'_> {
                 .contid
                 .and_then(|c| self.known_container(c)),
             existing: self.known_container(id),
-            container_count: self.registry.len(),
+            container_count: self.registry.0.len(),
             limits: Limits {
                 max_containers: limits.max_containers as usize,
                 max_depth: limits.max_depth as usize,
             },
         };
         let decision =
-            decide(&request).map_err(|errno| Failure::new(errno, refusal(errno, pid, id)))?;
+            decide(&request).map_err(|errno| Error::new(errno, refusal(errno, pid, id)))?;
         let entry = match decision {
             Decision::Create(c) => {
                 // A row left by a dropped container whose drop is not
@@ -168,7 +171,7 @@ impl Daemon<'_> {
 
     /// After the kernel's answer: a container created for a change that
     /// failed is forgotten again; a change that happened is logged.
-    pub(crate) fn finish_contid(
+    pub(super) fn finish_contid(
         &mut self,
         caller: &Caller,
         pid: u32,
@@ -182,7 +185,7 @@ impl Daemon<'_> {
             }
             return;
         }
-        let body = crate::audit::container_op(
+        let body = records::container_op(
             plan.decision.op(),
             pid,
             plan.decision.id().get(),
@@ -191,23 +194,25 @@ impl Daemon<'_> {
             None,
         );
         info!("CONTAINER_OP {body}");
-        self.trail.log.push_daemon("CONTAINER_OP", body);
+        self.pipeline.containers_changed();
+        self.pipeline
+            .record("CONTAINER_OP", body, Some(plan.decision.id().get()));
     }
 
-    pub(crate) fn contid_set(
+    pub(super) fn contid_set(
         &mut self,
         caller: &Caller,
         pid: u32,
         id: u64,
-    ) -> Result<Response, Failure> {
-        let tree = Tree::new(self.kernel.tasks().map_err(kernel_failure)?);
+    ) -> Result<Response, Error> {
+        let tree = Tree::new(self.kernel.tasks()?);
         let plan = self.decide_contid(caller, &tree, pid, id, false)?;
         let op = SetOp {
             contid: Some(plan.change),
             alone: true,
             ..Default::default()
         };
-        let result = self.kernel.set(plan.target, &op).map_err(kernel_failure);
+        let result = self.kernel.set(plan.target, &op);
         self.finish_contid(caller, pid, &plan, result.is_ok());
         result?;
         Ok(Response::ContidSet {
@@ -218,14 +223,14 @@ impl Daemon<'_> {
 
     /// Tasks with their container chains and tags. Chains are shown only
     /// to callers that may read container IDs.
-    pub(crate) fn ps(&self, caller: &Caller, filter: &PsFilter) -> Result<Response, Failure> {
+    pub(super) fn ps(&self, caller: &Caller, filter: &PsFilter) -> Result<Response, Error> {
         let may_see_ids = caller.creds.has_cap(CAP_AUDIT_CONTROL);
         if filter.contid.is_some() {
             need_audit_control(caller)?;
         }
         let selector = filter.selector();
         let mut rows = Vec::new();
-        let tree = Tree::new(self.kernel.tasks().map_err(kernel_failure)?);
+        let tree = Tree::new(self.kernel.tasks()?);
         for row in tree.rows() {
             let is_main = row.pid == row.id.tid;
             if !filter.threads && !is_main {
@@ -289,6 +294,6 @@ fn refusal(errno: Errno, pid: u32, id: u64) -> String {
         Errno::Enotuniq => format!("container ID {id} belongs to a container the caller does not own"),
         Errno::Enospc => "the configured number of containers is reached (limits.max_containers)".into(),
         Errno::Emlink => "the configured nesting depth is reached (limits.max_depth)".into(),
-        other => internal(other).message,
+        other => format!("internal error: {}", other.name()),
     }
 }

@@ -9,12 +9,12 @@ use std::collections::HashMap;
 use log::warn;
 use ptags_bpf::{SetOp, TaskId, TaskRow};
 
-use crate::daemon::Daemon;
-use crate::process::exe_of;
+use super::Daemon;
+use crate::host::exe_of;
 
 /// A task to repair, and what to give it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Repair {
+pub(super) struct Repair {
     pub task: TaskId,
     pub pid: u32,
     pub parent: u32,
@@ -31,7 +31,7 @@ pub(crate) struct Repair {
 /// design (a write labels the threads that exist): the window keeps such
 /// tasks out, since the daemon looks only at tasks started since the last
 /// time it read the counters, a second ago at most.
-pub(crate) fn repairs(
+pub(super) fn repairs(
     rows: &[TaskRow],
     since: u64,
     exe: impl Fn(u32) -> Option<(u64, u64)>,
@@ -70,22 +70,11 @@ pub(crate) fn repairs(
     out
 }
 
-/// Clock ticks since boot, as task start times are counted.
-pub(crate) fn boot_ticks() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec for clock_gettime to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as u64 * 100 + ts.tv_nsec as u64 / 10_000_000
-}
-
 impl Daemon<'_> {
     /// Gives the tasks that failed to inherit (started since `since`)
     /// their parent's state, each on record (`PTAGS_REPAIR`). Returns how
     /// many were repaired.
-    pub(crate) fn repair_inheritance(&mut self, since: u64) -> usize {
+    pub(super) fn repair_inheritance(&mut self, since: u64) -> usize {
         let rows = match self.kernel.tasks() {
             Ok(rows) => rows,
             Err(e) => {

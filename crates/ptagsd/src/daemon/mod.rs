@@ -1,34 +1,49 @@
-//! The daemon's state and its answer to each request: the only code that
-//! changes what the kernel holds. It runs on one thread; requests reach
-//! it one at a time, so no check can race another request.
+//! The control path's end: the daemon's state (tag sets, the container
+//! registry, the database) and its answer to each request, the only code
+//! that changes what the kernel holds. One owner, on one thread:
+//! requests reach it one at a time, so no check can race another
+//! request. Its fields are its own; the rest of the daemon uses the
+//! methods of [`Daemon`] (the request handlers, by concern, are in its
+//! submodules).
+
+mod contid;
+mod repair;
+mod runtime;
+mod tags;
+mod trail;
+mod tree;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use log::{info, warn};
-use ptags_bpf::{Event, EventKind, EventReader, Kernel, TaskRow};
 use ptags_audit::Subject;
-use ptags_core::contid::{chain_of, Chain};
+use ptags_bpf::{Kernel, TaskRow};
+use ptags_core::contid::Chain;
 use ptags_core::{ContainerId, Errno, Interner, SetId, TagSet};
-use ptags_proto::{ContainerInfo, Failure, Request, Response, Status};
+use ptags_proto::{ContainerInfo, Request, Response, Status};
 
-use crate::audit::{TagOp, Trail};
 use crate::config::Config;
-use crate::peer::{Ceiling, Peer};
-use crate::pidns::PidView;
-use crate::process::{audit_subject, Creds, CAP_AUDIT_CONTROL};
+use crate::control::peer::{Ceiling, Peer};
+use crate::control::Counters;
+use crate::error::Error;
+use crate::host::pidns::PidView;
+use crate::host::{audit_subject, Creds, CAP_AUDIT_CONTROL};
+use crate::pipeline::kernel_audit::KernelInput;
+use crate::pipeline::records::{self, TagOp};
+use crate::pipeline::{Containers, Pipeline};
 use crate::store::{ContainerRecord, SaveError, Store};
 
-/// Counters shared with the connection threads.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub requests_ok: AtomicU64,
-    pub requests_failed: AtomicU64,
-    pub requests_malformed: AtomicU64,
-    /// Connections refused for a user's or the total limit.
-    pub connections_refused: AtomicU64,
+/// The containers the daemon knows, by ID.
+#[derive(Default)]
+struct Registry(HashMap<u64, ContainerRecord>);
+
+impl Containers for Registry {
+    fn parent(&self, id: u64) -> Option<Option<u64>> {
+        self.0.get(&id).map(|r| r.parent)
+    }
 }
 
 impl Caller {
@@ -64,37 +79,21 @@ pub(crate) struct Caller {
 }
 
 pub struct Daemon<'k> {
-    pub(crate) kernel: &'k Kernel,
-    events: EventReader<'k>,
-    pub(crate) trail: Trail,
+    kernel: &'k Kernel,
+    pipeline: Pipeline<'k>,
     store: Store,
-    pub(crate) interner: Interner,
-    pub(crate) registry: HashMap<u64, ContainerRecord>,
-    pub(crate) config: Config,
+    interner: Interner,
+    registry: Registry,
+    config: Config,
     counters: &'k Counters,
-    pub(crate) started: Instant,
+    started: Instant,
     last_collect: Instant,
     new_sets: u64,
     sets_collected: u64,
     containers_dropped: u64,
 }
 
-pub(crate) fn internal(e: impl std::fmt::Display) -> Failure {
-    Failure::new(Errno::Eio, format!("internal error: {e}"))
-}
-
-pub(crate) fn kernel_failure(e: ptags_bpf::Error) -> Failure {
-    match e {
-        ptags_bpf::Error::NoSuchTask(tid) => crate::process::gone(tid),
-        ptags_bpf::Error::NotAlone(tid) => Failure::new(
-            Errno::Ebusy,
-            format!("process {tid} has children or several threads"),
-        ),
-        e => internal(e),
-    }
-}
-
-pub(crate) fn now_secs() -> u64 {
+fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -113,26 +112,27 @@ impl<'k> Daemon<'k> {
                 .context("the stored tag sets are inconsistent")?;
         }
         interner.skip_to(stored.next_set_id);
-        let registry: HashMap<u64, ContainerRecord> = store
-            .load_containers()
-            .context("loading the container registry")?
-            .into_iter()
-            .map(|r| (r.id, r))
-            .collect();
+        let registry = Registry(
+            store
+                .load_containers()
+                .context("loading the container registry")?
+                .into_iter()
+                .map(|r| (r.id, r))
+                .collect(),
+        );
         info!(
             "restored {restored} tag sets and {} containers from {}",
-            registry.len(),
+            registry.0.len(),
             config.state_dir.display()
         );
         let audit = &config.audit;
         kernel
             .set_events(audit.process_records, audit.kernel || audit.process_records)
             .context("switching exec and exit events")?;
-        let trail = Trail::open(&config).context("opening the audit trail")?;
+        let pipeline = Pipeline::open(kernel, &config).context("opening the audit trail")?;
         let mut daemon = Daemon {
             kernel,
-            events: kernel.events()?,
-            trail,
+            pipeline,
             store,
             interner,
             registry,
@@ -159,7 +159,7 @@ impl<'k> Daemon<'k> {
 
     /// Answers one request. `peer` is the process that wrote it, as the
     /// kernel named it, and what its connection allows.
-    pub fn handle(&mut self, peer: &Peer, req: &Request) -> Result<Response, Failure> {
+    pub fn handle(&mut self, peer: &Peer, req: &Request) -> Result<Response, Error> {
         // A caller in a container names processes as its namespace does.
         let result = match PidView::of(peer.pid()) {
             Ok(None) => self.decide(peer, req),
@@ -169,6 +169,16 @@ impl<'k> Daemon<'k> {
                 .map(|resp| view.response(resp)),
             Err(f) => Err(f),
         };
+        let reads = matches!(
+            req,
+            Request::Read { .. }
+                | Request::ContidGet { .. }
+                | Request::Ps { .. }
+                | Request::Status {}
+        );
+        if !reads {
+            self.pipeline.containers_changed();
+        }
         let counter = match &result {
             Ok(_) => &self.counters.requests_ok,
             Err(_) => &self.counters.requests_failed,
@@ -178,7 +188,7 @@ impl<'k> Daemon<'k> {
     }
 
     /// Decides a request whose pids are the daemon's.
-    fn decide(&mut self, peer: &Peer, req: &Request) -> Result<Response, Failure> {
+    fn decide(&mut self, peer: &Peer, req: &Request) -> Result<Response, Error> {
         match req {
             Request::Read { target } => self.read(*target),
             Request::Write { target, text } => {
@@ -270,7 +280,7 @@ impl<'k> Daemon<'k> {
     /// The caller's credentials and tags, read from the live process that
     /// wrote the request and checked to still be that process afterwards;
     /// its capabilities no more than its connection allows.
-    fn caller(&self, peer: &Peer) -> Result<Caller, Failure> {
+    fn caller(&self, peer: &Peer) -> Result<Caller, Error> {
         let pid = peer.pid();
         let ceiling = if peer.connector_wrote {
             peer.ceiling
@@ -279,7 +289,7 @@ impl<'k> Daemon<'k> {
         };
         let creds = Creds::read(pid)?.capped(&ceiling);
         let subject = audit_subject(pid, creds.uids[0]);
-        let state = self.kernel.process_state(pid).map_err(kernel_failure)?;
+        let state = self.kernel.process_state(pid)?;
         peer.writer.check_alive()?;
         let tags = if peer.connector_wrote {
             self.set_of(state.unwrap_or_default().set_id)
@@ -301,7 +311,7 @@ impl<'k> Daemon<'k> {
     /// Interns a set and its kept subset, storing new ones durably before
     /// their IDs can reach the kernel. The tag data this stores is
     /// charged to `payer`.
-    pub(crate) fn intern(&mut self, set: &TagSet, payer: Payer) -> Result<(SetId, SetId), Failure> {
+    pub(crate) fn intern(&mut self, set: &TagSet, payer: Payer) -> Result<(SetId, SetId), Error> {
         let kept = set.kept();
         let (id, new) = self.interner.intern(set);
         let (kept_id, kept_new) = self.interner.intern(&kept);
@@ -320,8 +330,8 @@ impl<'k> Daemon<'k> {
                 let ids: Vec<SetId> = fresh.iter().map(|(id, _)| *id).collect();
                 self.interner.collect(|id| !ids.contains(&id));
                 return Err(match e {
-                    SaveError::OverLimit(e) => Failure::new(Errno::Enomem, e.to_string()),
-                    SaveError::Database(e) => internal(format!("storing a tag set: {e:#}")),
+                    SaveError::OverLimit(e) => Error::new(Errno::Enomem, e.to_string()),
+                    SaveError::Database(e) => Error::internal(format!("storing a tag set: {e:#}")),
                 });
             }
             self.new_sets += fresh.len() as u64;
@@ -329,24 +339,15 @@ impl<'k> Daemon<'k> {
         Ok((id, kept_id))
     }
 
-    pub(crate) fn chain(&self, id: ContainerId) -> Chain {
-        let depth = self.config.limits.max_depth as usize + 1;
-        // A container dropped a moment ago still names its parent for
-        // the kernel records of its last tasks, enriched after the drop.
-        chain_of(id, depth, |c| {
-            let parent = match self.registry.get(&c.get()) {
-                Some(r) => Some(r.parent),
-                None => self.trail.dropped_parent(c.get()),
-            };
-            parent.map(|p| p.and_then(ContainerId::new))
-        })
+    fn chain(&self, id: ContainerId) -> Chain {
+        self.pipeline.chain(id, &self.registry)
     }
 
-    pub(crate) fn add_container(&mut self, record: ContainerRecord) -> Result<(), Failure> {
+    pub(crate) fn add_container(&mut self, record: ContainerRecord) -> Result<(), Error> {
         self.store
             .put_container(&record)
-            .map_err(|e| internal(format!("storing container {}: {e:#}", record.id)))?;
-        self.registry.insert(record.id, record);
+            .map_err(|e| Error::internal(format!("storing container {}: {e:#}", record.id)))?;
+        self.registry.0.insert(record.id, record);
         Ok(())
     }
 
@@ -367,40 +368,75 @@ impl<'k> Daemon<'k> {
             Err(e) => warn!("reading container {id}: {e}"),
         }
         self.forget_joins(id);
-        if let Some(removed) = self.registry.remove(&id) {
-            self.trail.remember_dropped(id, removed.parent);
+        if let Some(removed) = self.registry.0.remove(&id) {
+            self.pipeline.dropped(id, removed.parent);
             if let Err(e) = self.store.delete_container(id) {
                 warn!("deleting container {id} from the registry: {e:#}");
             }
             self.containers_dropped += 1;
             info!("container {id} dropped: {why}");
             if record {
-                self.trail
-                    .log
-                    .push_daemon("CONTAINER_OP", format!("op=drop contid={id}"));
+                self.pipeline
+                    .record("CONTAINER_OP", records::drop(id), Some(id));
             }
         }
     }
 
-    /// Reads and handles what the kernel programs reported.
-    pub fn poll_events(&mut self) {
-        match self.events.drain() {
-            Ok(batch) => self.on_events(batch),
-            Err(e) => warn!("reading kernel events: {e}"),
+    /// Reads what the kernel programs reported, and forgets the
+    /// containers whose last task exited.
+    fn poll_events(&mut self) {
+        self.pipeline.poll_events(&self.registry);
+        self.forget_exited_containers();
+    }
+
+    fn forget_exited_containers(&mut self) {
+        for id in self.pipeline.take_drops() {
+            self.drop_container(id, "its last task exited", true);
         }
     }
 
-    fn on_events(&mut self, events: Vec<Event>) {
-        self.trail_events(&events);
-        for event in events {
-            if event.kind == EventKind::Drop {
-                self.drop_container(event.contid, "its last task exited", true);
-            }
+    /// Records from the kernel's audit.
+    pub fn on_kernel(&mut self, input: KernelInput) {
+        self.pipeline.on_kernel(input, &self.registry);
+        self.forget_exited_containers();
+    }
+
+    pub fn set_registered(&mut self, registered: bool) {
+        self.pipeline.set_registered(registered);
+    }
+
+    /// Writes what is queued: before a request is answered, so that no
+    /// change is seen before its record is written.
+    pub fn commit(&mut self) -> Result<()> {
+        self.pipeline.commit()
+    }
+
+    /// Writes everything still queued (at stop).
+    pub fn flush(&mut self) -> Result<()> {
+        self.pipeline.flush(&self.registry)
+    }
+
+    /// The periodic work: events, the trail's upkeep, repairs, and the
+    /// collection of unused state. An error stops the daemon (a disk
+    /// action of `stop`).
+    pub fn tick(&mut self) -> Result<()> {
+        self.poll_events();
+        if let Some(failed) = self.pipeline.tick(&self.registry)? {
+            let repaired = self.repair_inheritance(failed.since);
+            warn!(
+                "inheritance failed for {} tasks; {repaired} repaired",
+                failed.tasks
+            );
         }
+        self.forget_exited_containers();
+        if let Err(e) = self.maintain() {
+            warn!("collecting unused state: {e:#}");
+        }
+        Ok(())
     }
 
     /// Collects unused tag sets and containers when it is time to.
-    pub fn maintain(&mut self) -> Result<()> {
+    fn maintain(&mut self) -> Result<()> {
         let due = self.last_collect.elapsed().as_secs() >= self.config.collect.interval_secs
             || self.new_sets >= self.config.collect.after_new_sets;
         if due {
@@ -442,7 +478,7 @@ impl<'k> Daemon<'k> {
         let namespaces: HashSet<u64> = rows.iter().map(|r| r.mnt_ns).collect();
         self.forget_joins_of_gone_namespaces(&namespaces);
         let mut ids: Vec<u64> = self.kernel.container_ids();
-        ids.extend(self.registry.keys());
+        ids.extend(self.registry.0.keys());
         ids.sort_unstable();
         ids.dedup();
         for id in ids {
@@ -455,11 +491,12 @@ impl<'k> Daemon<'k> {
 
     /// The daemon's state and counters; container IDs only for callers
     /// that may read them.
-    fn status(&self, caller: &Caller) -> Result<Response, Failure> {
-        let lost = self.kernel.lost().map_err(kernel_failure)?;
+    fn status(&self, caller: &Caller) -> Result<Response, Error> {
+        let lost = self.kernel.lost()?;
         let may_see_ids = caller.creds.has_cap(CAP_AUDIT_CONTROL);
         let mut containers: Vec<ContainerInfo> = self
             .registry
+            .0
             .values()
             .filter(|_| may_see_ids)
             .map(|r| ContainerInfo {
@@ -494,7 +531,7 @@ impl<'k> Daemon<'k> {
                 .map(|s| s.to_string())
                 .collect(),
             tag_sets: self.interner.count(),
-            container_count: self.registry.len(),
+            container_count: self.registry.0.len(),
             containers,
             requests_ok: c.requests_ok.load(Ordering::Relaxed),
             requests_failed: c.requests_failed.load(Ordering::Relaxed),
@@ -505,10 +542,10 @@ impl<'k> Daemon<'k> {
             lost: lost
                 .named()
                 .into_iter()
-                .chain([("malformed_events", self.events.malformed())])
+                .chain([("malformed_events", self.pipeline.malformed_events())])
                 .map(|(name, n)| (name.to_owned(), n))
                 .collect(),
-            audit: self.audit_status(),
+            audit: self.pipeline.status(),
         })))
     }
 }

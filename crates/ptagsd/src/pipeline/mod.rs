@@ -1,0 +1,493 @@
+//! The data path. Records flow one way: from their sources, through one
+//! enrichment step, to the router and the sinks behind it.
+//!
+//! - Sources: the kernel's audit records ([`kernel_audit`], grouped into
+//!   events by `ptags_audit::assemble`), the BPF programs' events (exec,
+//!   exit, join, read from the ring buffer here), and the daemon's own
+//!   records ([`Pipeline::record`]).
+//! - Enrichment ([`enrich`]): the container of the task an event
+//!   concerns, when it happened, as a `CONTAINER_ID` record with its
+//!   chain; a ptrace across containers gets a `PTAGS_PTRACE` record.
+//! - The router ([`router`]) hands every record to every [`Sink`]; the
+//!   sealed log ([`log_sink`]) is the first.
+//!
+//! What a source loses is counted where it is lost, and said in a
+//! `PTAGS_LOST` record and in `ptags status`. Nothing here changes the
+//! daemon's state: container drops seen in the ring buffer are handed
+//! back ([`Pipeline::take_drops`]).
+
+pub mod enrich;
+pub mod kernel_audit;
+mod limit;
+pub mod log_sink;
+pub mod records;
+pub mod router;
+mod serials;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use log::warn;
+use ptags_audit::assemble::{Assembler, KernelEvent, KernelRecord};
+use ptags_audit::types::type_name;
+use ptags_audit::{container_id_fields, format_fields, Stamp};
+use ptags_bpf::{Event, EventKind, EventReader, Kernel, LostCounts};
+use ptags_core::contid::{chain_of, Chain};
+use ptags_core::ContainerId;
+use ptags_proto::{AuditCounters, AuditStatus};
+
+use crate::config::Config;
+use crate::host::{self, pidns::PidView};
+use enrich::Enricher;
+use kernel_audit::{without_control, KernelInput, KernelStatus};
+use limit::RefusalLimit;
+pub use limit::Source;
+use log_sink::{load_key, LogFile};
+use router::Router;
+pub use router::{Record, Sink};
+use serials::SerialGaps;
+
+/// How long an event without EOE waits for more of its records.
+const QUIET_MS: u64 = 50;
+/// Events being assembled at once, at most.
+const MAX_OPEN_EVENTS: usize = 65536;
+
+/// What the pipeline asks of the daemon's state.
+pub trait Containers {
+    /// The parent of a known container (`Some(None)`: a top-level one);
+    /// `None` for a container the daemon does not know.
+    fn parent(&self, id: u64) -> Option<Option<u64>>;
+}
+
+/// Labels the BPF programs could not keep, newly counted: for the daemon
+/// to repair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InheritanceFailed {
+    pub tasks: u64,
+    /// The failed tasks started at or after this (clock ticks since boot).
+    pub since: u64,
+}
+
+pub struct Pipeline<'k> {
+    kernel: &'k Kernel,
+    events: EventReader<'k>,
+    assembler: Assembler,
+    enricher: Enricher,
+    router: Router,
+    kernel_status: Option<KernelStatus>,
+    kernel_lost_base: Option<u32>,
+    bpf_lost_base: Option<LostCounts>,
+    /// When the BPF counters were last read, in clock ticks since boot.
+    lost_read_at: u64,
+    last_check: Instant,
+    started: Instant,
+    /// Records of requests that changed nothing, per user.
+    refusals: RefusalLimit,
+    process_records: bool,
+    chain_depth: usize,
+    /// Registered as the kernel's audit daemon (records by unicast).
+    registered: bool,
+    /// As the registered daemon: events numbered and not delivered.
+    gaps: SerialGaps,
+    /// Containers whose last task exited, for the daemon to forget.
+    drops: Vec<u64>,
+    counters: AuditCounters,
+}
+
+impl<'k> Pipeline<'k> {
+    pub fn open(kernel: &'k Kernel, config: &Config) -> Result<Pipeline<'k>> {
+        let audit = &config.audit;
+        let key = load_key(&config.state_dir.join("audit.key"))?;
+        let log = LogFile::open(&config.log_dir, &config.state_dir, audit, key)
+            .context("opening the audit log")?;
+        let kernel_status = if audit.kernel {
+            Some(KernelStatus::open()?)
+        } else {
+            None
+        };
+        Ok(Pipeline {
+            kernel,
+            events: kernel.events()?,
+            assembler: Assembler::new(MAX_OPEN_EVENTS, QUIET_MS),
+            enricher: Enricher::new(),
+            router: Router::new(vec![Box::new(log)]),
+            kernel_status,
+            kernel_lost_base: None,
+            bpf_lost_base: None,
+            lost_read_at: host::boot_ticks(),
+            last_check: Instant::now() - Duration::from_secs(10),
+            started: Instant::now(),
+            refusals: RefusalLimit::new(audit.refusal_burst, audit.refusal_rate),
+            process_records: audit.process_records,
+            chain_depth: config.limits.max_depth as usize + 1,
+            registered: false,
+            gaps: SerialGaps::default(),
+            drops: Vec::new(),
+            counters: AuditCounters::default(),
+        })
+    }
+
+    pub fn set_registered(&mut self, registered: bool) {
+        self.registered = registered;
+    }
+
+    /// A record of the daemon's own, made now, about a task in `contid`.
+    pub fn record(&mut self, kind: &'static str, body: String, contid: Option<u64>) {
+        let mut record = Record::daemon(kind, host::now(), body);
+        record.contid = contid;
+        self.router.route(record);
+    }
+
+    /// The chain of container `id`, as records print it. A container
+    /// dropped a moment ago still names its parent, for the kernel
+    /// records of its last tasks, enriched after the drop.
+    pub fn chain(&self, id: ContainerId, containers: &impl Containers) -> Chain {
+        chain_of(id, self.chain_depth, |c| {
+            let parent = containers
+                .parent(c.get())
+                .or_else(|| self.enricher.dropped_parent(c.get()));
+            parent.map(|p| p.and_then(ContainerId::new))
+        })
+    }
+
+    /// Whether a record of a request that changed nothing from `source`
+    /// may be written now; if not, it is counted.
+    pub fn admit_unchanged(&mut self, source: Source) -> bool {
+        let admitted = self.refusals.admit(source, Instant::now(), host::now());
+        if !admitted {
+            self.counters.suppressed_refusals += 1;
+        }
+        admitted
+    }
+
+    /// A container was dropped: its parent is remembered a while.
+    pub fn dropped(&mut self, id: u64, parent: Option<u64>) {
+        self.enricher.dropped(id, parent);
+    }
+
+    /// The daemon changed a task's container: what was learnt of live
+    /// tasks is stale.
+    pub fn containers_changed(&mut self) {
+        self.enricher.forget_live();
+    }
+
+    /// Containers whose last task exited since the last call.
+    pub fn take_drops(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.drops)
+    }
+
+    /// Input from the kernel-audit source.
+    pub fn on_kernel(&mut self, input: KernelInput, containers: &impl Containers) {
+        match input {
+            KernelInput::Records(batch) => {
+                let now_ms = self.started.elapsed().as_millis() as u64;
+                let now = Instant::now();
+                let mut done = Vec::new();
+                for (kind, payload) in batch.iter() {
+                    match KernelRecord::parse(kind, payload) {
+                        Ok(record) => {
+                            self.counters.kernel_records += 1;
+                            if self.registered {
+                                self.gaps.seen(record.stamp.serial, now);
+                            }
+                            self.assembler.push(record, now_ms, &mut done);
+                        }
+                        Err(e) => warn!("a kernel audit record of type {kind}: {e}"),
+                    }
+                }
+                for event in done {
+                    self.kernel_event(event, containers);
+                }
+            }
+            KernelInput::Dropped(lost) => {
+                self.counters.netlink_overflows += 1;
+                self.counters.lost_netlink += lost;
+                let total = self.counters.lost_netlink;
+                warn!("the kernel audit socket overflowed: {lost} records lost");
+                self.lost_record("netlink", "overflow", "records", lost, total);
+            }
+        }
+    }
+
+    fn lost_record(&mut self, source: &str, reason: &str, unit: &str, lost: u64, total: u64) {
+        self.record(
+            "PTAGS_LOST",
+            records::lost(source, reason, unit, lost, total),
+            None,
+        );
+    }
+
+    fn kernel_event(&mut self, event: KernelEvent, containers: &impl Containers) {
+        let at_ms = event.stamp.epoch_millis();
+        let pid = event.pid();
+        let contid = pid.and_then(|pid| self.contid_at(pid, at_ms, containers));
+        let chain = contid
+            .and_then(ContainerId::new)
+            .map(|id| self.chain(id, containers));
+        let ptrace = pid
+            .zip(event.ptrace_attach_target())
+            .and_then(|(tracer, target)| {
+                self.cross_container_ptrace(tracer, target, contid, at_ms, containers)
+            });
+        self.counters.kernel_events += 1;
+        let kernel = |kind, stamp: Stamp, body| Record {
+            kind,
+            time: Duration::from_millis(stamp.epoch_millis()),
+            serial: Some(stamp.serial),
+            body,
+            contid,
+        };
+        let stamp = event.stamp;
+        for r in event.records {
+            let body = without_control(r.body);
+            self.router.route(kernel(type_name(r.kind), r.stamp, body));
+        }
+        if let Some(chain) = chain {
+            self.counters.contained_events += 1;
+            let body = format_fields(&container_id_fields(&[chain]));
+            self.router
+                .route(kernel("CONTAINER_ID".into(), stamp, body));
+        }
+        if let Some(body) = ptrace {
+            self.counters.cross_container_ptrace += 1;
+            self.router
+                .route(kernel("PTAGS_PTRACE".into(), stamp, body));
+        }
+    }
+
+    /// A ptrace attach whose tracer and target are in different
+    /// containers (or one on the host): the body of its `PTAGS_PTRACE`
+    /// record, which follows the kernel's records of the attach.
+    fn cross_container_ptrace(
+        &mut self,
+        tracer: u32,
+        (target, host): (u32, bool),
+        tracer_contid: Option<u64>,
+        at_ms: u64,
+        containers: &impl Containers,
+    ) -> Option<String> {
+        // Without the kernel's OBJ_PID, the target is named as the
+        // tracer's PID namespace names it; a tracer gone since is taken
+        // to be in the daemon's.
+        let target = match (host, PidView::of(tracer)) {
+            (false, Ok(Some(view))) => view.host_pid(target).ok()?,
+            _ => target,
+        };
+        let target_contid = self.contid_at(target, at_ms, containers);
+        if target_contid == tracer_contid {
+            return None;
+        }
+        let chain = |c: Option<u64>| {
+            c.and_then(ContainerId::new)
+                .map(|id| self.chain(id, containers))
+        };
+        Some(records::ptrace(
+            (tracer, chain(tracer_contid).as_ref()),
+            (target, chain(target_contid).as_ref()),
+        ))
+    }
+
+    /// The container process `pid` was in at `at_ms`: a task that has
+    /// exited since is known from its exit event; a live one is asked.
+    fn contid_at(&mut self, pid: u32, at_ms: u64, containers: &impl Containers) -> Option<u64> {
+        if let Some(id) = self.enricher.exit_of(pid, at_ms) {
+            return Some(id);
+        }
+        // Not in a container now, it may have exited since the event: its
+        // ID is cleared at exit, its storage freed before it is reaped,
+        // and it is gone once reaped, all after its exit event was
+        // queued. Reading the queue costs no system call.
+        self.enricher.live_contid(self.kernel, pid).or_else(|| {
+            self.poll_events(containers);
+            self.enricher.exit_of(pid, at_ms)
+        })
+    }
+
+    /// Reads the BPF programs' events.
+    pub fn poll_events(&mut self, containers: &impl Containers) {
+        match self.events.drain() {
+            Ok(batch) => self.bpf_events(&batch, containers),
+            Err(e) => warn!("reading kernel events: {e}"),
+        }
+    }
+
+    /// Exec and exit events: remembered to name the container of late
+    /// kernel records, and written when process records are on.
+    fn bpf_events(&mut self, events: &[Event], containers: &impl Containers) {
+        let offset_ns = host::boot_to_real_ns();
+        for e in events {
+            let at_ms = ((i128::from(e.time_ns) + offset_ns) / 1_000_000).max(0) as u64;
+            let at = Duration::from_millis(at_ms);
+            let contid = ContainerId::new(e.contid).map(ContainerId::get);
+            let kind = match e.kind {
+                EventKind::Drop => {
+                    self.drops.push(e.contid);
+                    continue;
+                }
+                // Always recorded: a change of a task's container.
+                EventKind::Join | EventKind::JoinRefused => {
+                    self.enricher.forget_live();
+                    let mut record = Record::daemon("CONTAINER_OP", at, records::join(e));
+                    record.contid = contid;
+                    self.router.route(record);
+                    continue;
+                }
+                EventKind::Exit => {
+                    self.enricher.exited(e.tid, e.contid, at_ms);
+                    "PTAGS_EXIT"
+                }
+                EventKind::Exec => "PTAGS_EXEC",
+            };
+            if self.process_records {
+                let chain = ContainerId::new(e.contid).map(|id| self.chain(id, containers));
+                let mut record =
+                    Record::daemon(kind, at, records::process_record(e, chain.as_ref()));
+                record.contid = contid;
+                self.router.route(record);
+            }
+        }
+    }
+
+    /// Completes quiet events, counts losses and checks the sinks once a
+    /// second, and writes what is queued. An error stops the daemon (a
+    /// disk action of `stop`). Labels the kernel could not keep are
+    /// returned, for the daemon to repair.
+    pub fn tick(&mut self, containers: &impl Containers) -> Result<Option<InheritanceFailed>> {
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        let mut done = Vec::new();
+        self.assembler.expire(now_ms, false, &mut done);
+        for event in done {
+            self.kernel_event(event, containers);
+        }
+        self.record_suppressed(false);
+        let mut failed = None;
+        if self.last_check.elapsed() >= Duration::from_secs(1) {
+            self.last_check = Instant::now();
+            self.count_kernel_losses();
+            let missing = self.gaps.expire(Instant::now());
+            if missing > 0 {
+                self.counters.lost_serials += missing;
+                let total = self.counters.lost_serials;
+                self.lost_record("kernel", "serial-gap", "events", missing, total);
+            }
+            failed = self.count_bpf_losses();
+            self.enricher.expire();
+            self.router.tick()?;
+        }
+        self.router.commit()?;
+        Ok(failed)
+    }
+
+    /// Writes what is queued: before a request is answered, so that no
+    /// change is seen before its record is written.
+    pub fn commit(&mut self) -> Result<()> {
+        self.router.commit()
+    }
+
+    /// Writes everything still queued (at stop).
+    pub fn flush(&mut self, containers: &impl Containers) -> Result<()> {
+        let mut done = Vec::new();
+        self.assembler.expire(0, true, &mut done);
+        for event in done {
+            self.kernel_event(event, containers);
+        }
+        self.record_suppressed(true);
+        self.router.commit()
+    }
+
+    /// Writes the counts of suppressed refusals that are due (every one
+    /// when `all`).
+    fn record_suppressed(&mut self, all: bool) {
+        for s in self.refusals.due(Instant::now(), all) {
+            self.record("PTAGS_SUPPRESSED", records::suppressed(&s), s.source.contid);
+        }
+    }
+
+    /// Records the kernel dropped before any reader saw them: over its
+    /// backlog limit, its rate limit, or out of memory (`auditctl -s`'s
+    /// `lost`).
+    fn count_kernel_losses(&mut self) {
+        let Some(status) = self.kernel_status.as_mut() else {
+            return;
+        };
+        match status.lost() {
+            Ok(lost) => {
+                let base = *self.kernel_lost_base.get_or_insert(lost);
+                if lost != base {
+                    let new = u64::from(lost.wrapping_sub(base));
+                    self.kernel_lost_base = Some(lost);
+                    self.counters.lost_kernel += new;
+                    let total = self.counters.lost_kernel;
+                    self.lost_record("kernel", "backlog-or-rate-limit", "records", new, total);
+                }
+            }
+            Err(e) => warn!("reading the kernel's audit status: {e:#}"),
+        }
+    }
+
+    /// The BPF programs' counters: events the ring buffer had no room
+    /// for are lost records; labels they could not keep are an alarm,
+    /// and the inheritance failures among them are handed back.
+    fn count_bpf_losses(&mut self) -> Option<InheritanceFailed> {
+        // Read before the counters: every task counted since started after.
+        let window = std::mem::replace(&mut self.lost_read_at, host::boot_ticks());
+        let lost = match self.kernel.lost() {
+            Ok(lost) => lost,
+            Err(e) => {
+                warn!("reading the kernel side's loss counters: {e}");
+                return None;
+            }
+        };
+        let base = *self.bpf_lost_base.get_or_insert(lost);
+        self.bpf_lost_base = Some(lost);
+        for ((name, now), (_, before)) in lost.named().into_iter().zip(base.named()) {
+            if now <= before {
+                continue;
+            }
+            let reason = name.replace('_', "-");
+            if name.ends_with("_events") {
+                self.counters.lost_ringbuf += now - before;
+                let total = self.counters.lost_ringbuf;
+                self.lost_record("bpf", &reason, "events", now - before, total);
+            } else {
+                // Not records but labels: tasks that run without the
+                // state they should have inherited (no memory for their
+                // storage), or container counts gone wrong.
+                warn!(
+                    "the kernel side could not keep labels: {name} rose by {}",
+                    now - before
+                );
+                self.lost_record("bpf", &reason, "tasks", now - before, now);
+            }
+        }
+        (lost.task_storage > base.task_storage).then(|| InheritanceFailed {
+            tasks: lost.task_storage - base.task_storage,
+            // Started at or after the previous read, less a tick for the
+            // rounding of start times.
+            since: window.saturating_sub(1),
+        })
+    }
+
+    /// Events the ring buffer held that could not be read.
+    pub fn malformed_events(&self) -> u64 {
+        self.events.malformed()
+    }
+
+    pub fn status(&self) -> AuditStatus {
+        let log = self
+            .router
+            .statuses()
+            .into_iter()
+            .next()
+            .expect("the log is the first sink");
+        AuditStatus {
+            log: log.target,
+            writing: log.writing,
+            seq: log.seq.unwrap_or(0),
+            records_written: log.written,
+            lost_disk: log.lost,
+            registered: self.registered,
+            counters: self.counters,
+        }
+    }
+}
