@@ -163,9 +163,12 @@ fn a_stale_drop_does_not_end_a_container_taken_again() {
     // with the same ID (inject), B to take it at its exec when the script
     // ends. Each waits on a FIFO, without a child (a process with children
     // cannot be labelled).
+    // The hook runs once the process has its own mount namespace (the
+    // shell starts `unshare` in the background: it may not have yet).
     let hook = |pid: &str| {
         format!(
-            "echo '{{\"ociVersion\":\"1.0.2\",\"id\":\"c{pid}\",\"status\":\"creating\",\"pid\":'{pid}',\"bundle\":\"/tmp\",\
+            "while [ \"$(readlink /proc/{pid}/ns/mnt)\" = \"$(readlink /proc/self/ns/mnt)\" ]; do sleep 0.01; done; \
+             echo '{{\"ociVersion\":\"1.0.2\",\"id\":\"c{pid}\",\"status\":\"creating\",\"pid\":'{pid}',\"bundle\":\"/tmp\",\
              \"annotations\":{{\"io.ptags.contid\":\"4242\",\"io.ptags.join\":\"false\"}}}}' | ptags oci-hook --stage createRuntime"
         )
     };

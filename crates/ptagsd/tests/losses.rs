@@ -190,6 +190,24 @@ fn count(trail: &str, needle: &str) -> u64 {
     trail.lines().filter(|l| l.contains(needle)).count() as u64
 }
 
+/// Checks that the trail holds the `received` records marked `marker`
+/// (written once complete: no EOE ends a user message's event), and
+/// PTAGS_LOST records of `source` and unit adding up to `lost`.
+fn check_trail(d: &Daemon, marker: &str, received: u64, (source, unit): (&str, &str), lost: u64) {
+    common::wait_until(|| count(&read_trail(&d.log_dir), marker) >= received);
+    let trail = read_trail(&d.log_dir);
+    assert_eq!(
+        count(&trail, marker),
+        received,
+        "the records received are written"
+    );
+    assert_eq!(
+        lost_in_trail(&trail, source, unit),
+        lost,
+        "PTAGS_LOST says what status says"
+    );
+}
+
 /// The `lost=` values of the trail's PTAGS_LOST records from `source`,
 /// counted in `unit`.
 fn lost_in_trail(trail: &str, source: &str, unit: &str) -> u64 {
@@ -233,19 +251,7 @@ fn beside_an_audit_daemon_a_full_socket_is_counted_in_records() {
     let lost = a["lost_netlink"].as_u64().unwrap();
     assert!(lost > 0, "a 4 KiB buffer held {MESSAGES} records: {a}");
     assert_eq!(received(&a) + lost, MESSAGES, "{a}");
-    // Written once they are complete (no EOE ends a user message's event).
-    common::wait_until(|| count(&read_trail(&d.log_dir), &marker) >= received(&a));
-    let trail = read_trail(&d.log_dir);
-    assert_eq!(
-        count(&trail, &marker),
-        received(&a),
-        "the records received are written"
-    );
-    assert_eq!(
-        lost_in_trail(&trail, "netlink", "records"),
-        lost,
-        "PTAGS_LOST says what status says"
-    );
+    check_trail(&d, &marker, received(&a), ("netlink", "records"), lost);
     drop(d);
     drop(stand_in);
     assert_eq!(status_value("pid"), "0");
@@ -305,19 +311,7 @@ fn as_the_audit_daemon_what_the_kernel_drops_is_counted_in_records() {
         "a 4 KiB socket and a backlog of 64 held {MESSAGES} records: {a}"
     );
     assert_eq!(accounted(&a), MESSAGES + kicks, "{a}");
-    // Written once they are complete (no EOE ends a user message's event).
-    common::wait_until(|| count(&read_trail(&d.log_dir), &marker) >= received(&a));
-    let trail = read_trail(&d.log_dir);
-    assert_eq!(
-        count(&trail, &marker),
-        received(&a),
-        "the records received are written"
-    );
-    assert_eq!(
-        lost_in_trail(&trail, "kernel", "events"),
-        lost,
-        "PTAGS_LOST says what status says"
-    );
+    check_trail(&d, &marker, received(&a), ("kernel", "events"), lost);
     drop(d);
     assert_eq!(status_value("pid"), "0");
 }
