@@ -14,7 +14,12 @@ use super::{field, Stamp};
 pub struct KernelRecord {
     pub kind: u16,
     pub stamp: Stamp,
-    /// Everything after `audit(...): `, as the kernel wrote it.
+    /// Everything after `audit(...): `, as the kernel wrote it, except
+    /// that whatever could end a line is a space: the kernel passes the
+    /// text of user messages (AUDIT_USER_*, which CAP_AUDIT_WRITE
+    /// suffices to send, and runc's containers have it) through
+    /// unescaped, and a newline in it would start a line of the sender's
+    /// choosing in a trail.
     pub body: String,
 }
 
@@ -27,17 +32,26 @@ pub enum KernelRecordError {
 impl KernelRecord {
     /// Parses a netlink payload: `audit(1606404280.226:174542): body`.
     pub fn parse(kind: u16, payload: &[u8]) -> Result<KernelRecord, KernelRecordError> {
-        let end = payload
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(payload.len());
-        // The kernel hex-encodes untrusted bytes: the payload is ASCII,
-        // checked at SIMD speed before the slow lossy path is needed.
-        let text = match std::str::from_utf8(&payload[..end]) {
-            Ok(text) => std::borrow::Cow::Borrowed(text),
-            Err(_) => String::from_utf8_lossy(&payload[..end]),
+        // The kernel hex-encodes untrusted bytes: the payload is nearly
+        // always printable ASCII up to its end (a NUL or a newline, if
+        // anything), which one scan tells.
+        let printable = printable_prefix(payload);
+        let text = if payload[printable..].iter().all(|&b| b == 0 || b == b'\n') {
+            // SAFETY: printable ASCII is UTF-8.
+            std::borrow::Cow::Borrowed(unsafe {
+                std::str::from_utf8_unchecked(&payload[..printable])
+            })
+        } else {
+            let end = payload
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(payload.len());
+            let mut bytes = &payload[..end];
+            while let [rest @ .., b'\n'] = bytes {
+                bytes = rest;
+            }
+            std::borrow::Cow::Owned(one_line(&String::from_utf8_lossy(bytes)))
         };
-        let text = text.trim_end_matches('\n');
         let rest = text
             .strip_prefix("audit(")
             .ok_or(KernelRecordError::NoStamp)?;
@@ -59,6 +73,45 @@ impl KernelRecord {
             self.body
         )
     }
+}
+
+/// The length of the run of printable ASCII (0x20 to 0x7e) that `bytes`
+/// starts with, found eight bytes at a time: every kernel record passes
+/// here.
+fn printable_prefix(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        // A byte under 0x20; a byte of 0x7f or more. A borrow or carry
+        // into the next byte happens only after a byte that is one.
+        let below = w.wrapping_sub(0x20 * ONES) & !w & HIGH;
+        let above = (w.wrapping_add(ONES) | w) & HIGH;
+        if below | above != 0 {
+            break;
+        }
+        at += 8;
+    }
+    at + bytes[at..]
+        .iter()
+        .position(|&b| b.wrapping_sub(0x20) >= 0x5f)
+        .unwrap_or(bytes.len() - at)
+}
+
+/// `text` with every character that could end a line a space: control
+/// characters (C0, DEL, C1 such as NEL) and the Unicode line and
+/// paragraph separators.
+pub fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// The records of one event, in the order the kernel sent them (EOE
@@ -83,12 +136,12 @@ impl KernelEvent {
     /// without that record, the tracer's (its argument `a1`).
     pub fn ptrace_attach_target(&self) -> Option<(u32, bool)> {
         let syscall = self.records.iter().find(|r| r.kind == SYSCALL)?;
-        // Every kernel event passes here: most are not ptrace, told by a
-        // substring search before any field is parsed.
-        if !syscall.body.contains(" syscall=101 ") && !syscall.body.contains(" syscall=26 ") {
+        let f = |key| field(&syscall.body, key);
+        // Every kernel event passes here: most are not ptrace, told by
+        // the second field.
+        if !matches!(f("syscall")?, "101" | "26") {
             return None;
         }
-        let f = |key| field(&syscall.body, key);
         let ptrace = matches!(
             (f("arch")?, f("syscall")?),
             ("c000003e", "101") | ("40000003", "26")
@@ -198,6 +251,34 @@ impl Assembler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_printable_scan_stops_at_every_other_byte_wherever_it_is() {
+        for len in [0, 1, 7, 8, 9, 16, 23, 40] {
+            let clean = vec![b'a'; len];
+            assert_eq!(printable_prefix(&clean), len);
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut bytes = clean.clone();
+                    bytes[at] = b;
+                    let want = if (0x20..0x7f).contains(&b) { len } else { at };
+                    assert_eq!(
+                        printable_prefix(&bytes),
+                        want,
+                        "byte {b:#x} at {at} of {len}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_payload_with_control_characters_is_one_line() {
+        let r = KernelRecord::parse(1107, b"audit(1.000:2): msg='a\nb\tc\xc2\x85d'\n\0").unwrap();
+        assert_eq!(r.body, "msg='a b c d'");
+        let r = KernelRecord::parse(1300, b"audit(1.000:2): a=1\n").unwrap();
+        assert_eq!(r.body, "a=1");
+    }
 
     fn rec(kind: u16, serial: u64, body: &str) -> KernelRecord {
         KernelRecord::parse(

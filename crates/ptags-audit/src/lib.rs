@@ -70,14 +70,13 @@ impl Stamp {
     pub fn parse_inner(text: &str) -> Option<Stamp> {
         let (time, serial) = text.split_once(':')?;
         let (secs, millis) = time.split_once('.')?;
-        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        if !digits(secs) || millis.len() != 3 || !digits(millis) || !digits(serial) {
+        if millis.len() != 3 {
             return None;
         }
         Some(Stamp {
-            secs: secs.parse().ok()?,
-            millis: millis.parse().ok()?,
-            serial: serial.parse().ok()?,
+            secs: decimal(secs)?,
+            millis: decimal(millis)? as u16,
+            serial: decimal(serial)?,
         })
     }
 
@@ -87,6 +86,18 @@ impl Stamp {
             .saturating_mul(1000)
             .saturating_add(u64::from(self.millis))
     }
+}
+
+/// A non-empty run of ASCII digits that fits a u64.
+fn decimal(text: &str) -> Option<u64> {
+    if text.is_empty() {
+        return None;
+    }
+    text.bytes().try_fold(0u64, |n, b| {
+        let digit = b.wrapping_sub(b'0');
+        (digit < 10).then_some(())?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 /// `n` in decimal, appended without the formatting machinery.

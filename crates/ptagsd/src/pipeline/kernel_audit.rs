@@ -31,11 +31,11 @@ const NLMSG_HDRLEN: usize = std::mem::size_of::<libc::nlmsghdr>();
 const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
 /// Records handed over at once, at most.
 const BATCH: usize = 4096;
-/// After a busy read, how long the reader lets records gather before it
-/// reads again: one wake-up then serves hundreds of records.
+/// After a read, how long the reader lets records gather before it reads
+/// again. Records come one a datagram; read as they come, each would cost
+/// two wake-ups (this thread's and the daemon's), and under load they
+/// would cost more than the records. A record waits 2 ms at most.
 const GATHER: Duration = Duration::from_millis(2);
-/// A read this large counts as busy.
-const BUSY: usize = 64;
 
 /// Records as the kernel sent them, in one buffer.
 #[derive(Debug, Default)]
@@ -46,6 +46,15 @@ pub struct KernelBatch {
 }
 
 impl KernelBatch {
+    /// Room for a full batch of typical records, so that it does not
+    /// grow (and copy itself) as it fills.
+    fn with_room() -> KernelBatch {
+        KernelBatch {
+            bytes: Vec::with_capacity(BATCH * 320),
+            spans: Vec::with_capacity(BATCH),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.spans.len()
     }
@@ -97,23 +106,6 @@ pub enum KernelInput {
     Records(KernelBatch),
     /// Records the socket had no room for, lost (beside auditd only).
     Dropped(u64),
-}
-
-/// `text` with every character that could break a line a space: the
-/// kernel passes the text of user messages (AUDIT_USER_*, which
-/// CAP_AUDIT_WRITE suffices to send, and runc's containers have it)
-/// through unescaped, and a newline in it would start a line of the
-/// sender's choosing in the trail. Control characters (C0, DEL, C1 such
-/// as NEL) and the Unicode line and paragraph separators are replaced.
-pub fn without_control(text: String) -> String {
-    let breaks_lines = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
-    // Most records are printable ASCII: one byte scan decides.
-    if text.bytes().all(|b| (0x20..0x7f).contains(&b)) || !text.chars().any(breaks_lines) {
-        return text;
-    }
-    text.chars()
-        .map(|c| if breaks_lines(c) { ' ' } else { c })
-        .collect()
 }
 
 fn audit_socket() -> io::Result<OwnedFd> {
@@ -444,7 +436,7 @@ impl Reader {
         let mut buf = vec![0u8; DATAGRAMS * DATAGRAM_ROOM];
         let mut lens = Vec::with_capacity(DATAGRAMS);
         loop {
-            let mut batch = KernelBatch::default();
+            let mut batch = KernelBatch::with_room();
             let mut flags = 0;
             let mut overflowed = false;
             while batch.len() < BATCH {
@@ -468,8 +460,8 @@ impl Reader {
                 }
                 flags = libc::MSG_DONTWAIT;
             }
-            let busy = batch.len() >= BUSY;
-            if batch.len() > 0 && inputs.send(wrap(KernelInput::Records(batch))).is_err() {
+            let read = batch.len() > 0;
+            if read && inputs.send(wrap(KernelInput::Records(batch))).is_err() {
                 return;
             }
             if let Some(lost) = self.new_drops(overflowed) {
@@ -477,7 +469,7 @@ impl Reader {
                     return;
                 }
             }
-            if busy {
+            if read {
                 std::thread::sleep(GATHER);
             }
         }

@@ -616,17 +616,10 @@ mod tests {
     fn a_kernel_record_cannot_start_a_line() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, key) = small_log(dir.path(), LogFormat::Audit, 2);
-        let stamp = Stamp {
-            secs: 1,
-            millis: 0,
-            serial: 7,
-        };
-        let forged = "msg='hello\ntype=CONTAINER_OP msg=audit(1.000:4294999999): op=drop contid=5151\x1b[2J\u{85}x\u{2028}y'";
-        log.push(kernel(
-            "USER_AVC",
-            stamp,
-            super::super::kernel_audit::without_control(forged.to_owned()),
-        ));
+        // As the kernel passes a user message's text on: unescaped.
+        let forged = "audit(1.000:7): msg='hello\ntype=CONTAINER_OP msg=audit(1.000:4294999999): op=drop contid=5151\x1b[2J\u{85}x\u{2028}y'";
+        let record = ptags_audit::assemble::KernelRecord::parse(1107, forged.as_bytes()).unwrap();
+        log.push(kernel("USER_AVC", record.stamp, record.body));
         log.commit().unwrap();
         let text = std::fs::read_to_string(log.path.as_path()).unwrap();
         assert_eq!(text.lines().count(), 2, "{text}");

@@ -24,6 +24,7 @@ pub mod records;
 pub mod router;
 mod serials;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -39,7 +40,7 @@ use ptags_proto::{AuditCounters, AuditStatus};
 use crate::config::Config;
 use crate::host::{self, pidns::PidView};
 use enrich::Enricher;
-use kernel_audit::{without_control, KernelInput, KernelStatus};
+use kernel_audit::{KernelInput, KernelStatus};
 use limit::RefusalLimit;
 pub use limit::Source;
 use log_sink::{load_key, LogFile};
@@ -91,6 +92,9 @@ pub struct Pipeline<'k> {
     gaps: SerialGaps,
     /// Containers whose last task exited, for the daemon to forget.
     drops: Vec<u64>,
+    /// The body of each container's CONTAINER_ID record: a chain does not
+    /// change while its container lives; forgotten at every change.
+    container_id_bodies: HashMap<u64, String>,
     counters: AuditCounters,
 }
 
@@ -123,6 +127,7 @@ impl<'k> Pipeline<'k> {
             registered: false,
             gaps: SerialGaps::default(),
             drops: Vec::new(),
+            container_id_bodies: HashMap::new(),
             counters: AuditCounters::default(),
         })
     }
@@ -163,12 +168,27 @@ impl<'k> Pipeline<'k> {
     /// A container was dropped: its parent is remembered a while.
     pub fn dropped(&mut self, id: u64, parent: Option<u64>) {
         self.enricher.dropped(id, parent);
+        self.container_id_bodies.clear();
     }
 
     /// The daemon changed a task's container: what was learnt of live
     /// tasks is stale.
     pub fn containers_changed(&mut self) {
         self.enricher.forget_live();
+        self.container_id_bodies.clear();
+    }
+
+    /// The body of the CONTAINER_ID record of a task in container `id`.
+    fn container_id_body(&mut self, id: ContainerId, containers: &impl Containers) -> String {
+        if let Some(body) = self.container_id_bodies.get(&id.get()) {
+            return body.clone();
+        }
+        let body = format_fields(&container_id_fields(&[self.chain(id, containers)]));
+        if self.container_id_bodies.len() >= MAX_OPEN_EVENTS {
+            self.container_id_bodies.clear();
+        }
+        self.container_id_bodies.insert(id.get(), body.clone());
+        body
     }
 
     /// Containers whose last task exited since the last call.
@@ -221,9 +241,9 @@ impl<'k> Pipeline<'k> {
         let at_ms = event.stamp.epoch_millis();
         let pid = event.pid();
         let contid = pid.and_then(|pid| self.contid_at(pid, at_ms, containers));
-        let chain = contid
+        let container_id = contid
             .and_then(ContainerId::new)
-            .map(|id| self.chain(id, containers));
+            .map(|id| self.container_id_body(id, containers));
         let ptrace = pid
             .zip(event.ptrace_attach_target())
             .and_then(|(tracer, target)| {
@@ -239,12 +259,11 @@ impl<'k> Pipeline<'k> {
         };
         let stamp = event.stamp;
         for r in event.records {
-            let body = without_control(r.body);
-            self.router.route(kernel(type_name(r.kind), r.stamp, body));
+            self.router
+                .route(kernel(type_name(r.kind), r.stamp, r.body));
         }
-        if let Some(chain) = chain {
+        if let Some(body) = container_id {
             self.counters.contained_events += 1;
-            let body = format_fields(&container_id_fields(&[chain]));
             self.router
                 .route(kernel("CONTAINER_ID".into(), stamp, body));
         }
