@@ -12,13 +12,13 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, RingBuffer, RingBufferBuilder};
 
 use crate::pins;
+use crate::procfs::{self, pidfd_open};
 use crate::skel::types::{
     ptags_config, ptags_event, ptags_event_kind as K, ptags_event_mask as M, ptags_join,
     ptags_layout, ptags_lost_reason as L, ptags_set_args, ptags_set_ops as O, ptags_task,
     ptags_task_row,
 };
 use crate::skel::PtagsSkelBuilder;
-use crate::task::pidfd_open;
 use crate::task::{ContainerEntry, SetOp, TaskId, TaskRow, TaskState};
 use crate::{Context, Error, Result};
 
@@ -518,20 +518,20 @@ impl Kernel {
     /// process is gone; no start-time check: the caller tells a reused
     /// pid by the exit events it has seen, or holds a pidfd.
     pub fn process_state(&self, pid: u32) -> Result<Option<TaskState>> {
-        let process = pidfd_open(pid, 0)?;
+        let process = pidfd_open(pid, 0).ok_or(Error::NoSuchTask(pid))?;
         let main = self.state_through(&process, pid)?;
         if !main.is_some_and(|s| s.exited) {
             return Ok(main);
         }
-        for tid in crate::task::thread_ids(pid).ok_or(Error::NoSuchTask(pid))? {
+        for tid in procfs::thread_ids(pid).ok_or(Error::NoSuchTask(pid))? {
             if tid == pid {
                 continue;
             }
-            let Ok(thread) = pidfd_open(tid, crate::task::PIDFD_THREAD) else {
+            let Some(thread) = pidfd_open(tid, procfs::PIDFD_THREAD) else {
                 continue;
             };
             // A TID reused by another process since the listing.
-            if crate::task::tgid_of(tid) != Some(pid) {
+            if procfs::tgid_of(tid) != Some(pid) {
                 continue;
             }
             match self.state_through(&thread, tid)? {
@@ -833,7 +833,7 @@ impl Kernel {
         // PID 1's threads: read their state directly so that the list is
         // complete.
         let mut missing = Vec::new();
-        for tid in crate::task::thread_ids(1).unwrap_or_default() {
+        for tid in procfs::thread_ids(1).unwrap_or_default() {
             if rows.iter().any(|r| r.id.tid == tid) {
                 continue;
             }

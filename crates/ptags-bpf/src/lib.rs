@@ -10,6 +10,7 @@ mod kernel;
 mod memcg;
 mod pins;
 pub mod probe;
+pub mod procfs;
 mod task;
 
 pub use kernel::{
@@ -17,8 +18,7 @@ pub use kernel::{
 };
 pub use probe::Features;
 pub use task::{
-    mount_namespace_id, tgid_of, thread_ids, ContainerEntry, ContidChange, SetOp, TaskId, TaskRow,
-    TaskState,
+    mount_namespace_id, ContainerEntry, ContidChange, SetOp, TaskId, TaskRow, TaskState,
 };
 
 /// Types shared with the BPF programs, generated from `src/bpf/intf.h`.

@@ -1,15 +1,12 @@
 //! Naming tasks safely, and their state as user space sees it.
 
 use std::fs;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use crate::skel::types::{
     ptags_container, ptags_members, ptags_state, ptags_task_flags as F, ptags_task_row,
 };
-use crate::{Context, Error, Result};
-
-/// `pidfd_open` flag: the pidfd names one thread, not the thread group.
-pub(crate) const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+use crate::{procfs, Context, Error, Result};
 
 /// A task (thread), named by its TID and start time, so that a reused TID
 /// is never taken for the task it once named.
@@ -23,20 +20,14 @@ pub struct TaskId {
 impl TaskId {
     /// The task `tid` as it is now.
     pub fn of(tid: u32) -> Result<TaskId> {
-        let stat = fs::read_to_string(format!("/proc/{tid}/task/{tid}/stat"))
-            .map_err(|_| Error::NoSuchTask(tid))?;
-        // comm may hold spaces and parentheses: fields start after the last ')'.
-        let start_ticks = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(19))
-            .and_then(|f| f.parse().ok())
-            .ok_or(Error::NoSuchTask(tid))?;
+        let start_ticks = procfs::start_ticks(tid).ok_or(Error::NoSuchTask(tid))?;
         Ok(TaskId { tid, start_ticks })
     }
 
     /// A pidfd for this one thread, checked to still be the same task.
     pub(crate) fn pidfd(&self) -> Result<OwnedFd> {
-        let fd = pidfd_open(self.tid, PIDFD_THREAD)?;
+        let fd = procfs::pidfd_open(self.tid, procfs::PIDFD_THREAD)
+            .ok_or(Error::NoSuchTask(self.tid))?;
         // The pidfd pins the task: if it is still the one we named now, it
         // is for as long as we hold the fd.
         if TaskId::of(self.tid)? != *self {
@@ -64,39 +55,6 @@ pub fn mount_namespace_id(pid: u32) -> Result<u64> {
             .context(|| format!("reading the mount namespace ID of process {pid}"));
     }
     Ok(id)
-}
-
-/// The thread IDs of process `pid`, from /proc, in order; `None` once it
-/// is gone.
-pub fn thread_ids(pid: u32) -> Option<Vec<u32>> {
-    let mut tids: Vec<u32> = fs::read_dir(format!("/proc/{pid}/task"))
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    tids.sort_unstable();
-    Some(tids)
-}
-
-/// The process (thread-group ID) task `tid` belongs to, from /proc.
-pub fn tgid_of(tid: u32) -> Option<u32> {
-    fs::read_to_string(format!("/proc/{tid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))?
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// `pidfd_open(2)`: `flags` 0 names the process, PIDFD_THREAD one thread.
-pub(crate) fn pidfd_open(pid: u32, flags: libc::c_uint) -> Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, flags) };
-    if fd < 0 {
-        return Err(Error::NoSuchTask(pid));
-    }
-    // SAFETY: fd is a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// What the kernel holds for one task.

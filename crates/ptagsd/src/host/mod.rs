@@ -8,7 +8,9 @@
 
 pub mod pidns;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use ptags_bpf::procfs;
 
 use crate::error::Error;
 use ptags_audit::Subject;
@@ -30,15 +32,8 @@ pub struct Pidfd {
 
 impl Pidfd {
     pub fn open(pid: u32) -> Result<Pidfd, Error> {
-        // SAFETY: pidfd_open takes a pid and flags; returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        if fd < 0 {
-            return Err(gone(pid));
-        }
-        // SAFETY: a fresh fd that nothing else owns.
-        Ok(Pidfd::from_fd(pid, unsafe {
-            OwnedFd::from_raw_fd(fd as i32)
-        }))
+        let fd = procfs::pidfd_open(pid, 0).ok_or_else(|| gone(pid))?;
+        Ok(Pidfd::from_fd(pid, fd))
     }
 
     pub fn from_fd(pid: u32, fd: OwnedFd) -> Pidfd {
@@ -85,31 +80,11 @@ pub struct Creds {
 impl Creds {
     pub fn read(pid: u32) -> Result<Creds, Error> {
         let status =
-            std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|_| gone(pid))?;
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(str::trim)
-                .ok_or_else(|| gone(pid))
-        };
-        let ids = |name: &str| -> Result<[u32; 4], Error> {
-            let mut out = [0; 4];
-            let text = field(name)?;
-            let mut fields = text.split_whitespace();
-            for slot in &mut out {
-                *slot = fields
-                    .next()
-                    .and_then(|f| f.parse().ok())
-                    .ok_or_else(|| gone(pid))?;
-            }
-            Ok(out)
-        };
-        let cap_eff = u64::from_str_radix(field("CapEff:")?, 16).map_err(|_| gone(pid))?;
+            procfs::Status::read(&format!("/proc/{pid}/status")).ok_or_else(|| gone(pid))?;
         Ok(Creds {
-            uids: ids("Uid:")?,
-            gids: ids("Gid:")?,
-            cap_eff,
+            uids: status.uids,
+            gids: status.gids,
+            cap_eff: status.cap_eff,
             init_userns: same_namespace(pid, "user")?,
         })
     }
@@ -246,12 +221,12 @@ pub fn boot_to_real_ns() -> i128 {
 
 /// The thread IDs of process `pid`, from /proc.
 pub fn thread_ids(pid: u32) -> Result<Vec<u32>, Error> {
-    ptags_bpf::thread_ids(pid).ok_or_else(|| gone(pid))
+    procfs::thread_ids(pid).ok_or_else(|| gone(pid))
 }
 
 /// The thread-group ID of task `tid`.
 pub fn tgid_of(tid: u32) -> Result<u32, Error> {
-    ptags_bpf::tgid_of(tid).ok_or_else(|| gone(tid))
+    procfs::tgid_of(tid).ok_or_else(|| gone(tid))
 }
 
 /// The executable of `pid`, as (device, inode).

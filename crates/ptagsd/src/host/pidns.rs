@@ -28,10 +28,8 @@ pub struct PidView {
 
 /// A task's pids, from the namespace of the daemon's /proc down to its own.
 fn nspids(tid: u32, status_path: &str) -> Option<Vec<u32>> {
-    let status = std::fs::read_to_string(status_path).ok()?;
-    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
-    let pids: Option<Vec<u32>> = line.split_whitespace().map(|p| p.parse().ok()).collect();
-    pids.filter(|p| p.first() == Some(&tid))
+    let pids = ptags_bpf::procfs::Status::read(status_path)?.nspid;
+    (pids.first() == Some(&tid)).then_some(pids)
 }
 
 /// The inode of the PID namespace `up` levels above task `tid`'s own.

@@ -561,6 +561,7 @@ mod tests {
             time: Duration::from_millis(stamp.epoch_millis()),
             serial: Some(stamp.serial),
             body,
+            pid: None,
             contid: None,
         }
     }

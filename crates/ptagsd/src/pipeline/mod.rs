@@ -255,6 +255,7 @@ impl<'k> Pipeline<'k> {
             time: Duration::from_millis(stamp.epoch_millis()),
             serial: Some(stamp.serial),
             body,
+            pid,
             contid,
         };
         let stamp = event.stamp;
@@ -347,6 +348,7 @@ impl<'k> Pipeline<'k> {
                 EventKind::Join | EventKind::JoinRefused => {
                     self.enricher.forget_live();
                     let mut record = Record::daemon("CONTAINER_OP", at, records::join(e));
+                    record.pid = Some(e.pid);
                     record.contid = contid;
                     self.router.route(record);
                     continue;
@@ -361,6 +363,7 @@ impl<'k> Pipeline<'k> {
                 let chain = ContainerId::new(e.contid).map(|id| self.chain(id, containers));
                 let mut record =
                     Record::daemon(kind, at, records::process_record(e, chain.as_ref()));
+                record.pid = Some(e.pid);
                 record.contid = contid;
                 self.router.route(record);
             }

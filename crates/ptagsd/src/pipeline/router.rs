@@ -19,6 +19,8 @@ pub struct Record {
     pub serial: Option<u64>,
     /// `key=value ...`, encoded as the audit format encodes values.
     pub body: String,
+    /// The process the record concerns, when its source names one.
+    pub pid: Option<u32>,
     /// The container of the task the record concerns, if any.
     pub contid: Option<u64>,
 }
@@ -31,6 +33,7 @@ impl Record {
             time,
             serial: None,
             body,
+            pid: None,
             contid: None,
         }
     }
