@@ -33,6 +33,12 @@ fn open(socket: &Path) -> Result<UnixStream> {
     })
 }
 
+/// Whether a failed connect looks like a daemon restarting: its socket
+/// gone for a moment, or not yet accepting.
+fn restarting(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused)
+}
+
 impl Client {
     pub fn connect(socket: &Path) -> Result<Client> {
         Ok(Client {
@@ -40,6 +46,35 @@ impl Client {
             stream: open(socket)?,
             used: Instant::now(),
         })
+    }
+
+    /// Connects, waiting until `deadline` for a daemon that is restarting
+    /// (its socket missing or refusing connections), trying again at
+    /// growing intervals.
+    pub fn connect_by(socket: &Path, deadline: Instant) -> Result<Client> {
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match UnixStream::connect(socket) {
+                Ok(stream) => {
+                    return Ok(Client {
+                        socket: socket.to_owned(),
+                        stream,
+                        used: Instant::now(),
+                    })
+                }
+                Err(e) if restarting(&e) && Instant::now() + pause < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(_) => {
+                    return open(socket).map(|stream| Client {
+                        socket: socket.to_owned(),
+                        stream,
+                        used: Instant::now(),
+                    })
+                }
+            }
+        }
     }
 
     /// Sends one request. The outer error is a broken exchange; the inner

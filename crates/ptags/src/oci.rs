@@ -5,10 +5,13 @@
 //! recorded. Any error fails the hook, with a message the runtime shows.
 
 use std::io::Read;
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use ptags_core::oci::{label, Label, Stage, State, MAX_STATE_BYTES};
+use ptags_core::Errno;
 use ptags_proto::{Request, Response};
 
 use crate::client::Client;
@@ -28,10 +31,15 @@ pub struct Args {
     /// (creating: createRuntime, stopped: poststop).
     #[arg(long, value_name = "STAGE")]
     stage: Option<String>,
+    /// How long to wait for a daemon that is restarting (its socket
+    /// missing or refusing, or it answers that it is stopping or busy)
+    /// before failing the hook, and with it the container's start.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    wait: f64,
 }
 
 /// Reads the state from standard input and acts at its stage.
-pub fn run(socket: &std::path::Path, args: Args) -> Result<ExitCode> {
+pub fn run(socket: &Path, args: Args) -> Result<ExitCode> {
     let mut input = Vec::new();
     std::io::stdin()
         .take(MAX_STATE_BYTES as u64 + 1)
@@ -48,12 +56,24 @@ pub fn run(socket: &std::path::Path, args: Args) -> Result<ExitCode> {
         Stage::CreateRuntime => Some(state.pid(stage)?),
         Stage::Poststop => None,
     };
-    let mut client = Client::connect(socket)?;
-    match pid {
-        Some(pid) => create(&mut client, pid, &label),
-        None => stop(&mut client, &label),
+    if !(0.0..=3600.0).contains(&args.wait) {
+        bail!(
+            "--wait must be between 0 and 3600 seconds, not {}",
+            args.wait
+        );
     }
-    .with_context(|| {
+    let deadline = Instant::now() + Duration::from_secs_f64(args.wait);
+    let request = match pid {
+        Some(pid) => create(pid, &label),
+        None => Request::ContainerEnd {
+            contid: label.contid.get(),
+        },
+    };
+    let what = match pid {
+        Some(pid) => format!("labelling process {pid}"),
+        None => "recording the container's end".to_owned(),
+    };
+    ask(socket, deadline, &what, request).with_context(|| {
         format!(
             "container {:?} ({}): ptags {}",
             state.id,
@@ -64,15 +84,26 @@ pub fn run(socket: &std::path::Path, args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sends a request; a refusal is an error naming what was asked.
-fn ask(client: &mut Client, what: &str, req: Request) -> Result<Response> {
-    match client.request(req)? {
-        Ok(response) => Ok(response),
-        Err(f) => bail!("{what}: {f}"),
+/// Sends a request, riding over a daemon restart until `deadline`: a
+/// daemon that is not there yet, or answers EAGAIN (it is stopping, or
+/// its connections are taken), never applied the request, which is sent
+/// again. Any other refusal is an error naming what was asked.
+fn ask(socket: &Path, deadline: Instant, what: &str, req: Request) -> Result<Response> {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let answer = Client::connect_by(socket, deadline)?.request(req.clone())?;
+        match answer {
+            Ok(response) => return Ok(response),
+            Err(f) if f.errno() == Some(Errno::Eagain) && Instant::now() + pause < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            Err(f) => bail!("{what}: {f}"),
+        }
     }
 }
 
-fn create(client: &mut Client, pid: u32, label: &Label) -> Result<()> {
+fn create(pid: u32, label: &Label) -> Request {
     let text = label.tags.as_ref().map(|tags| {
         let mut text = tags.clone();
         if !text.ends_with('\n') {
@@ -80,26 +111,10 @@ fn create(client: &mut Client, pid: u32, label: &Label) -> Result<()> {
         }
         text
     });
-    ask(
-        client,
-        &format!("labelling process {pid}"),
-        Request::ContainerCreate {
-            pid,
-            contid: label.contid.get(),
-            text,
-            join: label.join,
-        },
-    )?;
-    Ok(())
-}
-
-fn stop(client: &mut Client, label: &Label) -> Result<()> {
-    ask(
-        client,
-        "recording the container's end",
-        Request::ContainerEnd {
-            contid: label.contid.get(),
-        },
-    )?;
-    Ok(())
+    Request::ContainerCreate {
+        pid,
+        contid: label.contid.get(),
+        text,
+        join: label.join,
+    }
 }

@@ -552,3 +552,61 @@ fn a_process_that_ends_its_main_thread_stays_in_its_container() {
     drop(audit);
     runc.delete("hide");
 }
+
+/// A container started while its daemon restarts (`systemctl restart`):
+/// the hook waits for the daemon to be back, and the container starts
+/// labelled. The daemon is down when runc starts, and comes back a
+/// little later each time.
+#[test]
+fn a_container_started_during_a_daemon_restart_is_labelled() {
+    let test = "a_container_started_during_a_daemon_restart_is_labelled";
+    if !can_run(test) || !has_runc(test) {
+        return;
+    }
+    let mut d = Daemon::start("oci-restart", "");
+    let mut runc = Runc::new();
+    for (i, down_ms) in [100u64, 700, 1500].into_iter().enumerate() {
+        let name = format!("restart{i}");
+        let contid = 7070 + i as u64;
+        let bundle = runc.bundle(
+            &d,
+            &name,
+            &["sleep", "1000"],
+            &[("io.ptags.contid", &contid.to_string())],
+        );
+        // The socket is not there to bind-mount while the daemon is down.
+        let path = bundle.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        config["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| m["destination"] != "/run/ptagsd.sock");
+        std::fs::write(&path, config.to_string()).unwrap();
+        runc.names.push(name.clone());
+        d.stop();
+        let out = runc.dir.path().join(format!("{name}.out"));
+        let mut started = runc
+            .cmd()
+            .args(["run", "-d", "--bundle", bundle.to_str().unwrap(), &name])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&out).unwrap())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(down_ms));
+        d.restart();
+        let status = started.wait().unwrap();
+        assert!(
+            status.success(),
+            "runc run during a restart ({down_ms} ms down): {status}: {}",
+            std::fs::read_to_string(&out).unwrap_or_default()
+        );
+        let init = runc.pid(&name);
+        assert_eq!(
+            members(&d, contid).iter().map(|r| r.0).collect::<Vec<_>>(),
+            [init],
+            "{down_ms} ms down"
+        );
+    }
+}
