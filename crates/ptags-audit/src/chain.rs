@@ -245,6 +245,31 @@ impl<'a> Sealed<'a> {
     }
 }
 
+/// The record a line of the trail holds, in the text format, whatever
+/// the line's format (sealed text, sealed JSON, or auditd's own lines);
+/// `None` for a line that holds none.
+pub fn record_text(line: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if line.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        return Some(
+            format!(
+                "type={} msg=audit({}:{}): {}",
+                v["type"].as_str()?,
+                v["time"].as_str()?,
+                v["serial"].as_u64()?,
+                v["text"].as_str()?
+            )
+            .into(),
+        );
+    }
+    Some(
+        Sealed::split(line)
+            .and_then(|s| s.text_record())
+            .unwrap_or(line)
+            .into(),
+    )
+}
+
 /// What is wrong with a trail, at the line `verify` was given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Broken {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use ptags_audit::chain::{Beginning, Broken, Key, Link, Sealed, Verifier};
+use ptags_audit::chain::{record_text, Beginning, Broken, Key, Link, Sealed, Verifier};
 use ptags_audit::query::{format_utc, interpret, parse_time, Entry, Matcher, Query};
 use ptags_audit::report::Report;
 use ptags_audit::{json_members, Stamp};
@@ -184,21 +184,7 @@ fn read_lines(
 /// `None` for a line that holds no record.
 fn record_of(raw: &str) -> Option<Line> {
     let sealed = Sealed::split(raw);
-    let record = if raw.starts_with('{') {
-        let v: serde_json::Value = serde_json::from_str(raw).ok()?;
-        let time = v["time"].as_str()?;
-        format!(
-            "type={} msg=audit({time}:{}): {}",
-            v["type"].as_str()?,
-            v["serial"].as_u64()?,
-            v["text"].as_str()?
-        )
-    } else {
-        sealed
-            .and_then(|s| s.text_record())
-            .unwrap_or(raw)
-            .to_owned()
-    };
+    let record = record_text(raw)?.into_owned();
     let stamp = Entry::parse(&record).ok()?.stamp;
     Some(Line {
         raw: raw.to_owned(),

@@ -9,6 +9,7 @@ use ptags_core::{decide, Container, ContainerId, Decision, Errno, Limits, SetReq
 use ptags_proto::{ContidAnswer, PsFilter, PsRow, Response};
 
 use super::tree::Tree;
+use super::wal::Change;
 use super::{now_secs, Caller, Daemon};
 use crate::host::{gone, CAP_AUDIT_CONTROL};
 use crate::pipeline::records;
@@ -195,8 +196,7 @@ impl Daemon<'_> {
         );
         info!("CONTAINER_OP {body}");
         self.pipeline.containers_changed();
-        self.pipeline
-            .record("CONTAINER_OP", body, Some(plan.decision.id().get()));
+        self.outcome("CONTAINER_OP", body, Some(plan.decision.id().get()));
     }
 
     pub(super) fn contid_set(
@@ -212,7 +212,12 @@ impl Daemon<'_> {
             alone: true,
             ..Default::default()
         };
-        let result = self.kernel.set(plan.target, &op);
+        let change = Change {
+            op: plan.decision.op(),
+            opid: pid,
+            text: None,
+        };
+        let result = self.set_task(&change, plan.target, &op);
         self.finish_contid(caller, pid, &plan, result.is_ok());
         result?;
         Ok(Response::ContidSet {

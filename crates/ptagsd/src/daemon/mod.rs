@@ -12,6 +12,7 @@ mod runtime;
 mod tags;
 mod trail;
 mod tree;
+mod wal;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -81,6 +82,8 @@ pub(crate) struct Caller {
 pub struct Daemon<'k> {
     kernel: &'k Kernel,
     pipeline: Pipeline<'k>,
+    /// Changes written ahead in the trail.
+    intents: wal::Intents,
     store: Store,
     interner: Interner,
     registry: Registry,
@@ -133,6 +136,7 @@ impl<'k> Daemon<'k> {
         let mut daemon = Daemon {
             kernel,
             pipeline,
+            intents: wal::Intents::new(),
             store,
             interner,
             registry,
@@ -153,6 +157,9 @@ impl<'k> Daemon<'k> {
         if !unknown.is_empty() {
             warn!("tasks hold tag-set IDs that the database does not know: {unknown:?}; their tags read as empty");
         }
+        daemon
+            .recover()
+            .context("settling the changes a killed daemon left unsettled")?;
         daemon.collect(rows).context("collecting at start-up")?;
         Ok(daemon)
     }
@@ -178,6 +185,12 @@ impl<'k> Daemon<'k> {
         );
         if !reads {
             self.pipeline.containers_changed();
+        }
+        // Every change written ahead is settled by the request's record;
+        // a path that wrote none settles them here.
+        if self.intents.any_open() {
+            let res = if result.is_ok() { "success" } else { "failed" };
+            self.outcome("PTAGS_OP", format!("op={} res={res}", req.name()), None);
         }
         let counter = match &result {
             Ok(_) => &self.counters.requests_ok,
@@ -376,8 +389,7 @@ impl<'k> Daemon<'k> {
             self.containers_dropped += 1;
             info!("container {id} dropped: {why}");
             if record {
-                self.pipeline
-                    .record("CONTAINER_OP", records::drop(id), Some(id));
+                self.outcome("CONTAINER_OP", records::drop(id), Some(id));
             }
         }
     }

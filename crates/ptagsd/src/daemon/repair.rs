@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use log::warn;
 use ptags_bpf::{SetOp, TaskId, TaskRow};
 
+use super::wal::Change;
 use super::Daemon;
 use crate::host::exe_of;
 
@@ -84,7 +85,12 @@ impl Daemon<'_> {
         };
         let mut done = 0;
         for r in repairs(&rows, since, exe_of) {
-            let result = self.kernel.set(r.task, &r.op);
+            let change = Change {
+                op: "repair",
+                opid: r.pid,
+                text: None,
+            };
+            let result = self.set_task(&change, r.task, &r.op);
             if let Err(e) = &result {
                 warn!("repairing the labels of task {}: {e}", r.task.tid);
             }

@@ -11,6 +11,7 @@ use ptags_proto::Response;
 
 use super::contid::need_audit_control;
 use super::tree::{each_thread, Tree};
+use super::wal::Change;
 use super::{Caller, Daemon};
 use crate::host::{namespace_inode, thread_ids, Pidfd};
 
@@ -50,7 +51,12 @@ impl Daemon<'_> {
             pending: Some((set.0, kept.0, Some(plan.change))),
             ..Default::default()
         };
-        let result = self.set_every_thread(&process, pid, &op);
+        let change = Change {
+            op: "prepare-container",
+            opid: pid,
+            text,
+        };
+        let result = self.set_every_thread(&process, &change, &op);
         let result = result.and_then(|()| {
             if !join {
                 return Ok(());
@@ -60,7 +66,7 @@ impl Daemon<'_> {
                 set_id: set.0,
                 kept_id: kept.0,
             };
-            Ok(self.kernel.set_join(ns, &policy)?)
+            self.set_join_policy(pid, ns, &policy)
         });
         self.finish_contid(caller, pid, &plan, result.is_ok());
         result?;
@@ -74,7 +80,13 @@ impl Daemon<'_> {
 
     /// Gives `op` to every thread of `pid`, and to threads made meanwhile
     /// from a thread not yet done.
-    fn set_every_thread(&self, process: &Pidfd, pid: u32, op: &SetOp) -> Result<(), Error> {
+    fn set_every_thread(
+        &mut self,
+        process: &Pidfd,
+        change: &Change<'_>,
+        op: &SetOp,
+    ) -> Result<(), Error> {
+        let pid = process.pid;
         each_thread(
             process,
             || thread_ids(pid),
@@ -82,10 +94,10 @@ impl Daemon<'_> {
                 let Ok(task) = TaskId::of(tid) else {
                     return Ok(false);
                 };
-                match self.kernel.set(task, op) {
+                match self.set_task(change, task, op) {
                     Ok(_) => Ok(true),
-                    Err(ptags_bpf::Error::NoSuchTask(_)) => Ok(false),
-                    Err(e) => Err(e.into()),
+                    Err(e) if e.errno() == Errno::Esrch => Ok(false),
+                    Err(e) => Err(e),
                 }
             },
         )

@@ -7,6 +7,7 @@ use ptags_core::{apply_write, Errno, SetId, TagSet, Target as Relation, Writer};
 use ptags_proto::{Response, Target};
 
 use super::tree::{each_thread, Tree};
+use super::wal::Change;
 use super::{Caller, Daemon, Payer};
 use crate::host::{exe_of, gone, tgid_of, thread_ids, Creds, Pidfd, CAP_MAC_ADMIN};
 
@@ -182,7 +183,12 @@ impl Daemon<'_> {
                 tags: Some((set.0, kept.0)),
                 ..Default::default()
             };
-            self.kernel.set(task, &op)?;
+            let change = Change {
+                op: "write",
+                opid: pid,
+                text: Some(text),
+            };
+            self.set_task(&change, task, &op)?;
         }
         Ok((failure, changed))
     }
@@ -223,7 +229,12 @@ impl Daemon<'_> {
             alone: change.is_some(),
             ..Default::default()
         };
-        let result = self.kernel.set(task, &op);
+        let what = Change {
+            op: "prepare-exec",
+            opid: pid,
+            text,
+        };
+        let result = self.set_task(&what, task, &op);
         if let Some(plan) = &change {
             self.finish_contid(caller, pid, plan, result.is_ok());
         }

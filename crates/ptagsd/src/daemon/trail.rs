@@ -11,6 +11,16 @@ use crate::pipeline::records::{self, TagOp};
 use crate::pipeline::Source;
 
 impl Daemon<'_> {
+    /// Records the outcome of a request; the first names the intents it
+    /// settles.
+    pub(super) fn outcome(&mut self, kind: &'static str, body: String, contid: Option<u64>) {
+        let body = match self.intents.settle() {
+            Some(intents) => format!("{body} {intents}"),
+            None => body,
+        };
+        self.pipeline.record(kind, body, contid);
+    }
+
     /// Records a tag operation, done, or refused within the caller's
     /// rate limit.
     /// `changed`: whether the operation changed anything. Records of
@@ -40,7 +50,7 @@ impl Daemon<'_> {
             result.as_ref().err(),
         );
         let contid = chain.as_ref().and_then(|c| c.0.first()).map(|id| id.get());
-        self.pipeline.record("PTAGS_OP", body, contid);
+        self.outcome("PTAGS_OP", body, contid);
     }
 
     /// A live process's container, for records of requests about it.
@@ -54,7 +64,8 @@ impl Daemon<'_> {
     /// others, within the rate of their user in their container (all of a
     /// machine's root containers do not share one bucket).
     pub(super) fn admit_unchanged(&mut self, caller: &Caller) -> bool {
-        if caller.creds.has_cap(CAP_AUDIT_CONTROL) {
+        // An outcome that settles intents is always written.
+        if caller.creds.has_cap(CAP_AUDIT_CONTROL) || self.intents.any_open() {
             return true;
         }
         let source = Source {
@@ -73,7 +84,7 @@ impl Daemon<'_> {
         mnt_ns: (u64, u64),
     ) {
         let body = records::join_policy(pid, contid, mnt_ns, &caller.subject);
-        self.pipeline.record("CONTAINER_OP", body, Some(contid));
+        self.outcome("CONTAINER_OP", body, Some(contid));
     }
 
     /// Records a refused container-ID change, within the caller's rate
@@ -90,7 +101,7 @@ impl Daemon<'_> {
         }
         let old = self.contid_of(pid).map(ContainerId::get);
         let body = records::container_op("set", pid, id, old, &caller.subject, Some(failure));
-        self.pipeline.record("CONTAINER_OP", body, old);
+        self.outcome("CONTAINER_OP", body, old);
     }
 
     /// Records a task given the state it failed to inherit.
@@ -104,7 +115,7 @@ impl Daemon<'_> {
             chain.as_ref(),
             done,
         );
-        self.pipeline.record("PTAGS_REPAIR", body, contid);
+        self.outcome("PTAGS_REPAIR", body, contid);
     }
 
     /// Records a refused end of a container (`ptags oci-hook` poststop).
@@ -113,6 +124,6 @@ impl Daemon<'_> {
             return;
         }
         let body = records::refused_end(id, &caller.subject, failure);
-        self.pipeline.record("CONTAINER_OP", body, Some(id));
+        self.outcome("CONTAINER_OP", body, Some(id));
     }
 }

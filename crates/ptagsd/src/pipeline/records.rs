@@ -2,7 +2,7 @@
 
 use crate::error::Error;
 use ptags_audit::{encode_untrusted, format_fields, Subject};
-use ptags_bpf::{Event, EventKind};
+use ptags_bpf::{Event, EventKind, Join, SetOp};
 use ptags_core::contid::{format_contid, Chain, Style};
 use ptags_core::{ContainerId, Errno};
 
@@ -47,6 +47,80 @@ pub fn drop(contid: u64) -> String {
 /// `source` lost, and its total since the daemon started.
 pub fn lost(source: &str, reason: &str, unit: &str, lost: u64, total: u64) -> String {
     format!("source={source} reason={reason} unit={unit} lost={lost} total={total}")
+}
+
+/// The `text` field of a write's text (and `text-len`, `text-digest` past
+/// [`MAX_RECORDED_TEXT`]).
+fn text_fields(fields: &mut Vec<(String, String)>, text: &str) {
+    let bytes = text.as_bytes();
+    let cut = bytes.len() > MAX_RECORDED_TEXT;
+    fields.push((
+        "text".into(),
+        encode_untrusted(&bytes[..bytes.len().min(MAX_RECORDED_TEXT)]),
+    ));
+    if cut {
+        fields.push(("text-len".into(), bytes.len().to_string()));
+        fields.push((
+            "text-digest".into(),
+            blake3::hash(bytes).to_hex().to_string(),
+        ));
+    }
+}
+
+/// `PTAGS_INTENT`: a change of task `(tid, start time)` about to be made,
+/// part of request `op` on process `opid`, and the state it gives.
+pub fn intent(
+    id: &str,
+    op: &str,
+    opid: u32,
+    text: Option<&str>,
+    (tid, start): (u32, u64),
+    change: &SetOp,
+) -> String {
+    let mut fields = vec![
+        ("intent".to_owned(), id.to_owned()),
+        ("op".to_owned(), op.to_owned()),
+        ("opid".to_owned(), opid.to_string()),
+        ("tid".to_owned(), tid.to_string()),
+        ("start".to_owned(), start.to_string()),
+    ];
+    if let Some((set, kept)) = change.tags {
+        fields.push(("set".into(), set.to_string()));
+        fields.push(("kept".into(), kept.to_string()));
+    }
+    if let Some((contid, _)) = change.contid {
+        fields.push(("new-contid".into(), contid.to_string()));
+    }
+    if let Some((set, kept, contid)) = change.pending {
+        fields.push(("pending-set".into(), set.to_string()));
+        fields.push(("pending-kept".into(), kept.to_string()));
+        if let Some((contid, _)) = contid {
+            fields.push(("pending-contid".into(), contid.to_string()));
+        }
+    }
+    if let Some(text) = text {
+        text_fields(&mut fields, text);
+    }
+    format_fields(&fields)
+}
+
+/// `PTAGS_INTENT op=join-policy`: a setns policy about to be switched on.
+pub fn join_intent(id: &str, opid: u32, mnt_ns: u64, join: &Join) -> String {
+    format!(
+        "intent={id} op=join-policy opid={opid} mntns-id={mnt_ns} contid={} set={} kept={}",
+        join.contid, join.set_id, join.kept_id
+    )
+}
+
+/// `PTAGS_OP ... recovered=yes`: what became of an intent its daemon did
+/// not settle (killed), as the kernel showed at the next start: the
+/// intent's fields, then `res`, `recovered=yes` and the intent's ID.
+pub fn recovered(intent: &str, res: &str) -> String {
+    let (id, rest) = match intent.split_once(' ') {
+        Some((first, rest)) if first.starts_with("intent=") => (&first["intent=".len()..], rest),
+        _ => ("?", intent),
+    };
+    format!("{rest} res={res} recovered=yes intent={id}")
 }
 
 /// `CONTAINER_OP`: a container-ID change (set, inject, nest), or a
@@ -166,19 +240,7 @@ pub fn tag_op(
     }
     fields.push(("contid".into(), chain_text(contid)));
     if let Some(text) = op.text {
-        let bytes = text.as_bytes();
-        let cut = bytes.len() > MAX_RECORDED_TEXT;
-        fields.push((
-            "text".into(),
-            encode_untrusted(&bytes[..bytes.len().min(MAX_RECORDED_TEXT)]),
-        ));
-        if cut {
-            fields.push(("text-len".into(), bytes.len().to_string()));
-            fields.push((
-                "text-digest".into(),
-                blake3::hash(bytes).to_hex().to_string(),
-            ));
-        }
+        text_fields(&mut fields, text);
     }
     if let Some(id) = op.new_contid {
         fields.push(("new-contid".into(), id.to_string()));

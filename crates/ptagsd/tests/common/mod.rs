@@ -170,6 +170,14 @@ impl Daemon {
         }
     }
 
+    /// Kills the daemon (SIGKILL), as a crash would, and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Waits up to 10 s for the daemon to exit by itself; its status.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let child = self.child.as_mut().expect("the daemon runs");
