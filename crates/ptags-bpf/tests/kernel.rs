@@ -32,11 +32,17 @@ impl Shell {
             .expect("starting sh");
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
-        Shell {
+        let mut sh = Shell {
             child,
             stdin,
             stdout,
-        }
+        };
+        // Spawning returns once the child's exec has let go of our
+        // memory, before the kernel's exec event: state set in between
+        // would be taken by that exec. The shell answering means its exec
+        // is over.
+        assert_eq!(sh.run("echo ready"), "ready");
+        sh
     }
 
     fn task(&self) -> TaskId {

@@ -27,4 +27,13 @@ pub mod limits {
     pub const MAX_RESPONSE: usize = 1 << 30;
     /// The default socket path.
     pub const DEFAULT_SOCKET: &str = "/run/ptags/ptagsd.sock";
+
+    /// The socket beside `socket` that only root may connect to (mode
+    /// 0600): the same protocol, its own queue of connections, which no
+    /// unprivileged user can fill. Runtimes and the OCI hook use it.
+    pub fn privileged_socket(socket: &std::path::Path) -> std::path::PathBuf {
+        let mut path = socket.as_os_str().to_owned();
+        path.push(".priv");
+        path.into()
+    }
 }

@@ -304,6 +304,12 @@ pub struct Status {
     /// Connections refused for a user's or the total limit.
     #[serde(default)]
     pub connections_refused: u64,
+    /// Requests refused for the memory they would hold, and connections
+    /// cut off for sending too slowly. Absent from older daemons' answers.
+    #[serde(default)]
+    pub requests_busy: u64,
+    #[serde(default)]
+    pub connections_slow: u64,
     /// Tag sets collected because no task used them any more.
     pub sets_collected: u64,
     pub containers_dropped: u64,

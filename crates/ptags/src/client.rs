@@ -24,8 +24,15 @@ pub struct Client {
     used: Instant,
 }
 
+/// Connects to the daemon: through the root-only twin of `socket` when
+/// this process may (its queue no unprivileged user can fill), else
+/// through `socket`.
+fn connect(socket: &Path) -> std::io::Result<UnixStream> {
+    UnixStream::connect(limits::privileged_socket(socket)).or_else(|_| UnixStream::connect(socket))
+}
+
 fn open(socket: &Path) -> Result<UnixStream> {
-    UnixStream::connect(socket).with_context(|| {
+    connect(socket).with_context(|| {
         format!(
             "cannot reach ptagsd at {} (is it running? --socket or PTAGS_SOCKET name another socket)",
             socket.display()
@@ -54,7 +61,7 @@ impl Client {
     pub fn connect_by(socket: &Path, deadline: Instant) -> Result<Client> {
         let mut pause = Duration::from_millis(20);
         loop {
-            match UnixStream::connect(socket) {
+            match connect(socket) {
                 Ok(stream) => {
                     return Ok(Client {
                         socket: socket.to_owned(),

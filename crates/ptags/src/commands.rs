@@ -179,8 +179,13 @@ fn print_status(s: &Status) {
         s.tag_sets, s.sets_collected
     );
     println!(
-        "requests: {} answered, {} refused, {} malformed; {} connections refused",
-        s.requests_ok, s.requests_failed, s.requests_malformed, s.connections_refused
+        "requests: {} answered, {} refused, {} malformed, {} refused for memory; connections: {} refused, {} cut off as too slow",
+        s.requests_ok,
+        s.requests_failed,
+        s.requests_malformed,
+        s.requests_busy,
+        s.connections_refused,
+        s.connections_slow
     );
     let lost: Vec<String> = s
         .lost

@@ -10,6 +10,10 @@
 //! hostile_client ptrace PID             # PTRACE_SEIZE then detach
 //! hostile_client big-writes SOCKET N PID # N writes of ~150 MiB at once
 //! hostile_client send-fds SOCKET N       # N requests, each with 8 fds attached
+//! hostile_client flood SOCKET SECS       # all at once, in a loop: idle
+//!                                        # connections, slow senders,
+//!                                        # malformed and oversized frames,
+//!                                        # status requests (issue 16)
 //! ```
 //!
 //! Answers are printed as JSON lines on standard output.
@@ -130,6 +134,79 @@ fn announce(socket: &str, n: usize, secs: u64) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     println!("{{\"opened\":{opened},\"answered_or_closed\":{refused}}}");
+    Ok(())
+}
+
+/// Every attack on the socket at once for `secs`, each in a loop on a
+/// thread of its own: connections held idle (reopened as the daemon
+/// closes them), slow senders (a byte of a frame every 100 ms), malformed
+/// frames, frames announcing more than a request may be, and a stream of
+/// status requests. Prints how many times each was tried.
+fn flood(socket: &str, secs: u64) -> Result<()> {
+    let end = Instant::now() + Duration::from_secs(secs);
+    let attack = |name: &'static str, each: fn(&str) -> Result<()>| {
+        let socket = socket.to_owned();
+        std::thread::spawn(move || {
+            let mut tries = 0u64;
+            while Instant::now() < end {
+                tries += 1;
+                // Refusals and closed connections are the point.
+                let _ = each(&socket);
+            }
+            (name, tries)
+        })
+    };
+    let idle = |socket: &str| -> Result<()> {
+        let held: Vec<UnixStream> = (0..32)
+            .filter_map(|_| UnixStream::connect(socket).ok())
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        drop(held);
+        Ok(())
+    };
+    let slow = |socket: &str| -> Result<()> {
+        let mut s = UnixStream::connect(socket)?;
+        for b in 100u32.to_be_bytes().into_iter().chain(*b"{\"read\":") {
+            s.write_all(&[b])?;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    };
+    let malformed = |socket: &str| -> Result<()> {
+        let mut s = UnixStream::connect(socket)?;
+        write_frame(&mut s, b"{\"no such request\": [1, 2")?;
+        let _ = s.read(&mut [0u8; 512]);
+        Ok(())
+    };
+    let oversized = |socket: &str| -> Result<()> {
+        let mut s = UnixStream::connect(socket)?;
+        s.write_all(&u32::MAX.to_be_bytes())?;
+        let _ = s.read(&mut [0u8; 512]);
+        Ok(())
+    };
+    let status = |socket: &str| -> Result<()> {
+        let mut s = UnixStream::connect(socket)?;
+        write_frame(&mut s, &RequestFrame::new(Request::Status {}).encode())?;
+        let _ = s.read(&mut [0u8; 4096]);
+        Ok(())
+    };
+    let threads = vec![
+        attack("idle", idle),
+        attack("idle", idle),
+        attack("slow", slow),
+        attack("slow", slow),
+        attack("slow", slow),
+        attack("malformed", malformed),
+        attack("oversized", oversized),
+        attack("status", status),
+    ];
+    let mut tries = std::collections::BTreeMap::new();
+    for t in threads {
+        let (name, n) = t.join().expect("an attack thread");
+        *tries.entry(name).or_insert(0u64) += n;
+    }
+    let tries: Vec<String> = tries.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+    println!("{{{}}}", tries.join(","));
     Ok(())
 }
 
@@ -260,6 +337,7 @@ fn main() -> Result<()> {
         "ptrace" => ptrace(arg(1)?.parse()?),
         "big-writes" => big_writes(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?),
         "send-fds" => send_fds(arg(1)?, arg(2)?.parse()?),
+        "flood" => flood(arg(1)?, arg(2)?.parse()?),
         other => bail!("unknown attack {other:?}"),
     }
 }

@@ -5,25 +5,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::trail::read_trail;
-use common::{can_run, skips_fail, stdout, test_user, wait_until, Daemon};
-
-/// The hostile clients, built beside the tests by `cargo test`.
-fn hostile_client() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_ptagsd"))
-        .with_file_name("examples")
-        .join("hostile_client");
-    assert!(
-        path.exists(),
-        "{} is missing: build the examples first (cargo build --examples; scripts/test does)",
-        path.display()
-    );
-    path
-}
+use common::{can_run, hostile_client, skips_fail, stdout, test_user, wait_until, Daemon};
 
 /// Whether `su` is here and set-uid root, as the attacks need.
 fn has_setuid_su(test: &str) -> bool {

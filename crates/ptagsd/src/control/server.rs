@@ -7,7 +7,6 @@ use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +17,7 @@ use ptags_core::Errno;
 use ptags_proto::{limits, write_frame, Failure, Request, RequestFrame, Response, ResponseFrame};
 
 use super::peer::{attest_writers, receive, Connector, Peer, Writer};
-use super::Counters;
+use super::{Counters, Refusal};
 use crate::config::Config;
 use crate::error::Error;
 use crate::host::Creds;
@@ -313,16 +312,9 @@ fn truncated(e: ReadError, got: usize, len: usize) -> ReadError {
     }
 }
 
-/// Binds the socket (replacing a stale one, refusing if a daemon answers
-/// on it) and starts accepting. Each request is sent to `inputs`,
-/// wrapped by `wrap`.
-pub fn start<I: Send + 'static>(
-    config: &Config,
-    counters: Arc<Counters>,
-    inputs: SyncSender<I>,
-    wrap: fn(Job) -> I,
-) -> Result<()> {
-    let path = &config.socket;
+/// Binds a socket of mode `mode` (replacing a stale one, refusing if a
+/// daemon answers on it).
+fn listen(path: &Path, mode: u32) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -336,8 +328,23 @@ pub fn start<I: Send + 'static>(
     let listener =
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     attest_writers(&listener).context("asking the kernel to name the writer of each request")?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.socket_mode()))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("setting the mode of {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Binds the socket, and its root-only twin
+/// (`limits::privileged_socket`: a queue of connections no unprivileged
+/// user can fill, for runtimes and the hook), and starts accepting on
+/// both. Each request is sent to `inputs`, wrapped by `wrap`.
+pub fn start<I: Send + 'static>(
+    config: &Config,
+    counters: Arc<Counters>,
+    inputs: SyncSender<I>,
+    wrap: fn(Job) -> I,
+) -> Result<()> {
+    let listener = listen(&config.socket, config.socket_mode())?;
+    let privileged = listen(&limits::privileged_socket(&config.socket), 0o600)?;
     let l = &config.limits;
     let quota = |total, reserve, per_uid| Quota {
         held: Mutex::new((0, HashMap::new())),
@@ -361,16 +368,23 @@ pub fn start<I: Send + 'static>(
         request_timeout: Duration::from_secs(l.request_timeout_secs),
         idle_timeout: Duration::from_millis(l.idle_timeout_ms),
     });
+    let for_privileged = Arc::clone(&shared);
     std::thread::Builder::new()
         .name("accept".into())
         .spawn(move || accept(listener, shared))?;
+    std::thread::Builder::new()
+        .name("accept-root".into())
+        .spawn(move || accept(privileged, for_privileged))?;
     Ok(())
 }
 
+/// Removes the socket and its root-only twin.
 pub fn remove_socket(path: &Path) {
-    if let Err(e) = std::fs::remove_file(path) {
-        if e.kind() != ErrorKind::NotFound {
-            warn!("removing {}: {e}", path.display());
+    for path in [path.to_owned(), limits::privileged_socket(path)] {
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != ErrorKind::NotFound {
+                warn!("removing {}: {e}", path.display());
+            }
         }
     }
 }
@@ -405,10 +419,7 @@ fn admit(stream: UnixStream, shared: &Arc<Shared>) {
         .connections
         .take(holder, 1, || connector.ceiling.privileged())
     {
-        shared
-            .counters
-            .connections_refused
-            .fetch_add(1, Ordering::Relaxed);
+        shared.counters.refused(connector.uid, Refusal::Connection);
         return refuse(format!(
             "too many connections (of uid {} in its PID namespace, or in all); try again",
             connector.uid
@@ -457,10 +468,12 @@ fn serve<'a>(stream: UnixStream, shared: &'a Shared, connector: Connector, slot:
                 // The rest of the stream cannot be trusted to start at
                 // a frame: answer and close.
                 debug!("a connection: {e}");
-                shared
-                    .counters
-                    .requests_malformed
-                    .fetch_add(1, Ordering::Relaxed);
+                let why = match e {
+                    ReadError::Busy => Refusal::Busy,
+                    ReadError::Slow => Refusal::Slow,
+                    _ => Refusal::Malformed,
+                };
+                shared.counters.refused(conn.connector.uid, why);
                 let failure = Failure::new(e.errno(), e.to_string());
                 let _ = write_frame(&mut &conn.stream, &ResponseFrame::encode(&Err(failure)));
                 return;
@@ -489,8 +502,7 @@ fn serve<'a>(stream: UnixStream, shared: &'a Shared, connector: Connector, slot:
             Err(failure) => {
                 shared
                     .counters
-                    .requests_malformed
-                    .fetch_add(1, Ordering::Relaxed);
+                    .refused(conn.connector.uid, Refusal::Malformed);
                 Err(failure)
             }
         };

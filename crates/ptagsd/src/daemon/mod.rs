@@ -91,6 +91,7 @@ pub struct Daemon<'k> {
     counters: &'k Counters,
     started: Instant,
     last_collect: Instant,
+    last_refusals: Instant,
     new_sets: u64,
     sets_collected: u64,
     containers_dropped: u64,
@@ -144,6 +145,7 @@ impl<'k> Daemon<'k> {
             counters,
             started: Instant::now(),
             last_collect: Instant::now(),
+            last_refusals: Instant::now(),
             new_sets: 0,
             sets_collected: 0,
             containers_dropped: 0,
@@ -441,10 +443,25 @@ impl<'k> Daemon<'k> {
             );
         }
         self.forget_exited_containers();
+        self.record_socket_refusals();
         if let Err(e) = self.maintain() {
             warn!("collecting unused state: {e:#}");
         }
         Ok(())
+    }
+
+    /// Records what the socket refused each user since the last time, a
+    /// record per user a second at most: a flood costs the trail no more.
+    fn record_socket_refusals(&mut self) {
+        if self.last_refusals.elapsed() < std::time::Duration::from_secs(1) {
+            return;
+        }
+        self.last_refusals = Instant::now();
+        for (uid, r) in self.counters.take_refused() {
+            let counts = [r.connections, r.busy, r.slow, r.malformed];
+            self.pipeline
+                .record("PTAGS_REFUSED", records::socket_refusals(uid, counts), None);
+        }
     }
 
     /// Collects unused tag sets and containers when it is time to.
@@ -549,6 +566,8 @@ impl<'k> Daemon<'k> {
             requests_failed: c.requests_failed.load(Ordering::Relaxed),
             requests_malformed: c.requests_malformed.load(Ordering::Relaxed),
             connections_refused: c.connections_refused.load(Ordering::Relaxed),
+            requests_busy: c.requests_busy.load(Ordering::Relaxed),
+            connections_slow: c.connections_slow.load(Ordering::Relaxed),
             sets_collected: self.sets_collected,
             containers_dropped: self.containers_dropped,
             lost: lost

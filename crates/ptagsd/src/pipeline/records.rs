@@ -253,6 +253,16 @@ pub fn tag_op(
     format_fields(&fields)
 }
 
+/// `PTAGS_REFUSED`: what the socket refused one user (real uid) over
+/// the last second or so: connections over its limit, requests over the
+/// memory it may hold, requests sent too slowly, frames that are not
+/// requests.
+/// `counts`: connections, memory, slow, malformed.
+pub fn socket_refusals(uid: u32, counts: [u64; 4]) -> String {
+    let [connections, memory, slow, malformed] = counts;
+    format!("uid={uid} connections={connections} memory={memory} slow={slow} malformed={malformed}")
+}
+
 /// `PTAGS_SUPPRESSED`: refused requests of one user that were not
 /// recorded (rate limit), from `since` to `until` (since the epoch).
 pub fn suppressed(s: &Suppressed) -> String {

@@ -22,6 +22,20 @@ pub fn cli_path() -> PathBuf {
     path
 }
 
+/// The hostile clients (`examples/hostile_client.rs`), built beside the
+/// tests (`cargo build --examples`; scripts/test does).
+pub fn hostile_client() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_ptagsd"))
+        .with_file_name("examples")
+        .join("hostile_client");
+    assert!(
+        path.exists(),
+        "{} is missing: build the examples first (cargo build --examples; scripts/test does)",
+        path.display()
+    );
+    path
+}
+
 /// Whether a skip must be a failure instead: PTAGS_REQUIRE_BPF=1 (CI).
 pub fn skips_fail() -> bool {
     std::env::var("PTAGS_REQUIRE_BPF").is_ok_and(|v| v == "1")
