@@ -314,7 +314,7 @@ mod tests {
             ("[audit]\nrefusal_burst = 0", "refusal_burst"),
             ("[audit]\nrefusal_rate = 0", "refusal_rate"),
             ("[audit]\nrefusal_rate = -5", "refusal_rate"),
-            (&format!("socket = \"/{}\"", "s".repeat(120)), "107 bytes"),
+            (&format!("socket = \"/{}\"", "s".repeat(120)), "102 bytes"),
         ] {
             let err = format!("{:#}", Config::parse(text).unwrap_err());
             assert!(
