@@ -655,6 +655,27 @@ fn containers_start_labelled_while_a_user_floods_the_socket() {
         }
         ns
     };
+    // The hook alone, timed: a shell stands for the runtime, with a
+    // process in a mount namespace of its own as the container's first.
+    let hooks = |first: u64| -> Vec<u64> {
+        let out = d.sh(&format!(
+            "for i in $(seq 0 49); do rm -f fifo; mkfifo fifo; \
+               unshare -m sh -c 'read x; exec sleep 1000' <fifo >/dev/null 2>&1 & P=$!; exec 3>fifo; \
+               while [ \"$(readlink /proc/$P/ns/mnt)\" = \"$(readlink /proc/self/ns/mnt)\" ]; do sleep 0.01; done; \
+               state='{{\"ociVersion\":\"1.0.2\",\"id\":\"h'$i'\",\"status\":\"creating\",\"pid\":'$P',\"bundle\":\"/tmp\",\"annotations\":{{\"io.ptags.contid\":\"'$(({first} + i))'\",\"io.ptags.join\":\"false\"}}}}'; \
+               t0=$(date +%s%N); echo \"$state\" | ptags oci-hook --stage createRuntime || echo FAILED; t1=$(date +%s%N); \
+               echo ns=$((t1 - t0)); kill $P; exec 3>&-; wait $P 2>/dev/null; done"
+        ));
+        assert!(!out.contains("FAILED"), "{out}");
+        let ns: Vec<u64> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("ns="))
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(ns.len(), 50, "{out}");
+        ns
+    };
+    let hooks_quiet = hooks(9300);
     let quiet = batch("quiet", 9100, &mut runc);
     let uid = common::test_user();
     let mut flooder = Command::new("unshare")
@@ -674,6 +695,7 @@ fn containers_start_labelled_while_a_user_floods_the_socket() {
         .unwrap();
     std::thread::sleep(std::time::Duration::from_secs(1));
     let started = std::time::Instant::now();
+    let hooks_flooded = hooks(9400);
     let flooded = batch("flooded", 9200, &mut runc);
     let seconds = started.elapsed().as_secs();
     // unshare --kill-child takes the flooder with it.
@@ -692,6 +714,11 @@ fn containers_start_labelled_while_a_user_floods_the_socket() {
             .take(5)
             .map(|n| n / 1_000_000)
             .collect::<Vec<_>>()
+    );
+    let (q, f) = (percentiles(hooks_quiet), percentiles(hooks_flooded));
+    eprintln!(
+        "{test}: the hook alone, ms p50/p99/max: {:.1}/{:.1}/{:.1} quiet, {:.1}/{:.1}/{:.1} under the flood",
+        q.0, q.1, q.2, f.0, f.1, f.2
     );
     let (q, f) = (percentiles(quiet), percentiles(flooded));
     eprintln!(
