@@ -36,6 +36,8 @@ use crate::pipeline::kernel_audit::{self, KernelInput, Reading};
 enum Input {
     Request(Job),
     Kernel(KernelInput),
+    /// A request waits in the priority queue.
+    Wake,
 }
 
 #[derive(Parser)]
@@ -147,7 +149,21 @@ fn serve(config: Config) -> Result<()> {
         }
         daemon.set_registered(registered);
     }
-    server::start(&config, Arc::clone(&counters), inputs, Input::Request)?;
+    // Requests through the root-only socket have a queue of their own,
+    // served before anything else: no user's queued requests delay them.
+    let (priority, priority_jobs) = sync_channel::<Job>(64);
+    let submit: server::Submit = Box::new(move |job: Job| {
+        if job.priority {
+            let sent = priority.send(job).is_ok();
+            // The daemon's queue full means it is busy: it looks at the
+            // priority queue before each input anyway.
+            let _ = inputs.try_send(Input::Wake);
+            sent
+        } else {
+            inputs.send(Input::Request(job)).is_ok()
+        }
+    });
+    server::start(&config, Arc::clone(&counters), submit)?;
     warn_of_ptrace_scope();
     info!(
         "serving {} (pins under {}, state in {}, audit trail in {})",
@@ -156,7 +172,7 @@ fn serve(config: Config) -> Result<()> {
         config.state_dir.display(),
         config.log_dir.display()
     );
-    let result = main_loop(&mut daemon, &receiver, &stop);
+    let result = main_loop(&mut daemon, &receiver, &priority_jobs, &stop);
     if registered {
         if let Err(e) = kernel_audit::unregister() {
             warn!("{e:#}");
@@ -196,33 +212,53 @@ fn warn_of_ptrace_scope() {
 
 /// Serves requests and kernel records until a signal, or until the audit
 /// trail cannot go on (a disk action of `stop`).
-fn main_loop(daemon: &mut Daemon<'_>, inputs: &Receiver<Input>, stop: &AtomicBool) -> Result<()> {
+fn main_loop(
+    daemon: &mut Daemon<'_>,
+    inputs: &Receiver<Input>,
+    priority: &Receiver<Job>,
+    stop: &AtomicBool,
+) -> Result<()> {
     while !stop.load(Ordering::Relaxed) {
         match inputs.recv_timeout(Duration::from_millis(50)) {
             Ok(input) => {
-                on_input(daemon, input)?;
+                on_input(daemon, input, priority)?;
                 // Drain what else is waiting before the periodic work.
                 for input in inputs.try_iter().take(256) {
-                    on_input(daemon, input)?;
+                    on_input(daemon, input, priority)?;
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
+        answer_priority(daemon, priority)?;
         daemon.tick()?;
     }
     Ok(())
 }
 
-fn on_input(daemon: &mut Daemon<'_>, input: Input) -> Result<()> {
+/// Answers one request: the record of a change is written before the
+/// change is told.
+fn answer(daemon: &mut Daemon<'_>, job: Job) -> Result<()> {
+    let answer = daemon.handle(&job.peer, &job.request);
+    daemon.commit()?;
+    let _ = job.reply.send(answer);
+    Ok(())
+}
+
+/// Answers the requests of the root-only socket that wait.
+fn answer_priority(daemon: &mut Daemon<'_>, priority: &Receiver<Job>) -> Result<()> {
+    for job in priority.try_iter() {
+        answer(daemon, job)?;
+    }
+    Ok(())
+}
+
+fn on_input(daemon: &mut Daemon<'_>, input: Input, priority: &Receiver<Job>) -> Result<()> {
+    answer_priority(daemon, priority)?;
     match input {
-        Input::Request(job) => {
-            let answer = daemon.handle(&job.peer, &job.request);
-            // The record of a change is written before the change is told.
-            daemon.commit()?;
-            let _ = job.reply.send(answer);
-        }
+        Input::Request(job) => answer(daemon, job)?,
         Input::Kernel(input) => daemon.on_kernel(input),
+        Input::Wake => {}
     }
     Ok(())
 }

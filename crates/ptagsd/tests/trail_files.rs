@@ -157,6 +157,13 @@ fn a_full_disk_suspends_counts_and_resumes() {
     execs(&d, 6161, 3000);
     wait_until(|| d.audit_counter("lost_disk") > 0);
     assert!(stdout(&d.ptags(&["status"])).contains("SUSPENDED"));
+    // No change is made that the trail cannot hold: a write is refused
+    // (EIO) and the process keeps its tags.
+    let out = d.sh(
+        "sleep 30 & P=$!; ptags write $P '+written-while-full' 2>&1; echo rc=$?; ptags read $P; kill $P",
+    );
+    assert!(out.contains("EIO") && out.contains("rc=1"), "{out}");
+    assert!(!out.contains("written-while-full\n"), "{out}");
     let lost_before = d.audit_counter("lost_disk");
     // Space is back: writing resumes, and the first record says what was lost.
     tmpfs.resize("16m");

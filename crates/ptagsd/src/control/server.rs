@@ -27,10 +27,13 @@ pub struct Job {
     pub peer: Peer,
     pub request: Request,
     pub reply: SyncSender<Result<Response, Error>>,
+    /// It came through the root-only socket: the daemon answers it
+    /// before the requests queued from the other.
+    pub priority: bool,
 }
 
 /// Hands a job to the daemon's thread; false when it has stopped.
-type Submit = Box<dyn Fn(Job) -> bool + Send + Sync>;
+pub type Submit = Box<dyn Fn(Job) -> bool + Send + Sync>;
 
 /// Whose share of a quota a caller uses: a user in a PID namespace, so
 /// that the roots of two containers (uid 0 both, without capabilities)
@@ -336,13 +339,8 @@ fn listen(path: &Path, mode: u32) -> Result<UnixListener> {
 /// Binds the socket, and its root-only twin
 /// (`limits::privileged_socket`: a queue of connections no unprivileged
 /// user can fill, for runtimes and the hook), and starts accepting on
-/// both. Each request is sent to `inputs`, wrapped by `wrap`.
-pub fn start<I: Send + 'static>(
-    config: &Config,
-    counters: Arc<Counters>,
-    inputs: SyncSender<I>,
-    wrap: fn(Job) -> I,
-) -> Result<()> {
+/// both. Each request is handed to `submit`.
+pub fn start(config: &Config, counters: Arc<Counters>, submit: Submit) -> Result<()> {
     let listener = listen(&config.socket, config.socket_mode())?;
     let privileged = listen(&limits::privileged_socket(&config.socket), 0o600)?;
     let l = &config.limits;
@@ -353,7 +351,7 @@ pub fn start<I: Send + 'static>(
         per_uid,
     };
     let shared = Arc::new(Shared {
-        submit: Box::new(move |job| inputs.send(wrap(job)).is_ok()),
+        submit,
         counters,
         connections: quota(
             u64::from(l.max_connections),
@@ -371,10 +369,10 @@ pub fn start<I: Send + 'static>(
     let for_privileged = Arc::clone(&shared);
     std::thread::Builder::new()
         .name("accept".into())
-        .spawn(move || accept(listener, shared))?;
+        .spawn(move || accept(listener, shared, false))?;
     std::thread::Builder::new()
         .name("accept-root".into())
-        .spawn(move || accept(privileged, for_privileged))?;
+        .spawn(move || accept(privileged, for_privileged, true))?;
     Ok(())
 }
 
@@ -389,10 +387,10 @@ pub fn remove_socket(path: &Path) {
     }
 }
 
-fn accept(listener: UnixListener, shared: Arc<Shared>) {
+fn accept(listener: UnixListener, shared: Arc<Shared>, priority: bool) {
     for stream in listener.incoming() {
         match stream {
-            Ok(stream) => admit(stream, &shared),
+            Ok(stream) => admit(stream, &shared, priority),
             Err(e) => warn!("accepting a connection: {e}"),
         }
     }
@@ -400,7 +398,7 @@ fn accept(listener: UnixListener, shared: Arc<Shared>) {
 
 /// Gives a new connection a thread of its own if its user has a slot
 /// left; answers EAGAIN otherwise.
-fn admit(stream: UnixStream, shared: &Arc<Shared>) {
+fn admit(stream: UnixStream, shared: &Arc<Shared>, priority: bool) {
     let refuse = |message: String| {
         let _ = write_frame(
             &mut &stream,
@@ -434,7 +432,7 @@ fn admit(stream: UnixStream, shared: &Arc<Shared>) {
                 holder,
                 amount: 1,
             };
-            serve(stream, &conn, connector, slot);
+            serve(stream, &conn, connector, slot, priority);
         });
     if let Err(e) = spawned {
         shared.connections.give_back(holder, 1);
@@ -444,7 +442,13 @@ fn admit(stream: UnixStream, shared: &Arc<Shared>) {
 
 /// Serves one connection until the peer closes it, stays idle, or sends
 /// something that ends it (a frame that cannot be read to its end).
-fn serve<'a>(stream: UnixStream, shared: &'a Shared, connector: Connector, slot: Charge<'a>) {
+fn serve<'a>(
+    stream: UnixStream,
+    shared: &'a Shared,
+    connector: Connector,
+    slot: Charge<'a>,
+    priority: bool,
+) {
     // A client that sends requests and never reads the answers must not
     // hold its thread (and its slot) forever.
     if stream
@@ -494,7 +498,7 @@ fn serve<'a>(stream: UnixStream, shared: &'a Shared, connector: Connector, slot:
                             ceiling: conn.connector.ceiling,
                             connector_wrote,
                         };
-                        ask(shared, peer, request)
+                        ask(shared, peer, request, priority)
                     }
                     Err(gone) => Err(gone.into()),
                 }
@@ -513,12 +517,13 @@ fn serve<'a>(stream: UnixStream, shared: &'a Shared, connector: Connector, slot:
     }
 }
 
-fn ask(shared: &Shared, peer: Peer, request: Request) -> Result<Response, Failure> {
+fn ask(shared: &Shared, peer: Peer, request: Request, priority: bool) -> Result<Response, Failure> {
     let (reply, answer) = sync_channel(1);
     let job = Job {
         peer,
         request,
         reply,
+        priority,
     };
     let stopped = || Failure::new(Errno::Eagain, "the daemon is stopping");
     if !(shared.submit)(job) {

@@ -72,7 +72,7 @@ impl Daemon<'_> {
         let id = format!("{}-{}", self.intents.run, self.intents.next);
         self.intents.next += 1;
         self.pipeline.record("PTAGS_INTENT", body(&id), contid);
-        self.pipeline.commit().map_err(|e| {
+        self.pipeline.commit_written().map_err(|e| {
             Error::new(
                 Errno::Eio,
                 format!("the audit trail cannot be written, so nothing is changed: {e:#}"),
@@ -192,10 +192,15 @@ fn applied(state: &TaskState, num: &impl Fn(&str) -> Option<u64>) -> bool {
     };
     let contid = num("new-contid").is_none_or(|c| state.contid == Some(c));
     let pending = match (num("pending-set"), num("pending-kept")) {
-        // Taken at an exec since, or still waiting for it.
+        // Still waiting for the exec, or taken at one since: then the
+        // task has the set, and the container, it was to take.
         (Some(set), Some(kept)) => {
-            state.pending.map(|p| (p.0, p.1)) == Some((set, kept))
-                || (state.pending.is_none() && state.set_id == set)
+            let to_enter = num("pending-contid");
+            let waiting = state.pending == Some((set, kept, to_enter));
+            let taken = state.pending.is_none()
+                && state.set_id == set
+                && to_enter.is_none_or(|c| state.contid == Some(c));
+            waiting || taken
         }
         _ => true,
     };
@@ -234,4 +239,41 @@ fn unsettled(log_dir: &std::path::Path) -> Vec<(bool, String)> {
     open.into_iter()
         .map(|(_, join, body)| (join, body))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(intent: &str) -> impl Fn(&str) -> Option<u64> + '_ {
+        move |k| field(intent, k).and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn a_pending_change_is_applied_only_if_waiting_or_taken_whole() {
+        let intent = "intent=1-0 op=prepare-exec opid=5 tid=5 start=9 pending-set=0 pending-kept=0 pending-contid=9191";
+        let unlabelled = TaskState::default();
+        assert!(
+            !applied(&unlabelled, &fields(intent)),
+            "never reached the kernel"
+        );
+        let waiting = TaskState {
+            pending: Some((0, 0, Some(9191))),
+            ..Default::default()
+        };
+        assert!(applied(&waiting, &fields(intent)));
+        let taken = TaskState {
+            contid: Some(9191),
+            ..Default::default()
+        };
+        assert!(applied(&taken, &fields(intent)), "taken at an exec since");
+        let write = "intent=1-1 op=write opid=5 tid=5 start=9 set=7 kept=3";
+        assert!(!applied(&unlabelled, &fields(write)));
+        let written = TaskState {
+            set_id: 7,
+            kept_id: 3,
+            ..Default::default()
+        };
+        assert!(applied(&written, &fields(write)));
+    }
 }

@@ -406,6 +406,24 @@ impl<'k> Pipeline<'k> {
         self.router.commit()
     }
 
+    /// Writes what is queued and says whether every sink wrote it: a
+    /// sink that is suspended, or lost records for want of space or to a
+    /// write error, did not. An intent must be written before its change.
+    pub fn commit_written(&mut self) -> Result<()> {
+        let lost = |r: &Router| r.statuses().iter().map(|s| s.lost).sum::<u64>();
+        let before = lost(&self.router);
+        self.router.commit()?;
+        let statuses = self.router.statuses();
+        if let Some(s) = statuses.iter().find(|s| !s.writing) {
+            anyhow::bail!("{} is suspended (its disk is full)", s.target);
+        }
+        anyhow::ensure!(
+            lost(&self.router) == before,
+            "records could not be written (disk full or write error)"
+        );
+        Ok(())
+    }
+
     /// Writes everything still queued (at stop).
     pub fn flush(&mut self, containers: &impl Containers) -> Result<()> {
         let mut done = Vec::new();
