@@ -315,11 +315,46 @@ fn truncated(e: ReadError, got: usize, len: usize) -> ReadError {
     }
 }
 
+/// Refuses a directory for the sockets that a user other than root could
+/// write to: a user could put a socket of its own where the root-only one
+/// goes (while the daemon is down), and be taken for the daemon.
+fn check_socket_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    if meta.uid() != 0 && meta.uid() != euid() {
+        bail!(
+            "{} belongs to uid {}: the socket's directory must be the daemon's (root's)",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        bail!(
+            "{} is writable by other users (mode {:o}): choose a directory only root may write to for the socket",
+            dir.display(),
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+
+/// The daemon's effective uid.
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
 /// Binds a socket of mode `mode` (replacing a stale one, refusing if a
 /// daemon answers on it).
 fn listen(path: &Path, mode: u32) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        check_socket_dir(dir)?;
     }
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
@@ -568,6 +603,21 @@ mod tests {
             !b.take(user(1002), 1, || false),
             "the reserve is in use, not lent"
         );
+    }
+
+    #[test]
+    fn a_socket_directory_others_may_write_to_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for (mode, ok) in [
+            (0o755, true),
+            (0o700, true),
+            (0o777, false),
+            (0o1777, false),
+            (0o775, false),
+        ] {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(check_socket_dir(dir.path()).is_ok(), ok, "mode {mode:o}");
+        }
     }
 
     #[test]
