@@ -32,12 +32,14 @@ fn connect(socket: &Path) -> std::io::Result<UnixStream> {
 }
 
 fn open(socket: &Path) -> Result<UnixStream> {
-    connect(socket).with_context(|| {
-        format!(
-            "cannot reach ptagsd at {} (is it running? --socket or PTAGS_SOCKET name another socket)",
-            socket.display()
-        )
-    })
+    connect(socket).with_context(|| unreachable(socket))
+}
+
+fn unreachable(socket: &Path) -> String {
+    format!(
+        "cannot reach ptagsd at {} (is it running? --socket or PTAGS_SOCKET name another socket)",
+        socket.display()
+    )
 }
 
 /// Whether a failed connect looks like a daemon restarting: its socket
@@ -48,11 +50,7 @@ fn restarting(e: &std::io::Error) -> bool {
 
 impl Client {
     pub fn connect(socket: &Path) -> Result<Client> {
-        Ok(Client {
-            socket: socket.to_owned(),
-            stream: open(socket)?,
-            used: Instant::now(),
-        })
+        Client::connect_by(socket, Instant::now())
     }
 
     /// Connects, waiting until `deadline` for a daemon that is restarting
@@ -62,21 +60,14 @@ impl Client {
         let mut pause = Duration::from_millis(20);
         loop {
             match connect(socket) {
-                Ok(stream) => {
-                    return Ok(Client {
-                        socket: socket.to_owned(),
-                        stream,
-                        used: Instant::now(),
-                    })
-                }
                 Err(e) if restarting(&e) && Instant::now() + pause < deadline => {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(500));
                 }
-                Err(_) => {
-                    return open(socket).map(|stream| Client {
+                result => {
+                    return Ok(Client {
                         socket: socket.to_owned(),
-                        stream,
+                        stream: result.with_context(|| unreachable(socket))?,
                         used: Instant::now(),
                     })
                 }

@@ -12,7 +12,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 
 use crate::error::Error;
 
-use crate::host::{gone, namespace_inode, privileged, Creds, Pidfd};
+use crate::host::{namespace_inode, privileged, Creds, Pidfd};
 
 /// A socket option whose value is a plain C struct or integer.
 fn socket_option<T: Copy>(
@@ -107,7 +107,10 @@ impl Connector {
     pub fn identify(&self, writer: &Writer) -> Result<(Pidfd, bool), Error> {
         if let Some(connector) = &self.process {
             if connector.pid == writer.pid && connector.check_alive().is_ok() {
-                return Ok((connector.try_clone().map_err(|_| gone(writer.pid))?, true));
+                return Ok((
+                    connector.try_clone().map_err(|_| Error::gone(writer.pid))?,
+                    true,
+                ));
             }
         }
         Ok((Pidfd::open(writer.pid)?, false))

@@ -11,7 +11,7 @@ use ptags_proto::{ContidAnswer, PsFilter, PsRow, Response};
 use super::tree::Tree;
 use super::wal::Change;
 use super::{now_secs, Caller, Daemon};
-use crate::host::{gone, CAP_AUDIT_CONTROL};
+use crate::host::CAP_AUDIT_CONTROL;
 use crate::pipeline::records;
 use crate::store::ContainerRecord;
 
@@ -99,11 +99,13 @@ impl Daemon<'_> {
         id: u64,
         at_exec: bool,
     ) -> Result<ContidPlan, Error> {
-        let caller_row = tree.get(caller.pid()).ok_or_else(|| gone(caller.pid()))?;
+        let caller_row = tree
+            .get(caller.pid())
+            .ok_or_else(|| Error::gone(caller.pid()))?;
         let target_row = tree
             .get(pid)
             .filter(|r| r.pid == pid)
-            .ok_or_else(|| gone(pid))?;
+            .ok_or_else(|| Error::gone(pid))?;
         let unknown = TaskRef {
             pid: caller_row.ppid,
             start_time: 0,
@@ -114,14 +116,14 @@ impl Daemon<'_> {
             id,
             caller: tree
                 .task_ref(caller.pid())
-                .ok_or_else(|| gone(caller.pid()))?,
+                .ok_or_else(|| Error::gone(caller.pid()))?,
             caller_parent: tree.task_ref(caller_row.ppid).unwrap_or(unknown),
             caller_has_audit_control: caller.creds.has_cap(CAP_AUDIT_CONTROL),
             caller_contid: tree
                 .process_state(caller.pid())
                 .contid
                 .and_then(ContainerId::new),
-            target: tree.task_ref(pid).ok_or_else(|| gone(pid))?,
+            target: tree.task_ref(pid).ok_or_else(|| Error::gone(pid))?,
             target_has_children: tree.has_children(pid),
             target_threads: if at_exec { 1 } else { tree.threads(pid) as u32 },
             target_ancestors: &ancestors,
@@ -195,7 +197,6 @@ impl Daemon<'_> {
             None,
         );
         info!("CONTAINER_OP {body}");
-        self.pipeline.containers_changed();
         self.outcome("CONTAINER_OP", body, Some(plan.decision.id().get()));
     }
 

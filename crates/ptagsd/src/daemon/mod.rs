@@ -178,16 +178,6 @@ impl<'k> Daemon<'k> {
                 .map(|resp| view.response(resp)),
             Err(f) => Err(f),
         };
-        let reads = matches!(
-            req,
-            Request::Read { .. }
-                | Request::ContidGet { .. }
-                | Request::Ps { .. }
-                | Request::Status {}
-        );
-        if !reads {
-            self.pipeline.containers_changed();
-        }
         // Every change written ahead is settled by the request's record;
         // a path that wrote none settles them here.
         if self.intents.any_open() {

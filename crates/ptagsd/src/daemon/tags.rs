@@ -9,7 +9,7 @@ use ptags_proto::{Response, Target};
 use super::tree::{each_thread, Tree};
 use super::wal::Change;
 use super::{Caller, Daemon, Payer};
-use crate::host::{exe_of, gone, tgid_of, thread_ids, Creds, Pidfd, CAP_MAC_ADMIN};
+use crate::host::{exe_of, tgid_of, thread_ids, Creds, Pidfd, CAP_MAC_ADMIN};
 
 /// The threads a target names: one, or every thread of the process.
 fn threads_of(target: Target) -> Result<Vec<u32>, Error> {
@@ -32,7 +32,7 @@ impl Daemon<'_> {
     pub(super) fn read(&self, target: Target) -> Result<Response, Error> {
         let tid = target.tid.unwrap_or(target.pid);
         if tgid_of(tid)? != target.pid {
-            return Err(gone(tid));
+            return Err(Error::gone(tid));
         }
         let task = TaskId::of(tid)?;
         Ok(Response::Tags {
@@ -169,7 +169,7 @@ impl Daemon<'_> {
         let task = TaskId::of(tid)?;
         // A TID reused by another process's thread since it was listed.
         if tgid_of(tid)? != pid {
-            return Err(gone(tid));
+            return Err(Error::gone(tid));
         }
         let current = self.tags_of(task)?;
         let outcome = apply_write(&current, text.as_bytes(), writer);

@@ -7,7 +7,7 @@ use ptags_bpf::{TaskRow, TaskState};
 use ptags_core::TaskRef;
 
 use crate::error::Error;
-use crate::host::{gone, Pidfd};
+use crate::host::Pidfd;
 
 /// The process tree as one pass of the kernel's task iterator saw it.
 pub struct Tree {
@@ -112,7 +112,7 @@ pub(super) fn each_thread(
         process.check_alive()?;
     }
     if done.is_empty() {
-        return Err(gone(process.pid));
+        return Err(Error::gone(process.pid));
     }
     Ok(done)
 }

@@ -106,7 +106,13 @@ impl Daemon<'_> {
             },
             contid,
         )?;
-        Ok(self.kernel.set(task, op)?)
+        let result = self.kernel.set(task, op);
+        // What the enrichment learnt of the task's container is stale:
+        // it has another, or will at its exec.
+        if op.contid.is_some() || op.pending.is_some() {
+            self.pipeline.containers_changed();
+        }
+        Ok(result?)
     }
 
     /// Switches on a setns policy, its intent written first.

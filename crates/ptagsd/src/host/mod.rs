@@ -32,7 +32,7 @@ pub struct Pidfd {
 
 impl Pidfd {
     pub fn open(pid: u32) -> Result<Pidfd, Error> {
-        let fd = procfs::pidfd_open(pid, 0).ok_or_else(|| gone(pid))?;
+        let fd = procfs::pidfd_open(pid, 0).ok_or_else(|| Error::gone(pid))?;
         Ok(Pidfd::from_fd(pid, fd))
     }
 
@@ -59,7 +59,7 @@ impl Pidfd {
             )
         };
         if ret != 0 {
-            return Err(gone(self.pid));
+            return Err(Error::gone(self.pid));
         }
         Ok(())
     }
@@ -80,7 +80,7 @@ pub struct Creds {
 impl Creds {
     pub fn read(pid: u32) -> Result<Creds, Error> {
         let status =
-            procfs::Status::read(&format!("/proc/{pid}/status")).ok_or_else(|| gone(pid))?;
+            procfs::Status::read(&format!("/proc/{pid}/status")).ok_or_else(|| Error::gone(pid))?;
         Ok(Creds {
             uids: status.uids,
             gids: status.gids,
@@ -144,7 +144,8 @@ pub fn privileged(cap_eff: u64, init_userns: bool) -> bool {
 
 /// Whether `pid` is in the same namespace of `kind` as the daemon.
 pub fn same_namespace(pid: u32, kind: &str) -> Result<bool, Error> {
-    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).map_err(|_| gone(pid))?;
+    let theirs =
+        std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).map_err(|_| Error::gone(pid))?;
     let ours = std::fs::read_link(format!("/proc/self/ns/{kind}")).map_err(|e| {
         Error::new(
             Errno::Eio,
@@ -160,7 +161,7 @@ pub fn namespace_inode(pid: u32, kind: &str) -> Result<u64, Error> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
         .map(|m| m.ino())
-        .map_err(|_| gone(pid))
+        .map_err(|_| Error::gone(pid))
 }
 
 /// A process as audit records name it: pid, uid, login uid, session and
@@ -183,10 +184,6 @@ pub fn audit_subject(pid: u32, uid: u32) -> Subject {
         ses: number("sessionid"),
         comm,
     }
-}
-
-pub fn gone(pid: u32) -> Error {
-    Error::gone(pid)
 }
 
 /// Now, since the epoch: the time of the daemon's records.
@@ -221,12 +218,12 @@ pub fn boot_to_real_ns() -> i128 {
 
 /// The thread IDs of process `pid`, from /proc.
 pub fn thread_ids(pid: u32) -> Result<Vec<u32>, Error> {
-    procfs::thread_ids(pid).ok_or_else(|| gone(pid))
+    procfs::thread_ids(pid).ok_or_else(|| Error::gone(pid))
 }
 
 /// The thread-group ID of task `tid`.
 pub fn tgid_of(tid: u32) -> Result<u32, Error> {
-    procfs::tgid_of(tid).ok_or_else(|| gone(tid))
+    procfs::tgid_of(tid).ok_or_else(|| Error::gone(tid))
 }
 
 /// The executable of `pid`, as (device, inode).

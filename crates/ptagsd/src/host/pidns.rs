@@ -72,8 +72,7 @@ impl PidView {
         if ns == own_namespace()? {
             return Ok(None);
         }
-        let pids =
-            nspids(pid, &format!("/proc/{pid}/status")).ok_or_else(|| crate::host::gone(pid))?;
+        let pids = nspids(pid, &format!("/proc/{pid}/status")).ok_or_else(|| Error::gone(pid))?;
         Ok(Some(PidView {
             level: pids.len() - 1,
             ns,
