@@ -109,6 +109,22 @@ fn check_pid(what: &str, pid: u32) -> Result<(), Failure> {
 }
 
 impl Request {
+    /// Whether it asks for a change (and so for records in the trail),
+    /// rather than to be told something.
+    pub fn changes(&self) -> bool {
+        match self {
+            Request::Write { .. }
+            | Request::ContidSet { .. }
+            | Request::PrepareExec { .. }
+            | Request::ContainerCreate { .. }
+            | Request::ContainerEnd { .. } => true,
+            Request::Read { .. }
+            | Request::ContidGet { .. }
+            | Request::Ps { .. }
+            | Request::Status {} => false,
+        }
+    }
+
     /// Checks every field; the daemon calls this before anything else.
     pub fn validate(&self) -> Result<(), Failure> {
         match self {
@@ -310,6 +326,10 @@ pub struct Status {
     pub requests_busy: u64,
     #[serde(default)]
     pub connections_slow: u64,
+    /// Changes refused for their user's rate
+    /// (`limits.changes_per_sec_per_uid`).
+    #[serde(default)]
+    pub requests_limited: u64,
     /// Tag sets collected because no task used them any more.
     pub sets_collected: u64,
     pub containers_dropped: u64,

@@ -179,11 +179,12 @@ fn print_status(s: &Status) {
         s.tag_sets, s.sets_collected
     );
     println!(
-        "requests: {} answered, {} refused, {} malformed, {} refused for memory; connections: {} refused, {} cut off as too slow",
+        "requests: {} answered, {} refused, {} malformed, {} refused for memory, {} changes over their user's rate; connections: {} refused, {} cut off as too slow",
         s.requests_ok,
         s.requests_failed,
         s.requests_malformed,
         s.requests_busy,
+        s.requests_limited,
         s.connections_refused,
         s.connections_slow
     );

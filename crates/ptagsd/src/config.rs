@@ -114,6 +114,9 @@ pub struct Limits {
     pub privileged_reserve_bytes: u64,
     pub request_timeout_secs: u64,
     pub idle_timeout_ms: u64,
+    pub frame_timeout_ms: u64,
+    pub changes_per_sec_per_uid: u32,
+    pub changes_burst_per_uid: u32,
     pub max_tag_bytes_per_uid: u64,
 }
 
@@ -207,6 +210,12 @@ impl Config {
             ),
             ("limits.request_timeout_secs", l.request_timeout_secs, 1),
             ("limits.idle_timeout_ms", l.idle_timeout_ms, 10),
+            ("limits.frame_timeout_ms", l.frame_timeout_ms, 10),
+            (
+                "limits.changes_burst_per_uid",
+                u64::from(l.changes_burst_per_uid),
+                1,
+            ),
             // Well above the largest tag (about 37 KB), so that a slip of a
             // digit cannot refuse every write.
             (

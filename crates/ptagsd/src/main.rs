@@ -237,12 +237,16 @@ fn main_loop(
 }
 
 /// Answers one request: the record of a change is written before the
-/// change is told.
+/// change is told. A trail that cannot take the outcome (a disk action
+/// of `stop`) stops the daemon, but the caller is told first what was
+/// done: the change was made, its intent is on record and recovery
+/// settles it at the next start, and a caller told "try again" instead
+/// would ask for it twice.
 fn answer(daemon: &mut Daemon<'_>, job: Job) -> Result<()> {
     let answer = daemon.handle(&job.peer, &job.request);
-    daemon.commit()?;
+    let committed = daemon.commit();
     let _ = job.reply.send(answer);
-    Ok(())
+    committed
 }
 
 /// Answers the requests of the root-only socket that wait.

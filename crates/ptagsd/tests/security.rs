@@ -169,14 +169,12 @@ fn a_user_flooding_the_socket_does_not_lock_root_out() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(1));
-    // The same user elsewhere (another container's root, say) keeps its
-    // own share.
+    // Another user keeps its own share. (The flooder's PID namespace gives
+    // it no second share of its own user's: only root's processes are
+    // counted per PID namespace, for containers without user namespaces.)
     for i in 0..5 {
-        let out = d.sh_as("ptags status >/dev/null && echo ok", Some(test_user()));
-        assert!(
-            out.starts_with("ok"),
-            "the user on the host, try {i}: {out}"
-        );
+        let out = d.sh_as("ptags status >/dev/null && echo ok", Some(65534));
+        assert!(out.starts_with("ok"), "another user, try {i}: {out}");
     }
     let sleeper = Command::new("sleep").arg("60").spawn().unwrap();
     let pid = sleeper.id().to_string();
@@ -202,6 +200,65 @@ fn a_user_flooding_the_socket_does_not_lock_root_out() {
         status["connections_refused"].as_u64().unwrap() > 0,
         "the flooder's connections over its limit are counted: {status}"
     );
+    let mut sleeper = sleeper;
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+}
+
+/// A user's changes past its burst come at its rate, every one it was
+/// refused is counted and on record; root's are not limited.
+#[test]
+fn a_users_changes_are_held_to_its_rate_and_roots_are_not() {
+    let test = "a_users_changes_are_held_to_its_rate";
+    if !can_run(test) {
+        return;
+    }
+    let d = Daemon::start(
+        "change-rate",
+        "[limits]\nchanges_per_sec_per_uid = 5\nchanges_burst_per_uid = 10\n",
+    );
+    let uid = test_user();
+    // 40 writes of a comment to itself (a change request, whatever its
+    // outcome), as fast as the CLI goes.
+    let out = d.sh_as(
+        "limited=0; other=0; t0=$(date +%s%N); \
+         for i in $(seq 40); do \
+           case $(ptags write $$ '#n' 2>&1) in *EAGAIN*) limited=$((limited+1));; *) other=$((other+1));; esac; \
+         done; echo $limited $other $(( ($(date +%s%N) - t0) / 1000000 ))",
+        Some(uid),
+    );
+    let nums: Vec<u64> = out
+        .split_whitespace()
+        .take(3)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let (limited, served, ms) = (nums[0], nums[1], nums[2]);
+    eprintln!("{test}: {served} served and {limited} refused in {ms} ms");
+    assert_eq!(limited + served, 40, "{out}");
+    assert!(
+        limited > 0 && served <= 10 + 5 * ms.div_ceil(1000) + 1,
+        "burst 10, then 5 a second: {served} served in {ms} ms"
+    );
+    // Root (CAP_AUDIT_CONTROL) is served past any rate.
+    let sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    let pid = sleeper.id().to_string();
+    for i in 0..40 {
+        let w = d.ptags(&["write", &pid, &format!("+r{i}")]);
+        assert!(w.status.success(), "root's write {i}: {}", common::stderr(&w));
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&stdout(&d.ptags(&["--json", "status"]))).unwrap();
+    assert_eq!(status["requests_limited"], limited, "{status}");
+    let recorded = |t: &str| -> u64 {
+        t.lines()
+            .filter(|l| l.starts_with("type=PTAGS_REFUSED") && l.contains(&format!(" uid={uid} ")))
+            .map(|l| {
+                let n = l.split(" limited=").nth(1).unwrap();
+                n.split(' ').next().unwrap().trim().parse::<u64>().unwrap()
+            })
+            .sum()
+    };
+    wait_until(|| recorded(&read_trail(&d.log_dir)) == limited);
     let mut sleeper = sleeper;
     sleeper.kill().unwrap();
     sleeper.wait().unwrap();

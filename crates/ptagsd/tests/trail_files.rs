@@ -6,6 +6,8 @@
 mod common;
 
 use common::trail::{disk_losses_reported, log_files, read_trail, wait_for_trail, Tmpfs};
+use std::process::Command;
+
 use common::{can_run, stdout, test_user, wait_until, Daemon};
 
 /// Config for a daemon writing into `dir`, with exec and exit records.
@@ -195,13 +197,52 @@ fn a_full_disk_stops_the_daemon_when_told() {
             "space_left_mib = 0\ndisk_full_action = \"stop\"",
         ),
     );
-    execs(&d, 6262, 3000);
+    // Root writes a tag after tag to a process while the execs fill the
+    // disk, until the daemon is gone; each answer is kept.
+    let sleeper = Command::new("sleep").arg("120").spawn().unwrap();
+    let pid = sleeper.id().to_string();
+    let answers = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut answers = Vec::new();
+            for i in 0.. {
+                let out = d.ptags(&["write", &pid, &format!("+w{i}")]);
+                let said = common::stderr(&out);
+                if said.contains("cannot reach") || i > 20_000 {
+                    break;
+                }
+                answers.push((i, out.status.success(), said));
+            }
+            answers
+        });
+        execs(&d, 6262, 3000);
+        writer.join().unwrap()
+    });
     let status = d.wait_exit();
     assert!(!status.success(), "{status}");
     assert!(d.log().contains("disk_full_action is stop"), "{}", d.log());
     // What was written is whole: no torn line, no gap.
     let (ok, out) = d.verify_dir(tmpfs.path());
     assert!(ok, "{out}");
+    // Each write told success was made, and none told otherwise (the
+    // daemon stopping, the trail refusing its intent) was. A write made
+    // and then told "try again" would be asked for twice.
+    tmpfs.resize("4m");
+    d.restart();
+    let tags = stdout(&d.ptags(&["read", &pid]));
+    let made = |i: u32| tags.lines().any(|l| l == format!("w{i}"));
+    let told_ok = answers.iter().filter(|a| a.1).count();
+    eprintln!(
+        "a_full_disk_stops: {} writes answered, {told_ok} success; the last: {:?}",
+        answers.len(),
+        answers.last()
+    );
+    assert!(told_ok > 0, "no write succeeded: {answers:?}");
+    for (i, ok, said) in &answers {
+        assert_eq!(made(*i), *ok, "write {i}, answered {ok} {said:?}; tags:\n{tags}");
+    }
+    let mut sleeper = sleeper;
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
 }
 
 #[test]
@@ -316,7 +357,8 @@ fn a_flood_of_refused_writes_is_limited_and_rotates_nothing_away() {
     let uid = test_user();
     let d = Daemon::start(
         "trail-flood",
-        "[audit]\nkernel = false\nmax_log_file_mib = 1\nnum_logs = 2\n",
+        // The refusals' own limit is tested, not the change rate's.
+        "[audit]\nkernel = false\nmax_log_file_mib = 1\nnum_logs = 2\n[limits]\nchanges_per_sec_per_uid = 0\n",
     );
     mark(&d, "before:flood");
     // As the report: `+a` and 66 KB of comments, refused (the

@@ -4,6 +4,7 @@
 //! changes the kernel's state; answers come back on the same connection.
 
 pub mod peer;
+mod quota;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,8 @@ pub struct Counters {
     pub requests_busy: AtomicU64,
     /// Connections cut off for sending a request too slowly.
     pub connections_slow: AtomicU64,
+    /// Changes refused for their user's rate.
+    pub requests_limited: AtomicU64,
     /// The same refusals per user (real uid), since the daemon last
     /// recorded them (`PTAGS_REFUSED`, once a second at most).
     refused: Mutex<BTreeMap<u32, Refused>>,
@@ -35,6 +38,7 @@ pub struct Refused {
     pub busy: u64,
     pub slow: u64,
     pub malformed: u64,
+    pub limited: u64,
 }
 
 /// Why the socket refused a user something.
@@ -48,6 +52,8 @@ pub enum Refusal {
     Slow,
     /// A frame that is not a request.
     Malformed,
+    /// A change over the user's rate.
+    Rate,
 }
 
 impl Counters {
@@ -58,6 +64,7 @@ impl Counters {
             Refusal::Busy => &self.requests_busy,
             Refusal::Slow => &self.connections_slow,
             Refusal::Malformed => &self.requests_malformed,
+            Refusal::Rate => &self.requests_limited,
         };
         total.fetch_add(1, Ordering::Relaxed);
         let mut by_uid = self.refused.lock().expect("the refusal counts");
@@ -74,6 +81,7 @@ impl Counters {
             Refusal::Busy => r.busy += 1,
             Refusal::Slow => r.slow += 1,
             Refusal::Malformed => r.malformed += 1,
+            Refusal::Rate => r.limited += 1,
         }
     }
 

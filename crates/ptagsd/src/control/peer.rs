@@ -116,6 +116,18 @@ impl Connector {
         Ok((Pidfd::open(writer.pid)?, false))
     }
 
+    /// Whether `writer` may go past a user's share (a runtime, the hook,
+    /// an administrator): only the connector may, with its capabilities
+    /// now, under the connection's ceiling, privileged.
+    pub fn privileged(&self, writer: &Writer) -> bool {
+        match self.identify(writer) {
+            Ok((pidfd, true)) => Creds::read(pidfd.pid).is_ok_and(|creds| {
+                pidfd.check_alive().is_ok() && creds.capped(&self.ceiling).privileged()
+            }),
+            _ => false,
+        }
+    }
+
     /// The connecting process's capabilities, read now, if it still has
     /// the effective user and group the kernel recorded at connect time
     /// and is not between the IDs of a set-ID program. Otherwise, or if

@@ -2,13 +2,12 @@
 //! frames, with the kernel's word on who wrote each one, and hands each
 //! request to the daemon's thread.
 
-use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -17,10 +16,10 @@ use ptags_core::Errno;
 use ptags_proto::{limits, write_frame, Failure, Request, RequestFrame, Response, ResponseFrame};
 
 use super::peer::{attest_writers, receive, Connector, Peer, Writer};
+use super::quota::{ChangeRate, Charge, Holder, Quota};
 use super::{Counters, Refusal};
 use crate::config::Config;
 use crate::error::Error;
-use crate::host::Creds;
 
 /// A request on its way to the daemon's thread, with where to answer.
 pub struct Job {
@@ -35,82 +34,6 @@ pub struct Job {
 /// Hands a job to the daemon's thread; false when it has stopped.
 pub type Submit = Box<dyn Fn(Job) -> bool + Send + Sync>;
 
-/// Whose share of a quota a caller uses: a user in a PID namespace, so
-/// that the roots of two containers (uid 0 both, without capabilities)
-/// do not share one, nor a container's root with the host's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Holder {
-    uid: u32,
-    pid_ns: u64,
-}
-
-/// A resource shared by every caller (request bytes in memory, open
-/// connections), limited per holder and in total. Callers with
-/// CAP_AUDIT_CONTROL or CAP_SYS_ADMIN may also use a reserve the others
-/// cannot touch, and no per-holder limit applies to them: whatever local
-/// users do, a runtime or an administrator is still served.
-struct Quota {
-    held: Mutex<(u64, HashMap<Holder, u64>)>,
-    total: u64,
-    reserve: u64,
-    per_uid: u64,
-}
-
-impl Quota {
-    /// Takes `n` for `holder`; `privileged` is asked only when the
-    /// ordinary limits refuse.
-    fn take(&self, holder: Holder, n: u64, privileged: impl FnOnce() -> bool) -> bool {
-        let mut held = self.held.lock().expect("the quota lock");
-        let (total, by_uid) = &mut *held;
-        let mine = by_uid.get(&holder).copied().unwrap_or(0);
-        let ordinary = *total + n <= self.total - self.reserve && mine + n <= self.per_uid;
-        if !(ordinary || *total + n <= self.total && privileged()) {
-            return false;
-        }
-        *total += n;
-        *by_uid.entry(holder).or_default() += n;
-        true
-    }
-
-    fn give_back(&self, holder: Holder, n: u64) {
-        let mut held = self.held.lock().expect("the quota lock");
-        let (total, by_uid) = &mut *held;
-        *total -= n;
-        if let Some(mine) = by_uid.get_mut(&holder) {
-            *mine -= n;
-            if *mine == 0 {
-                by_uid.remove(&holder);
-            }
-        }
-    }
-}
-
-/// What a holder has of a quota until this is dropped: the bytes of one
-/// request until it is answered, or one connection.
-struct Charge<'a> {
-    quota: &'a Quota,
-    holder: Holder,
-    amount: u64,
-}
-
-impl Charge<'_> {
-    /// Takes `n` more; `privileged` is asked only when the ordinary limits
-    /// refuse. Whether it was granted.
-    fn more(&mut self, n: u64, privileged: impl FnOnce() -> bool) -> bool {
-        let granted = self.quota.take(self.holder, n, privileged);
-        if granted {
-            self.amount += n;
-        }
-        granted
-    }
-}
-
-impl Drop for Charge<'_> {
-    fn drop(&mut self) {
-        self.quota.give_back(self.holder, self.amount);
-    }
-}
-
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
 enum ReadError {
@@ -118,7 +41,7 @@ enum ReadError {
     Closed,
     #[error("no request within the idle time")]
     Idle,
-    #[error("the request was not sent within the request time")]
+    #[error("the request was not sent within the frame time")]
     Slow,
     #[error("the frame ended after {got} of {len} bytes")]
     Truncated { got: usize, len: usize },
@@ -150,8 +73,10 @@ struct Shared {
     counters: Arc<Counters>,
     connections: Quota,
     memory: Quota,
-    request_timeout: Duration,
+    changes: ChangeRate,
+    answer_timeout: Duration,
     idle_timeout: Duration,
+    frame_timeout: Duration,
 }
 
 /// One connection and the frame being read from it.
@@ -219,7 +144,9 @@ impl<'a> Connection<'a> {
                 (first, w)
             }
         };
-        let deadline = Instant::now() + self.shared.request_timeout;
+        // A frame is whole within the frame time of its first byte: a
+        // sender of a byte at a time is cut off as an idle one is.
+        let deadline = Instant::now() + self.shared.frame_timeout;
         while head.len() < 4 {
             let got = head.len();
             let (n, w) = self
@@ -240,27 +167,14 @@ impl<'a> Connection<'a> {
                 max: limits::MAX_REQUEST,
             });
         }
-        // Asked only when the ordinary limits refuse, and once a frame:
-        // only the connector, with its capabilities now under the ceiling,
-        // may use the reserve.
+        // Asked only when the ordinary limits refuse, and once a frame.
         let mut privileged = None;
-        let connector = &self.connector;
-        let mut is_privileged = |writer: &Writer| {
-            *privileged.get_or_insert_with(|| match connector.identify(writer) {
-                Ok((pidfd, true)) => Creds::read(pidfd.pid).is_ok_and(|creds| {
-                    pidfd.check_alive().is_ok() && creds.capped(&connector.ceiling).privileged()
-                }),
-                _ => false,
-            })
-        };
-        let mut charge = Charge {
-            quota: &self.shared.memory,
-            holder: Holder {
-                uid: writer.uid,
-                pid_ns: self.connector.pid_ns,
-            },
-            amount: 0,
-        };
+        let mut is_privileged =
+            |writer: &Writer| *privileged.get_or_insert_with(|| self.connector.privileged(writer));
+        let mut charge = Charge::none(
+            &self.shared.memory,
+            Holder::of(writer.uid, self.connector.pid_ns),
+        );
         // What of the body came with the header.
         let first = (head.len() - 4).min(len);
         if !charge.more(first as u64, || is_privileged(&writer)) {
@@ -304,6 +218,34 @@ impl<'a> Connection<'a> {
             writer,
             charge,
         })
+    }
+}
+
+impl Connection<'_> {
+    /// Hands a request to the daemon and waits for its answer, unless it
+    /// asks for a change over its user's rate.
+    fn submit(&self, request: Request, writer: Writer, priority: bool) -> Result<Response, Failure> {
+        let holder = Holder::of(writer.uid, self.connector.pid_ns);
+        if request.changes()
+            && !self.shared.changes.allow(holder, Instant::now())
+            && !self.connector.privileged(&writer)
+        {
+            self.shared.counters.refused(writer.uid, Refusal::Rate);
+            return Err(Failure::new(
+                Errno::Eagain,
+                format!(
+                    "uid {} asked for more changes than limits.changes_per_sec_per_uid allows; try again",
+                    writer.uid
+                ),
+            ));
+        }
+        let (pidfd, connector_wrote) = self.connector.identify(&writer)?;
+        let peer = Peer {
+            writer: pidfd,
+            ceiling: self.connector.ceiling,
+            connector_wrote,
+        };
+        ask(self.shared, peer, request, priority)
     }
 }
 
@@ -379,27 +321,23 @@ pub fn start(config: &Config, counters: Arc<Counters>, submit: Submit) -> Result
     let listener = listen(&config.socket, config.socket_mode())?;
     let privileged = listen(&limits::privileged_socket(&config.socket), 0o600)?;
     let l = &config.limits;
-    let quota = |total, reserve, per_uid| Quota {
-        held: Mutex::new((0, HashMap::new())),
-        total,
-        reserve,
-        per_uid,
-    };
     let shared = Arc::new(Shared {
         submit,
         counters,
-        connections: quota(
+        connections: Quota::new(
             u64::from(l.max_connections),
             u64::from(l.privileged_connections),
             u64::from(l.max_connections_per_uid),
         ),
-        memory: quota(
+        memory: Quota::new(
             l.max_inflight_bytes,
             l.privileged_reserve_bytes,
             l.max_inflight_bytes_per_uid,
         ),
-        request_timeout: Duration::from_secs(l.request_timeout_secs),
+        changes: ChangeRate::new(l.changes_per_sec_per_uid, l.changes_burst_per_uid),
+        answer_timeout: Duration::from_secs(l.request_timeout_secs),
         idle_timeout: Duration::from_millis(l.idle_timeout_ms),
+        frame_timeout: Duration::from_millis(l.frame_timeout_ms),
     });
     let for_privileged = Arc::clone(&shared);
     std::thread::Builder::new()
@@ -444,17 +382,14 @@ fn admit(stream: UnixStream, shared: &Arc<Shared>, priority: bool) {
         Ok(c) => c,
         Err(e) => return refuse(format!("cannot identify the caller: {e}")),
     };
-    let holder = Holder {
-        uid: connector.uid,
-        pid_ns: connector.pid_ns,
-    };
+    let holder = Holder::of(connector.uid, connector.pid_ns);
     if !shared
         .connections
         .take(holder, 1, || connector.ceiling.privileged())
     {
         shared.counters.refused(connector.uid, Refusal::Connection);
         return refuse(format!(
-            "too many connections (of uid {} in its PID namespace, or in all); try again",
+            "too many connections (of uid {}, or in all); try again",
             connector.uid
         ));
     }
@@ -462,11 +397,7 @@ fn admit(stream: UnixStream, shared: &Arc<Shared>, priority: bool) {
     let spawned = std::thread::Builder::new()
         .name("conn".into())
         .spawn(move || {
-            let slot = Charge {
-                quota: &conn.connections,
-                holder,
-                amount: 1,
-            };
+            let slot = Charge::taken(&conn.connections, holder, 1);
             serve(stream, &conn, connector, slot, priority);
         });
     if let Err(e) = spawned {
@@ -487,7 +418,7 @@ fn serve<'a>(
     // A client that sends requests and never reads the answers must not
     // hold its thread (and its slot) forever.
     if stream
-        .set_write_timeout(Some(shared.request_timeout))
+        .set_write_timeout(Some(shared.answer_timeout))
         .is_err()
     {
         return;
@@ -526,17 +457,7 @@ fn serve<'a>(
         let result = match RequestFrame::decode(&body) {
             Ok(request) => {
                 drop(body);
-                match conn.connector.identify(&writer) {
-                    Ok((pidfd, connector_wrote)) => {
-                        let peer = Peer {
-                            writer: pidfd,
-                            ceiling: conn.connector.ceiling,
-                            connector_wrote,
-                        };
-                        ask(shared, peer, request, priority)
-                    }
-                    Err(gone) => Err(gone.into()),
-                }
+                conn.submit(request, writer, priority)
             }
             Err(failure) => {
                 shared
@@ -572,39 +493,6 @@ fn ask(shared: &Shared, peer: Peer, request: Request, priority: bool) -> Result<
 mod tests {
     use super::*;
 
-    fn user(uid: u32) -> Holder {
-        Holder { uid, pid_ns: 1 }
-    }
-
-    fn quota() -> Quota {
-        Quota {
-            held: Mutex::new((0, HashMap::new())),
-            total: 100,
-            reserve: 20,
-            per_uid: 50,
-        }
-    }
-
-    #[test]
-    fn a_user_cannot_take_more_than_its_share_and_the_reserve_is_kept() {
-        let b = quota();
-        assert!(b.take(user(1000), 50, || false));
-        assert!(!b.take(user(1000), 1, || false), "per-uid limit");
-        assert!(b.take(user(1001), 30, || false));
-        assert!(!b.take(user(1002), 1, || false), "only the reserve is left");
-        assert!(
-            b.take(user(0), 20, || true),
-            "a privileged caller uses the reserve"
-        );
-        assert!(!b.take(user(0), 1, || true), "the total holds for everyone");
-        b.give_back(user(1000), 50);
-        assert!(b.take(user(1002), 30, || false));
-        assert!(
-            !b.take(user(1002), 1, || false),
-            "the reserve is in use, not lent"
-        );
-    }
-
     #[test]
     fn a_socket_directory_others_may_write_to_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -620,9 +508,4 @@ mod tests {
         }
     }
 
-    #[test]
-    fn privilege_is_asked_only_when_needed() {
-        let b = quota();
-        assert!(b.take(user(5), 10, || panic!("not needed")));
-    }
 }

@@ -448,7 +448,7 @@ impl<'k> Daemon<'k> {
         }
         self.last_refusals = Instant::now();
         for (uid, r) in self.counters.take_refused() {
-            let counts = [r.connections, r.busy, r.slow, r.malformed];
+            let counts = [r.connections, r.busy, r.slow, r.malformed, r.limited];
             self.pipeline
                 .record("PTAGS_REFUSED", records::socket_refusals(uid, counts), None);
         }
@@ -558,6 +558,7 @@ impl<'k> Daemon<'k> {
             connections_refused: c.connections_refused.load(Ordering::Relaxed),
             requests_busy: c.requests_busy.load(Ordering::Relaxed),
             connections_slow: c.connections_slow.load(Ordering::Relaxed),
+            requests_limited: c.requests_limited.load(Ordering::Relaxed),
             sets_collected: self.sets_collected,
             containers_dropped: self.containers_dropped,
             lost: lost

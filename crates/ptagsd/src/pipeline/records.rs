@@ -256,11 +256,11 @@ pub fn tag_op(
 /// `PTAGS_REFUSED`: what the socket refused one user (real uid) over
 /// the last second or so: connections over its limit, requests over the
 /// memory it may hold, requests sent too slowly, frames that are not
-/// requests.
-/// `counts`: connections, memory, slow, malformed.
-pub fn socket_refusals(uid: u32, counts: [u64; 4]) -> String {
-    let [connections, memory, slow, malformed] = counts;
-    format!("uid={uid} connections={connections} memory={memory} slow={slow} malformed={malformed}")
+/// requests, changes over its rate (`limits.changes_per_sec_per_uid`).
+/// `counts`: connections, memory, slow, malformed, limited.
+pub fn socket_refusals(uid: u32, counts: [u64; 5]) -> String {
+    let [connections, memory, slow, malformed, limited] = counts;
+    format!("uid={uid} connections={connections} memory={memory} slow={slow} malformed={malformed} limited={limited}")
 }
 
 /// `PTAGS_SUPPRESSED`: refused requests of one user that were not
