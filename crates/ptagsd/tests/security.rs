@@ -205,6 +205,65 @@ fn a_user_flooding_the_socket_does_not_lock_root_out() {
     sleeper.wait().unwrap();
 }
 
+/// A container's root without capabilities that makes PID namespaces in
+/// user namespaces of its own (which needs no capability) still has one
+/// share of connections: another container's root is served meanwhile.
+#[test]
+fn a_container_root_gets_one_share_however_many_pid_namespaces_it_makes() {
+    let test = "a_container_root_gets_one_share";
+    if !can_run(test) {
+        return;
+    }
+    let d = Daemon::start("root-shares", "");
+    let socket = d.socket();
+    let client = hostile_client();
+    // Eight PID namespaces, each in a user namespace of its own (kuid 0
+    // stays, unmapped), each holding 32 connections: 256, more than all
+    // the ordinary connections (224).
+    let script = format!(
+        "for i in 1 2 3 4 5 6 7 8; do unshare -U -p -f {} announce {} 32 8 >/dev/null & done; wait",
+        client.display(),
+        socket.display()
+    );
+    let capless_root = |script: &str| {
+        let mut c = Command::new("unshare");
+        c.args(["--pid", "--fork", "setpriv", "--inh-caps=-all", "--bounding-set=-all"])
+            .args(["sh", "-c", script])
+            .env("PTAGS_SOCKET", &socket)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    common::cli_path().parent().unwrap().display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .stdin(Stdio::null());
+        c
+    };
+    let mut attacker = capless_root(&script).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    for i in 0..5 {
+        let out = capless_root("ptags status >/dev/null && echo ok")
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with("ok"),
+            "another container's root, try {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&stdout(&d.ptags(&["--json", "status"]))).unwrap();
+    assert!(
+        status["connections_refused"].as_u64().unwrap() > 0,
+        "the attacker's connections past its one share are refused: {status}"
+    );
+    let _ = attacker.kill();
+    let _ = attacker.wait();
+}
+
 /// A user's changes past its burst come at its rate, every one it was
 /// refused is counted and on record; root's are not limited.
 #[test]

@@ -12,7 +12,7 @@
 enum ptags_layout {
 	/* Bump when any struct or map below changes: pins of another
 	 * layout are refused instead of misread. */
-	PTAGS_LAYOUT_VERSION = 4,
+	PTAGS_LAYOUT_VERSION = 5,
 };
 
 enum ptags_task_flags {
@@ -40,11 +40,64 @@ struct ptags_state {
 	__u64 pending_contid;	/* with PTAGS_TASK_PENDING_CONTID */
 };
 
+/* The namespaces of a task, one slot per kind as /proc/PID/ns names
+ * them; the two "for children" kinds are those its next children will
+ * be in (where unshare(CLONE_NEWPID) and setns to a PID or time
+ * namespace take effect). */
+enum ptags_ns_slot {
+	PTAGS_NS_CGROUP = 0,
+	PTAGS_NS_IPC = 1,
+	PTAGS_NS_MNT = 2,
+	PTAGS_NS_NET = 3,
+	PTAGS_NS_PID = 4,
+	PTAGS_NS_TIME = 5,
+	PTAGS_NS_USER = 6,
+	PTAGS_NS_UTS = 7,
+	PTAGS_NS_PID_FOR_CHILDREN = 8,
+	PTAGS_NS_TIME_FOR_CHILDREN = 9,
+	PTAGS_NS_SLOTS = 10,
+};
+
+struct ptags_ns {
+	/* The kernel's 64-bit namespace IDs (ns_id), never reused: a change
+	 * is a change of ID, which an inode number reused by a namespace
+	 * made after the old one was freed could hide. */
+	__u64 id[PTAGS_NS_SLOTS];
+	/* The inode numbers `stat /proc/PID/ns/KIND` gives; zero when the
+	 * task has none any more (it is exiting). */
+	__u32 inum[PTAGS_NS_SLOTS];
+	/* The parents of the hierarchical kinds: the inode numbers of the
+	 * parent of its PID namespace for children (the one a new PID
+	 * namespace is made under) and of its user namespace; 0 at the top. */
+	__u32 parent_pid;
+	__u32 parent_user;
+};
+
+/* Where a change of a task's namespaces was seen. */
+enum ptags_ns_seen {
+	/* A child made with CLONE_NEW* flags: exact, and the namespaces
+	 * that differ from its parent's are new. */
+	PTAGS_NS_SEEN_CLONE = 1,
+	/* Found changed (by unshare or setns, which no program watches) at
+	 * the task's next fork, exec or exit, or by a sweep of all tasks. */
+	PTAGS_NS_SEEN_FORK = 2,
+	PTAGS_NS_SEEN_EXEC = 3,
+	PTAGS_NS_SEEN_EXIT = 4,
+	PTAGS_NS_SEEN_SWEEP = 5,
+	/* When the daemon set the task's container. */
+	PTAGS_NS_SEEN_SET = 6,
+	/* At the setns itself: by the setns policy's program, attached while
+	 * a container asks for joins. */
+	PTAGS_NS_SEEN_SETNS = 7,
+};
+
 /* Per task (per thread), in BPF task storage: the state, only ever read
- * or written whole under the lock. */
+ * or written whole under the lock, and the namespaces it was last seen
+ * in (for tasks whose namespace changes are watched). */
 struct ptags_task {
 	struct bpf_spin_lock lock;
 	struct ptags_state state;
+	struct ptags_ns ns;
 };
 
 /* Container membership, counted in one 64-bit word so that every change
@@ -84,6 +137,10 @@ enum ptags_event_kind {
 	/* A task in another container entered a container's namespace and
 	 * kept its own ID: it may not leave its container that way. */
 	PTAGS_EVENT_JOIN_REFUSED = 5,
+	/* A watched task's namespaces changed (ns_seen says where): `ns`
+	 * holds the new ones, `old_ns_inum` the old inode numbers, and
+	 * `ns_changed` a bit per slot that differs. */
+	PTAGS_EVENT_NS = 6,
 };
 
 /* One ring-buffer record: what an audit record needs. */
@@ -101,12 +158,24 @@ struct ptags_event {
 	__u64 set_id;
 	__u64 old_contid;	/* for joins: the ID before, (u64)-1 for none */
 	char comm[16];
+	/* Namespace changes (PTAGS_EVENT_NS); for joins, `ns` alone: the
+	 * namespaces the task joined with. */
+	__u32 ns_seen;		/* enum ptags_ns_seen */
+	__u32 ns_changed;	/* 1 << slot for each slot that changed */
+	struct ptags_ns ns;
+	__u32 old_ns_inum[PTAGS_NS_SLOTS];
+	__u32 child_pid;	/* PTAGS_NS_SEEN_CLONE: the new task's pid */
+	__u32 reserved;		/* zero: keeps the size a multiple of 8 */
 };
 
 /* config map, index 0. */
 enum ptags_event_mask {
 	PTAGS_EVENTS_EXEC = 1 << 0,
 	PTAGS_EVENTS_EXIT = 1 << 1,
+	/* Watch the namespaces of tasks in containers. */
+	PTAGS_EVENTS_NS = 1 << 2,
+	/* ... and of every other task: each gets task storage at its fork. */
+	PTAGS_EVENTS_NS_HOST = 1 << 3,
 };
 struct ptags_config {
 	__u32 layout_version;
@@ -126,7 +195,8 @@ enum ptags_lost_reason {
 	PTAGS_LOST_RINGBUF_JOIN = 5,
 	/* A container's count went below zero: a task counted out twice. */
 	PTAGS_LOST_UNDERFLOW = 6,
-	PTAGS_LOST_REASONS = 7,
+	PTAGS_LOST_RINGBUF_NS = 7,
+	PTAGS_LOST_REASONS = 8,
 };
 
 /* The ops of the ptags_set syscall program. */
@@ -155,6 +225,7 @@ struct ptags_set_args {
 	__s32 result;		/* 0 or a negative errno */
 	__u32 old_flags;
 	__u64 old_contid;
+	struct ptags_ns ns;	/* the target's namespaces as it was set */
 };
 
 /* One row per task from the ptags_tasks iterator: what user space needs
@@ -168,6 +239,7 @@ struct ptags_task_row {
 	__u64 mnt_ns_id;	/* its mount namespace's ID; 0 for an exited task */
 	struct ptags_state state;	/* flags 0 for a task without state */
 	char comm[16];
+	struct ptags_ns ns;	/* its namespaces now (inum 0: exiting) */
 };
 
 #endif

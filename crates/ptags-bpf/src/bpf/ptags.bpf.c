@@ -138,23 +138,35 @@ static __u32 lost_reason_of(__u32 kind)
 		return PTAGS_LOST_RINGBUF_EXEC;
 	case PTAGS_EVENT_EXIT:
 		return PTAGS_LOST_RINGBUF_EXIT;
+	case PTAGS_EVENT_NS:
+		return PTAGS_LOST_RINGBUF_NS;
 	default:
 		return PTAGS_LOST_RINGBUF_JOIN;
 	}
 }
 
-/* `old_contid` is for joins; (u64)-1 otherwise. */
-static void emit(struct task_struct *t, __u32 kind, __u64 contid, __u64 set_id, __u64 old_contid)
+/* Room for an event of `kind` in its ring; NULL (counted) when full. */
+static __always_inline struct ptags_event *reserve(__u32 kind)
 {
 	bool drop = kind == PTAGS_EVENT_DROP;
 	struct ptags_event *e = bpf_ringbuf_reserve(drop ? (void *)&drops : (void *)&events, sizeof(*e), 0);
+
+	if (!e)
+		count_lost(lost_reason_of(kind));
+	return e;
+}
+
+/* Fills the part of an event every kind has: the task `t` and its
+ * container. `old_contid` is for joins; (u64)-1 otherwise. */
+static __always_inline void describe(struct ptags_event *e, struct task_struct *t, __u32 kind,
+				     __u64 contid, __u64 set_id, __u64 old_contid)
+{
 	struct pid *pid;
 	unsigned int level;
 
-	if (!e) {
-		count_lost(lost_reason_of(kind));
-		return;
-	}
+	/* A reserved record is not zeroed, and what follows the common
+	 * part is only filled for some kinds. */
+	__builtin_memset(e, 0, sizeof(*e));
 	e->kind = kind;
 	e->pid = BPF_CORE_READ(t, tgid);
 	e->tid = BPF_CORE_READ(t, pid);
@@ -170,11 +182,27 @@ static void emit(struct task_struct *t, __u32 kind, __u64 contid, __u64 set_id, 
 	e->set_id = set_id;
 	e->old_contid = old_contid;
 	BPF_CORE_READ_STR_INTO(&e->comm, t, comm);
-	/* The daemon drains the rings every 50 ms and before it answers a
-	 * runtime's end of a container: per-task events need not wake it
-	 * (one wakeup per exit costs every exit); a drop does. */
-	bpf_ringbuf_submit(e, drop ? 0 : BPF_RB_NO_WAKEUP);
 }
+
+/* The daemon drains the rings every 50 ms and before it answers a
+ * runtime's end of a container: per-task events need not wake it (one
+ * wakeup per exit costs every exit); a drop does. */
+static __always_inline void submit(struct ptags_event *e)
+{
+	bpf_ringbuf_submit(e, e->kind == PTAGS_EVENT_DROP ? 0 : BPF_RB_NO_WAKEUP);
+}
+
+static void emit(struct task_struct *t, __u32 kind, __u64 contid, __u64 set_id, __u64 old_contid)
+{
+	struct ptags_event *e = reserve(kind);
+
+	if (!e)
+		return;
+	describe(e, t, kind, contid, set_id, old_contid);
+	submit(e);
+}
+
+#include "namespaces.bpf.h"
 
 /*
  * A change of a container's members (PTAGS_MEMBER_* units, one atomic
@@ -219,11 +247,37 @@ static bool has_live_members(const struct ptags_container *c)
 	return (__s32)c->members > 0;
 }
 
+/*
+ * The fork of a task without state. When the namespaces of host tasks
+ * are watched, the child gets storage holding only them, so that its
+ * unshares and setns are found; otherwise nothing (most forks end here).
+ */
+static __always_inline int host_fork(struct task_struct *child)
+{
+	struct ptags_task *cs;
+	struct ptags_ns now;
+
+	if (!ns_watched(0))
+		return 0;
+	cs = bpf_task_storage_get(&task_state, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!cs) {
+		count_lost(PTAGS_LOST_TASK_STORAGE);
+		return 0;
+	}
+	ns_read(child, &now);
+	bpf_spin_lock(&cs->lock);
+	cs->ns = now;
+	bpf_spin_unlock(&cs->lock);
+	return 0;
+}
+
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(ptags_fork, struct task_struct *parent, struct task_struct *child)
 {
 	struct ptags_task *ps, *cs;
 	struct ptags_state state;
+	struct ptags_ns parent_ns;
+	bool watched;
 	/* A new thread copies the pending state too: whichever thread
 	 * execs replaces the whole process, so all of them are prepared. */
 	bool thread = BPF_CORE_READ(child, tgid) == BPF_CORE_READ(parent, tgid);
@@ -233,7 +287,7 @@ int BPF_PROG(ptags_fork, struct task_struct *parent, struct task_struct *child)
 	 * parent has no state to hand down. */
 	ps = bpf_task_storage_get(&task_state, parent, 0, 0);
 	if (!ps)
-		return 0;
+		return host_fork(child);
 	/* The child has state already: another version of this program,
 	 * attached for the instant its replacement takes over, made it. */
 	if (bpf_task_storage_get(&task_state, child, 0, 0))
@@ -241,6 +295,13 @@ int BPF_PROG(ptags_fork, struct task_struct *parent, struct task_struct *child)
 	bpf_spin_lock(&ps->lock);
 	state = ps->state;
 	bpf_spin_unlock(&ps->lock);
+	/* An unshare or setns of the parent since it was last seen is found
+	 * now, before the clone's own namespaces are told apart. */
+	watched = ns_watched(state.flags);
+	if (watched) {
+		ns_read(parent, &parent_ns);
+		ns_check(parent, ps, &parent_ns, PTAGS_NS_SEEN_FORK);
+	}
 	if (!thread) {
 		state.flags &= PTAGS_TASK_HAS_CONTID;
 		state.pending_set_id = 0;
@@ -263,6 +324,9 @@ int BPF_PROG(ptags_fork, struct task_struct *parent, struct task_struct *child)
 	bpf_spin_lock(&cs->lock);
 	cs->state = state;
 	bpf_spin_unlock(&cs->lock);
+	if (watched)
+		ns_at_clone(parent, child, cs, &parent_ns,
+			    state.flags & PTAGS_TASK_HAS_CONTID ? state.contid : (__u64)-1);
 	return 0;
 }
 
@@ -304,6 +368,12 @@ int BPF_PROG(ptags_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	}
 	if (has && events_enabled(PTAGS_EVENTS_EXEC))
 		emit(p, PTAGS_EVENT_EXEC, new_contid, set_id, (__u64)-1);
+	if (ns_watched(has ? PTAGS_TASK_HAS_CONTID : 0)) {
+		struct ptags_ns now;
+
+		ns_read(p, &now);
+		ns_check(p, s, &now, PTAGS_NS_SEEN_EXEC);
+	}
 	return 0;
 }
 
@@ -331,6 +401,12 @@ int BPF_PROG(ptags_exit, struct task_struct *p)
 
 	if (flags & PTAGS_TASK_EXITED)
 		return 0;
+	if (ns_watched(flags)) {
+		struct ptags_ns now;
+
+		ns_read(p, &now);
+		ns_check(p, s, &now, PTAGS_NS_SEEN_EXIT);
+	}
 	/* A task that never took its pending container (a runtime's init
 	 * that failed before its exec) frees it: its ID ends at once. */
 	if (flags & PTAGS_TASK_PENDING_CONTID)
@@ -376,6 +452,8 @@ int BPF_PROG(ptags_setns, struct pt_regs *regs, long ret)
 	struct ptags_container *c;
 	struct ptags_join *j;
 	struct ptags_task *s;
+	struct ptags_event *e;
+	struct ptags_ns now;
 	__u64 ns, old_contid = (__u64)-1, contid;
 	long nr;
 	bool had, raced;
@@ -439,7 +517,17 @@ int BPF_PROG(ptags_setns, struct pt_regs *regs, long ret)
 	}
 	if (had)
 		container_leave(t, old_contid);
-	emit(t, PTAGS_EVENT_JOIN, contid, j->set_id, old_contid);
+	/* The namespaces it joined with go with the event (NS_INFO); a task
+	 * watched before changed them here, which is told exactly. */
+	ns_read(t, &now);
+	if (ns_watched(PTAGS_TASK_HAS_CONTID))
+		ns_check(t, s, &now, PTAGS_NS_SEEN_SETNS);
+	e = reserve(PTAGS_EVENT_JOIN);
+	if (!e)
+		return 0;
+	describe(e, t, PTAGS_EVENT_JOIN, contid, j->set_id, old_contid);
+	e->ns = now;
+	submit(e);
 	return 0;
 }
 
@@ -461,6 +549,7 @@ int ptags_set(struct ptags_set_args *a)
 {
 	struct task_struct *t;
 	struct ptags_task *s;
+	struct ptags_ns now;
 	__u64 old_contid, old_pending_contid;
 	__u32 old_flags;
 	bool entered = false, claimed = false;
@@ -565,6 +654,16 @@ int ptags_set(struct ptags_set_args *a)
 
 	if (entered && (old_flags & PTAGS_TASK_HAS_CONTID))
 		container_leave(t, old_contid);
+	/* The namespaces it is in as it enters (NS_INFO); a task watched
+	 * before may have changed them since it was last seen. */
+	if (a->ops & (PTAGS_SET_CONTID | PTAGS_SET_PENDING)) {
+		/* Read on the stack: the context may only be written at
+		 * constant offsets from its start. */
+		ns_read(t, &now);
+		if (ns_watched(PTAGS_TASK_HAS_CONTID))
+			ns_check(t, s, &now, PTAGS_NS_SEEN_SET);
+		a->ns = now;
+	}
 	/* A pending container the task will no longer take. */
 	if ((a->ops & PTAGS_SET_PENDING) && (old_flags & PTAGS_TASK_PENDING_CONTID))
 		container_add(t, old_pending_contid, -PTAGS_MEMBER_PENDING, false);
@@ -595,11 +694,23 @@ int ptags_tasks(struct bpf_iter__task *ctx)
 	row.start_ticks = t->start_boottime / NSEC_PER_TICK;
 	row.mnt_ns_id = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.ns_id);
 	BPF_CORE_READ_STR_INTO(&row.comm, t, comm);
+	ns_read(t, &row.ns);
+	/* Every listing is also a sweep: the unshares and setns of watched
+	 * tasks since they were last seen are found here. When host tasks
+	 * are watched, a task without storage gets some, with its
+	 * namespaces as first seen. */
 	s = bpf_task_storage_get(&task_state, t, 0, 0);
+	if (!s && ns_watched(0)) {
+		s = bpf_task_storage_get(&task_state, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!s)
+			count_lost(PTAGS_LOST_TASK_STORAGE);
+	}
 	if (s) {
 		bpf_spin_lock(&s->lock);
 		row.state = s->state;
 		bpf_spin_unlock(&s->lock);
+		if (ns_watched(row.state.flags))
+			ns_check(t, s, &row.ns, PTAGS_NS_SEEN_SWEEP);
 	}
 	bpf_seq_write(ctx->meta->seq, &row, sizeof(row));
 	return 0;

@@ -12,7 +12,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 
 use crate::error::Error;
 
-use crate::host::{namespace_inode, privileged, Creds, Pidfd};
+use crate::host::pidns::share_namespace;
+use crate::host::{privileged, Creds, Pidfd};
 
 /// A socket option whose value is a plain C struct or integer.
 fn socket_option<T: Copy>(
@@ -90,7 +91,8 @@ impl Ceiling {
 pub struct Connector {
     /// Its effective user ID at connect time (`SO_PEERCRED`).
     pub uid: u32,
-    /// Its PID namespace (inode number; 0 when it could not be read): a
+    /// The PID namespace its share is counted in, if it is uid 0
+    /// ([`share_namespace`]; 0 when it could not be read): a
     /// container's, or the host's.
     pub pid_ns: u64,
     pub ceiling: Ceiling,
@@ -165,7 +167,7 @@ impl Connector {
         };
         let pid_ns = process
             .as_ref()
-            .and_then(|p| namespace_inode(p.pid, "pid").ok())
+            .and_then(|p| share_namespace(p.pid))
             .unwrap_or(0);
         Ok(Connector {
             uid: cred.uid,

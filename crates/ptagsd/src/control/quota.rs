@@ -8,13 +8,14 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// Whose share a caller uses: a user, and for uid 0 its PID namespace
-/// too, so that the roots of two containers without user namespaces
-/// (uid 0 both, without capabilities) do not share one, nor a
-/// container's root with the host's. Only root can make a PID namespace
-/// whose processes have uid 0; any other user can make as many PID
-/// namespaces as it likes (in user namespaces of its own), so its share
-/// is its uid's wherever it connects from.
+/// Whose share a caller uses: a user, and for uid 0 its container's PID
+/// namespace too (`host::pidns::share_namespace`: the nearest PID
+/// namespace a runtime made, not one of those the caller made in user
+/// namespaces of its own), so that the roots of two containers without
+/// user namespaces (uid 0 both, without capabilities) do not share one,
+/// nor a container's root with the host's. Any other user can make as
+/// many PID namespaces as it likes, so its share is its uid's wherever it
+/// connects from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct Holder {
     uid: u32,

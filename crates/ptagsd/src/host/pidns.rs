@@ -47,6 +47,40 @@ fn ancestor_namespace(tid: u32, up: usize) -> Option<u64> {
     Some(File::from(ns).metadata().ok()?.ino())
 }
 
+/// `NS_GET_USERNS` of linux/nsfs.h: `_IO(0xb7, 0x1)`.
+const NS_GET_USERNS: libc::c_ulong = 0xb701;
+
+/// The PID namespace a share of process `pid` is counted in: its own, or
+/// the nearest enclosing one owned by the daemon's user namespace. Only
+/// an owner of capabilities there (a runtime) can make those; anyone can
+/// make PID namespaces inside user namespaces of its own, and they must
+/// not be new shares. `None` when it cannot be read (the process is
+/// gone).
+pub fn share_namespace(pid: u32) -> Option<u64> {
+    let host_users = File::open("/proc/self/ns/user").ok()?.metadata().ok()?.ino();
+    let mut ns = OwnedFd::from(File::open(format!("/proc/{pid}/ns/pid")).ok()?);
+    loop {
+        // SAFETY: an nsfs fd; NS_GET_USERNS returns a new fd or -1.
+        let owner = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_USERNS) };
+        if owner >= 0 {
+            // SAFETY: a fresh fd that nothing else owns.
+            let owner = File::from(unsafe { OwnedFd::from_raw_fd(owner) });
+            if owner.metadata().ok()?.ino() == host_users {
+                break;
+            }
+        }
+        // SAFETY: an nsfs fd; NS_GET_PARENT returns a new fd or -1 (at
+        // the daemon's own namespace, whose parent it cannot see).
+        let parent = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_PARENT) };
+        if parent < 0 {
+            break;
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        ns = unsafe { OwnedFd::from_raw_fd(parent) };
+    }
+    Some(File::from(ns).metadata().ok()?.ino())
+}
+
 fn invisible(what: &str, pid: u32) -> Error {
     Error::new(
         Errno::Esrch,
