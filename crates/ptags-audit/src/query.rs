@@ -84,9 +84,25 @@ pub struct Query {
     /// Record types; an event matches when one of its records has one.
     pub kinds: Vec<String>,
     pub pid: Option<u32>,
+    /// A namespace's inode number: events whose namespace records
+    /// (`NS_*`) name it.
+    pub ns: Option<u64>,
     /// Milliseconds since the epoch, inclusive.
     pub since_ms: Option<u64>,
     pub until_ms: Option<u64>,
+}
+
+/// Whether a namespace record names namespace `inum`: as the one made,
+/// entered, left or destroyed, as a parent, or as one of a task's.
+fn names_namespace(e: &Entry<'_>, inum: u64) -> bool {
+    const FIELDS: [&str; 11] = [
+        "inum", "old-inum", "parent", "cgroupns", "ipcns", "mntns", "netns", "pidns", "timens",
+        "userns", "utsns",
+    ];
+    e.kind.starts_with("NS_")
+        && FIELDS
+            .iter()
+            .any(|k| e.field(k).and_then(|v| v.parse().ok()) == Some(inum))
 }
 
 /// A query being run over a trail from its start: it learns which
@@ -130,6 +146,11 @@ impl Matcher {
                     .any(|k| e.field(k).and_then(|v| v.parse().ok()) == Some(pid))
             };
             if !event.iter().any(names) {
+                return false;
+            }
+        }
+        if let Some(inum) = q.ns {
+            if !event.iter().any(|e| names_namespace(e, inum)) {
                 return false;
             }
         }
@@ -486,5 +507,22 @@ mod tests {
             let text = format_utc(secs).replace(' ', "T");
             assert_eq!(parse_time(&text), Ok(secs * 1000), "{text}");
         }
+    }
+
+    #[test]
+    fn namespace_records_match_the_namespaces_they_name() {
+        const CREATE: &str = "type=NS_CREATE msg=audit(1700000000.100:4294967300): op=unshare nstype=net inum=4026532200 pid=5";
+        const CHANGE: &str = "type=NS_CHANGE msg=audit(1700000000.200:4294967301): op=setns nstype=net inum=4026532201 old-inum=4026532200 pid=6";
+        const INFO: &str =
+            "type=NS_INFO msg=audit(1700000000.300:4294967302): dev=00:04 netns=4026532200 utsns=1";
+        const SYS: &str = "type=SYSCALL msg=audit(1700000000.400:57): syscall=2 pid=4026532200";
+        let events: &[&[&str]] = &[&[CREATE], &[CHANGE], &[INFO], &[SYS]];
+        let ns = |inum| Query {
+            ns: Some(inum),
+            ..Query::default()
+        };
+        assert_eq!(matches(ns(4026532200), events), [true, true, true, false]);
+        assert_eq!(matches(ns(4026532201), events), [false, true, false, false]);
+        assert_eq!(matches(ns(1), events), [false, false, true, false]);
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, RingBuffer, RingBufferBuilder};
 
+use crate::namespaces::{Namespaces, NsChange};
 use crate::pins;
 use crate::procfs::{self, pidfd_open};
 use crate::skel::types::{
@@ -86,6 +87,11 @@ pub struct Event {
     /// For joins: the task's container before.
     pub old_contid: Option<u64>,
     pub comm: String,
+    /// For joins, the namespaces the task joined with; for namespace
+    /// changes, those after.
+    pub namespaces: Option<Namespaces>,
+    /// For namespace changes: what changed, and where it was seen.
+    pub ns_change: Option<NsChange>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +104,30 @@ pub enum EventKind {
     Join,
     /// A task of another container entered one and kept its own ID.
     JoinRefused,
+    /// A watched task's namespaces changed. `contid` is its container,
+    /// `u64::MAX` for none (a host task, when those are watched).
+    Namespaces,
+}
+
+/// Whose namespace changes the programs watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NsWatch {
+    Off,
+    /// Tasks in containers (and those about to enter one).
+    Containers,
+    /// Every task: each gets task storage at its fork, or at the next
+    /// task listing for those older than the watch.
+    All,
+}
+
+/// What a change of a task's state found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Set {
+    /// Its container before.
+    pub old_contid: Option<u64>,
+    /// Its namespaces as it entered a container (or a pending one): read
+    /// by the setter, where it ran. `None` for other changes.
+    pub namespaces: Option<Namespaces>,
 }
 
 /// A container's setns policy: who enters the mount namespace it is
@@ -124,7 +154,18 @@ impl Event {
             K::PTAGS_EVENT_EXIT => EventKind::Exit,
             K::PTAGS_EVENT_JOIN => EventKind::Join,
             K::PTAGS_EVENT_JOIN_REFUSED => EventKind::JoinRefused,
+            K::PTAGS_EVENT_NS => EventKind::Namespaces,
             _ => return None,
+        };
+        let namespaces = Namespaces::from_raw(&raw.ns);
+        let ns_change = match kind {
+            EventKind::Namespaces => Some(NsChange::from_raw(
+                raw.ns_seen,
+                raw.ns_changed,
+                raw.old_ns_inum,
+                raw.child_pid,
+            )?),
+            _ => None,
         };
         Some(Event {
             kind,
@@ -140,6 +181,8 @@ impl Event {
             set_id: raw.set_id,
             old_contid: (raw.old_contid != u64::MAX).then_some(raw.old_contid),
             comm: crate::task::comm(&raw.comm),
+            namespaces: namespaces.known().then_some(namespaces),
+            ns_change,
         })
     }
 }
@@ -492,9 +535,10 @@ impl Kernel {
             .context(|| "writing the config map".into())
     }
 
-    /// Switches exec and exit events of tasks in containers on or off.
-    /// Drop events are always on.
-    pub fn set_events(&self, exec: bool, exit: bool) -> Result<()> {
+    /// Switches exec and exit events of tasks in containers on or off,
+    /// and says whose namespace changes are watched. Drop events are
+    /// always on.
+    pub fn set_events(&self, exec: bool, exit: bool, namespaces: NsWatch) -> Result<()> {
         let mut mask = 0;
         if exec {
             mask |= M::PTAGS_EVENTS_EXEC.0;
@@ -502,6 +546,11 @@ impl Kernel {
         if exit {
             mask |= M::PTAGS_EVENTS_EXIT.0;
         }
+        mask |= match namespaces {
+            NsWatch::Off => 0,
+            NsWatch::Containers => M::PTAGS_EVENTS_NS.0,
+            NsWatch::All => M::PTAGS_EVENTS_NS.0 | M::PTAGS_EVENTS_NS_HOST.0,
+        };
         self.write_config(mask)
     }
 
@@ -559,8 +608,9 @@ impl Kernel {
 
     /// Changes a task's state atomically in the kernel, with container
     /// accounting. Refuses a task that exited or whose TID was reused.
-    /// Returns the state's container ID before the change.
-    pub fn set(&self, task: TaskId, op: &SetOp) -> Result<Option<u64>> {
+    /// Returns the state's container ID before the change, and the
+    /// task's namespaces when it enters a container.
+    pub fn set(&self, task: TaskId, op: &SetOp) -> Result<Set> {
         let _pin = task.pidfd()?;
         self.set_unpinned(task, op)
     }
@@ -571,7 +621,7 @@ impl Kernel {
     /// tests that race the kernel, as a hostile caller of the pinned setter
     /// would; the daemon always uses `set`.
     #[doc(hidden)]
-    pub fn set_unpinned(&self, task: TaskId, op: &SetOp) -> Result<Option<u64>> {
+    pub fn set_unpinned(&self, task: TaskId, op: &SetOp) -> Result<Set> {
         let mut args = ptags_set_args {
             tid: task.tid,
             start_ticks: task.start_ticks,
@@ -613,7 +663,11 @@ impl Kernel {
         }
         let had =
             args.old_flags & crate::skel::types::ptags_task_flags::PTAGS_TASK_HAS_CONTID.0 != 0;
-        Ok(had.then_some(args.old_contid))
+        let namespaces = Namespaces::from_raw(&args.ns);
+        Ok(Set {
+            old_contid: had.then_some(args.old_contid),
+            namespaces: namespaces.known().then_some(namespaces),
+        })
     }
 
     fn run_setter(&self, args: &mut ptags_set_args) -> Result<()> {
@@ -849,6 +903,9 @@ impl Kernel {
                 comm: comm.trim_end().to_owned(),
                 mnt_ns: crate::task::mount_namespace_id(1).unwrap_or(0),
                 state: self.task_state(task)?.unwrap_or_default(),
+                // Not read for these: PID 1 is in the host's namespaces,
+                // which other tasks name.
+                namespaces: Namespaces::default(),
             });
         }
         rows.splice(0..0, missing);

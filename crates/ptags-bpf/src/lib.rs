@@ -8,14 +8,17 @@
 
 mod kernel;
 mod memcg;
+pub mod namespaces;
 mod pins;
 pub mod probe;
 pub mod procfs;
 mod task;
 
 pub use kernel::{
-    Event, EventKind, EventReader, Join, Kernel, LostCounts, Options, ATTACHED, SETNS_ATTACH,
+    Event, EventKind, EventReader, Join, Kernel, LostCounts, NsWatch, Options, Set, ATTACHED,
+    SETNS_ATTACH,
 };
+pub use namespaces::{Namespaces, NsChange, Seen};
 pub use probe::Features;
 pub use task::{
     mount_namespace_id, ContainerEntry, ContidChange, SetOp, TaskId, TaskRow, TaskState,

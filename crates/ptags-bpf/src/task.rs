@@ -109,6 +109,8 @@ pub struct TaskRow {
     /// Its mount namespace's ID ([`mount_namespace_id`]); 0 once exited.
     pub mnt_ns: u64,
     pub state: TaskState,
+    /// Its namespaces (none once exiting).
+    pub namespaces: crate::Namespaces,
 }
 
 impl TaskRow {
@@ -123,6 +125,7 @@ impl TaskRow {
             comm: comm(&raw.comm),
             mnt_ns: raw.mnt_ns_id,
             state: TaskState::from_raw(&raw.state),
+            namespaces: crate::Namespaces::from_raw(&raw.ns),
         }
     }
 }

@@ -4,71 +4,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::io::{BufRead, Write};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{kernel_or_skip, PinDir};
+use common::{kernel_or_skip, PinDir, Shell};
 use ptags_bpf::{ContainerEntry, EventKind, Join, Kernel, Options, SetOp, TaskId, TaskState};
-
-/// A shell driven line by line: each line written to it is run, and
-/// whatever it prints comes back.
-struct Shell {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Shell {
-    fn start() -> Shell {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg("while read -r cmd; do eval \"$cmd\"; done")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting sh");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut sh = Shell {
-            child,
-            stdin,
-            stdout,
-        };
-        // Spawning returns once the child's exec has let go of our
-        // memory, before the kernel's exec event: state set in between
-        // would be taken by that exec. The shell answering means its exec
-        // is over.
-        assert_eq!(sh.run("echo ready"), "ready");
-        sh
-    }
-
-    fn task(&self) -> TaskId {
-        TaskId::of(self.child.id()).unwrap()
-    }
-
-    /// Runs `cmd` in the shell and returns the first line it prints.
-    fn run(&mut self, cmd: &str) -> String {
-        writeln!(self.stdin, "{cmd}").unwrap();
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        line.trim().to_owned()
-    }
-
-    /// Starts a background child that waits, and returns its pid.
-    fn spawn_waiting(&mut self, how: &str) -> u32 {
-        self.run(&format!("{how} & echo $!")).parse().unwrap()
-    }
-}
-
-impl Drop for Shell {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A new top-level container whose owner is this test process.
 fn owned_by_this_test() -> ContainerEntry {
@@ -377,7 +320,7 @@ fn fork_storm_against_concurrent_updates() {
         return;
     };
     const FORKS: usize = 10_000;
-    k.set_events(false, true).unwrap();
+    k.set_events(false, true, ptags_bpf::NsWatch::Off).unwrap();
     let mut sh = Shell::start();
     let parent = sh.task();
     // Two consistent states; a torn copy would mix them.

@@ -38,6 +38,10 @@ pub struct PsFilter {
     /// Only tasks with tags or a container ID.
     #[serde(default)]
     pub labelled: bool,
+    /// With each task, its namespaces (to callers who may read
+    /// container IDs).
+    #[serde(default)]
+    pub namespaces: bool,
 }
 
 impl PsFilter {
@@ -281,6 +285,10 @@ pub struct PsRow {
     pub chain: String,
     /// The tags in the read format.
     pub tags: String,
+    /// Its namespaces' inode numbers by kind (`net`, `mnt`, ...), when
+    /// asked for and shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<std::collections::BTreeMap<String, u32>>,
 }
 
 /// A container in the registry.
@@ -389,6 +397,10 @@ pub struct AuditCounters {
     /// ptrace attaches across a container boundary (PTAGS_PTRACE records).
     #[serde(default)]
     pub cross_container_ptrace: u64,
+    /// Namespace records written (NS_INFO, NS_CREATE, NS_CHANGE,
+    /// NS_DESTROY).
+    #[serde(default)]
+    pub ns_records: u64,
 }
 
 /// A successful answer.

@@ -120,6 +120,11 @@ pub struct SearchArgs {
     /// Events naming this process (pid= or opid=).
     #[arg(long)]
     pid: Option<u32>,
+    /// Events whose namespace records (NS_INFO, NS_CREATE, NS_CHANGE,
+    /// NS_DESTROY) name this namespace (its inode number, as
+    /// `stat -L -c %i /proc/PID/ns/KIND` gives it).
+    #[arg(long, value_name = "INUM")]
+    ns: Option<u64>,
     /// From this time: seconds since the epoch, or YYYY-MM-DD[THH:MM[:SS]] in UTC.
     #[arg(long, value_name = "TIME")]
     since: Option<String>,
@@ -250,6 +255,7 @@ fn search(args: SearchArgs) -> Result<ExitCode> {
         tag: args.tag.clone(),
         kinds: args.kinds.clone(),
         pid: args.pid,
+        ns: args.ns,
         since_ms: time(&args.since)?,
         until_ms: time(&args.until)?,
     };

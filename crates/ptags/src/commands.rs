@@ -154,6 +154,11 @@ pub fn ps(client: &mut Client, out: Output, filter: PsFilter) -> Result<ExitCode
                 row.comm,
                 tags.join(" ")
             );
+            // Namespaces on a line of their own, under the process.
+            if let Some(ns) = &row.namespaces {
+                let kinds: Vec<String> = ns.iter().map(|(k, i)| format!("{k}:{i}")).collect();
+                println!("{:>8} {:>8} ns {}", "", "", kinds.join(" "));
+            }
         }
     }))
 }
@@ -197,14 +202,15 @@ fn print_status(s: &Status) {
     let a = &s.audit;
     let c = &a.counters;
     println!(
-        "audit trail: {} ({}), record {}; {} written, {} kernel records in {} events ({} in containers)",
+        "audit trail: {} ({}), record {}; {} written, {} kernel records in {} events ({} in containers), {} namespace records",
         a.log,
         if a.writing { "writing" } else { "SUSPENDED" },
         a.seq,
         a.records_written,
         c.kernel_records,
         c.kernel_events,
-        c.contained_events
+        c.contained_events,
+        c.ns_records
     );
     println!(
         "kernel records: {}",

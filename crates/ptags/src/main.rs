@@ -84,6 +84,10 @@ enum Command {
         /// Also processes without tags or container.
         #[arg(long)]
         all: bool,
+        /// Show each process's namespaces (inode numbers, as
+        /// /proc/PID/ns gives them; needs CAP_AUDIT_CONTROL).
+        #[arg(long)]
+        ns: bool,
     },
     /// Run a command that starts with these tags and this container ID.
     #[command(
@@ -149,6 +153,7 @@ fn main() -> ExitCode {
                 tag,
                 threads,
                 all,
+                ns,
             } => commands::ps(
                 &mut c,
                 out,
@@ -158,6 +163,7 @@ fn main() -> ExitCode {
                     tag,
                     threads,
                     labelled: !all,
+                    namespaces: ns,
                 },
             ),
             Command::Run {

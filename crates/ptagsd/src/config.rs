@@ -21,6 +21,30 @@ pub struct Config {
     pub limits: Limits,
     pub collect: Collect,
     pub audit: Audit,
+    pub namespaces: Namespaces,
+}
+
+/// The trail's namespace records (NS_INFO, NS_CREATE, NS_CHANGE,
+/// NS_DESTROY).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Namespaces {
+    pub records: NsRecords,
+    /// Milliseconds between sweeps of all tasks, which find unshares and
+    /// setns of tasks that neither fork, exec nor exit, and namespaces
+    /// no task uses any more.
+    pub sweep_ms: u64,
+}
+
+/// Whose namespaces are on record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NsRecords {
+    Off,
+    /// Tasks in containers.
+    Containers,
+    /// Every task (each gets task storage: a cost on every fork).
+    All,
 }
 
 /// The audit trail: `log_dir/audit.log` and its rotated copies.
@@ -159,6 +183,15 @@ impl Config {
         Config::parse(&text).with_context(|| format!("in {}", path.display()))
     }
 
+    /// Whose namespaces the kernel programs watch.
+    pub fn ns_watch(&self) -> ptags_bpf::NsWatch {
+        match self.namespaces.records {
+            NsRecords::Off => ptags_bpf::NsWatch::Off,
+            NsRecords::Containers => ptags_bpf::NsWatch::Containers,
+            NsRecords::All => ptags_bpf::NsWatch::All,
+        }
+    }
+
     pub fn socket_mode(&self) -> u32 {
         u32::from_str_radix(&self.socket_mode, 8).expect("validated")
     }
@@ -225,6 +258,7 @@ impl Config {
             ),
             ("collect.interval_secs", self.collect.interval_secs, 1),
             ("collect.after_new_sets", self.collect.after_new_sets, 1),
+            ("namespaces.sweep_ms", self.namespaces.sweep_ms, 100),
         ] {
             if value < min {
                 bail!("{key} must be at least {min}, not {value}");

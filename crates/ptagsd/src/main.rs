@@ -181,7 +181,9 @@ fn serve(config: Config) -> Result<()> {
     if let Err(e) = daemon.flush() {
         warn!("writing the last audit records: {e:#}");
     }
-    if let Err(e) = kernel.set_events(false, false) {
+    // Namespace changes stay watched: those made while the daemon is
+    // down wait in the ring for the next start.
+    if let Err(e) = kernel.set_events(false, false, config.ns_watch()) {
         warn!("switching exec and exit events off: {e}");
     }
     drop(daemon);

@@ -183,6 +183,11 @@ impl Drop for Runc {
 }
 
 /// `ptags ps --contid ID` rows: (pid, comm, tags).
+/// `msg=audit(...)` of a record.
+fn stamp_of(line: &str) -> &str {
+    line.split_whitespace().nth(1).unwrap_or_default()
+}
+
 fn members(d: &Daemon, contid: u64) -> Vec<(u32, String, String)> {
     let out = stdout(&d.ptags(&["ps", "--contid", &contid.to_string()]));
     out.lines()
@@ -218,6 +223,32 @@ fn runc_containers_are_labelled_joined_told_apart_and_ended() {
     runc.start(&d, "db", &sleep, &[]);
 
     let init = runc.pid("web");
+    // The container's namespaces are on record from its start: NS_INFO
+    // follows its CONTAINER_OP, with the same stamp, and names those of
+    // its first process.
+    let text = read_trail(&d.log_dir);
+    let lines: Vec<&str> = text.lines().collect();
+    let op = lines
+        .iter()
+        .position(|l| {
+            l.starts_with("type=CONTAINER_OP")
+                && l.contains(&format!("opid={init} "))
+                && l.contains(&format!(" contid={web} "))
+        })
+        .unwrap_or_else(|| panic!("{text}"));
+    let info = lines[op + 1];
+    assert!(info.starts_with("type=NS_INFO"), "{info}");
+    assert_eq!(stamp_of(lines[op]), stamp_of(info));
+    for kind in ["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"] {
+        use std::os::unix::fs::MetadataExt;
+        let inode = std::fs::metadata(format!("/proc/{init}/ns/{kind}"))
+            .unwrap()
+            .ino();
+        assert!(
+            info.contains(&format!(" {kind}ns={inode} ")),
+            "{kind}: {inode} in {info}"
+        );
+    }
     assert_eq!(
         members(&d, web),
         [(init, "sleep".into(), "@app:web tier:front".into())]

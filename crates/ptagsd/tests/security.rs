@@ -227,18 +227,24 @@ fn a_container_root_gets_one_share_however_many_pid_namespaces_it_makes() {
     );
     let capless_root = |script: &str| {
         let mut c = Command::new("unshare");
-        c.args(["--pid", "--fork", "setpriv", "--inh-caps=-all", "--bounding-set=-all"])
-            .args(["sh", "-c", script])
-            .env("PTAGS_SOCKET", &socket)
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    common::cli_path().parent().unwrap().display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
-            .stdin(Stdio::null());
+        c.args([
+            "--pid",
+            "--fork",
+            "setpriv",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .args(["sh", "-c", script])
+        .env("PTAGS_SOCKET", &socket)
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                common::cli_path().parent().unwrap().display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .stdin(Stdio::null());
         c
     };
     let mut attacker = capless_root(&script).spawn().unwrap();
@@ -303,7 +309,11 @@ fn a_users_changes_are_held_to_its_rate_and_roots_are_not() {
     let pid = sleeper.id().to_string();
     for i in 0..40 {
         let w = d.ptags(&["write", &pid, &format!("+r{i}")]);
-        assert!(w.status.success(), "root's write {i}: {}", common::stderr(&w));
+        assert!(
+            w.status.success(),
+            "root's write {i}: {}",
+            common::stderr(&w)
+        );
     }
     let status: serde_json::Value =
         serde_json::from_str(&stdout(&d.ptags(&["--json", "status"]))).unwrap();

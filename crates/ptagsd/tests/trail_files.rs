@@ -238,7 +238,11 @@ fn a_full_disk_stops_the_daemon_when_told() {
     );
     assert!(told_ok > 0, "no write succeeded: {answers:?}");
     for (i, ok, said) in &answers {
-        assert_eq!(made(*i), *ok, "write {i}, answered {ok} {said:?}; tags:\n{tags}");
+        assert_eq!(
+            made(*i),
+            *ok,
+            "write {i}, answered {ok} {said:?}; tags:\n{tags}"
+        );
     }
     let mut sleeper = sleeper;
     sleeper.kill().unwrap();

@@ -106,6 +106,8 @@ enum ptags_event_mask ptags_event_mask_type;
 enum ptags_lost_reason ptags_lost_reason_type;
 enum ptags_members ptags_members_type;
 enum ptags_set_ops ptags_set_ops_type;
+enum ptags_ns_slot ptags_ns_slot_type;
+enum ptags_ns_seen ptags_ns_seen_type;
 
 struct task_struct *bpf_task_from_pid(s32 pid) __ksym;
 void bpf_task_release(struct task_struct *p) __ksym;

@@ -1,10 +1,14 @@
 //! Shared by the root-only kernel tests: loading with a pin directory the
-//! test owns, and the skip rule.
+//! test owns, the skip rule, and a shell to drive.
+// Each test crate uses part of it.
+#![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use ptags_bpf::probe::Features;
-use ptags_bpf::{Kernel, Options};
+use ptags_bpf::{Kernel, Options, TaskId};
 
 /// Whether a skip must be a failure instead: PTAGS_REQUIRE_BPF=1 (CI).
 pub fn skips_fail() -> bool {
@@ -50,5 +54,62 @@ impl Drop for PinDir {
     fn drop(&mut self) {
         Kernel::reset(&self.0).expect("removing the test's pins");
         assert!(!self.0.exists(), "{} left behind", self.0.display());
+    }
+}
+
+/// A shell driven line by line: each line written to it is run, and
+/// whatever it prints comes back.
+pub struct Shell {
+    pub child: Child,
+    pub stdin: ChildStdin,
+    pub stdout: BufReader<ChildStdout>,
+}
+
+impl Shell {
+    pub fn start() -> Shell {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg("while read -r cmd; do eval \"$cmd\"; done")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting sh");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut sh = Shell {
+            child,
+            stdin,
+            stdout,
+        };
+        // Spawning returns once the child's exec has let go of our
+        // memory, before the kernel's exec event: state set in between
+        // would be taken by that exec. The shell answering means its exec
+        // is over.
+        assert_eq!(sh.run("echo ready"), "ready");
+        sh
+    }
+
+    pub fn task(&self) -> TaskId {
+        TaskId::of(self.child.id()).unwrap()
+    }
+
+    /// Runs `cmd` in the shell and returns the first line it prints.
+    pub fn run(&mut self, cmd: &str) -> String {
+        writeln!(self.stdin, "{cmd}").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim().to_owned()
+    }
+
+    /// Starts a background child that waits, and returns its pid.
+    pub fn spawn_waiting(&mut self, how: &str) -> u32 {
+        self.run(&format!("{how} & echo $!")).parse().unwrap()
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

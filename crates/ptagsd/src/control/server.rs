@@ -224,7 +224,12 @@ impl<'a> Connection<'a> {
 impl Connection<'_> {
     /// Hands a request to the daemon and waits for its answer, unless it
     /// asks for a change over its user's rate.
-    fn submit(&self, request: Request, writer: Writer, priority: bool) -> Result<Response, Failure> {
+    fn submit(
+        &self,
+        request: Request,
+        writer: Writer,
+        priority: bool,
+    ) -> Result<Response, Failure> {
         let holder = Holder::of(writer.uid, self.connector.pid_ns);
         if request.changes()
             && !self.shared.changes.allow(holder, Instant::now())
@@ -507,5 +512,4 @@ mod tests {
             assert_eq!(check_socket_dir(dir.path()).is_ok(), ok, "mode {mode:o}");
         }
     }
-
 }

@@ -3,7 +3,7 @@
 
 use crate::error::Error;
 use log::info;
-use ptags_bpf::{ContainerEntry, ContidChange, SetOp, TaskId};
+use ptags_bpf::{namespaces, ContainerEntry, ContidChange, SetOp, TaskId};
 use ptags_core::contid::{format_contid, Style};
 use ptags_core::{decide, Container, ContainerId, Decision, Errno, Limits, SetRequest, TaskRef};
 use ptags_proto::{ContidAnswer, PsFilter, PsRow, Response};
@@ -182,6 +182,7 @@ impl Daemon<'_> {
         done: bool,
     ) {
         let id = plan.change.0;
+        let entered = self.entered.take();
         if !done {
             if matches!(plan.decision, Decision::Create(_)) {
                 self.drop_container(id, "the change that created it failed", false);
@@ -197,7 +198,14 @@ impl Daemon<'_> {
             None,
         );
         info!("CONTAINER_OP {body}");
-        self.outcome("CONTAINER_OP", body, Some(plan.decision.id().get()));
+        let contid = plan.decision.id().get();
+        let info = entered.and_then(|ns| self.pipeline.ns_info(&ns, Some(contid)));
+        self.outcome_with(
+            "CONTAINER_OP",
+            body,
+            Some(contid),
+            info.map(|b| ("NS_INFO", b)),
+        );
     }
 
     pub(super) fn contid_set(
@@ -274,6 +282,12 @@ impl Daemon<'_> {
                 (true, None) => (None, format_contid(None, Style::Interpreted)),
                 (false, _) => (None, "hidden".to_owned()),
             };
+            let namespaces =
+                (filter.namespaces && may_see_ids && row.namespaces.known()).then(|| {
+                    (0..namespaces::OWN_KINDS)
+                        .map(|s| (namespaces::KINDS[s].to_owned(), row.namespaces.inum[s]))
+                        .collect()
+                });
             rows.push(PsRow {
                 pid: row.pid,
                 tid: row.id.tid,
@@ -282,6 +296,7 @@ impl Daemon<'_> {
                 contid,
                 chain,
                 tags: tags.to_read_format(),
+                namespaces,
             });
         }
         rows.sort_by_key(|r| (r.pid, r.tid));

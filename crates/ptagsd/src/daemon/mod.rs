@@ -21,7 +21,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use log::{info, warn};
 use ptags_audit::Subject;
-use ptags_bpf::{Kernel, TaskRow};
+use ptags_bpf::{Kernel, Namespaces, TaskRow};
 use ptags_core::contid::Chain;
 use ptags_core::{ContainerId, Errno, Interner, SetId, TagSet};
 use ptags_proto::{ContainerInfo, Request, Response, Status};
@@ -84,6 +84,11 @@ pub struct Daemon<'k> {
     pipeline: Pipeline<'k>,
     /// Changes written ahead in the trail.
     intents: wal::Intents,
+    /// The namespaces of the task last put in a container (or a pending
+    /// one), read by the kernel as it did: for the `NS_INFO` record
+    /// that follows its `CONTAINER_OP`.
+    entered: Option<Namespaces>,
+    last_sweep: Instant,
     store: Store,
     interner: Interner,
     registry: Registry,
@@ -131,13 +136,19 @@ impl<'k> Daemon<'k> {
         );
         let audit = &config.audit;
         kernel
-            .set_events(audit.process_records, audit.kernel || audit.process_records)
+            .set_events(
+                audit.process_records,
+                audit.kernel || audit.process_records,
+                config.ns_watch(),
+            )
             .context("switching exec and exit events")?;
         let pipeline = Pipeline::open(kernel, &config).context("opening the audit trail")?;
         let mut daemon = Daemon {
             kernel,
             pipeline,
             intents: wal::Intents::new(),
+            entered: None,
+            last_sweep: Instant::now(),
             store,
             interner,
             registry,
@@ -433,11 +444,27 @@ impl<'k> Daemon<'k> {
             );
         }
         self.forget_exited_containers();
+        self.sweep_namespaces();
         self.record_socket_refusals();
         if let Err(e) = self.maintain() {
             warn!("collecting unused state: {e:#}");
         }
         Ok(())
+    }
+
+    /// Lists every task once a sweep interval when namespace records are
+    /// on: the listing finds the unshares and setns of tasks that did not
+    /// fork, exec or exit since, and tells which namespaces no task uses.
+    fn sweep_namespaces(&mut self) {
+        let every = std::time::Duration::from_millis(self.config.namespaces.sweep_ms);
+        if self.config.ns_watch() == ptags_bpf::NsWatch::Off || self.last_sweep.elapsed() < every {
+            return;
+        }
+        self.last_sweep = Instant::now();
+        match self.kernel.tasks() {
+            Ok(rows) => self.pipeline.swept(&rows, &self.registry),
+            Err(e) => warn!("sweeping the tasks for namespace changes: {e}"),
+        }
     }
 
     /// Records what the socket refused each user since the last time, a

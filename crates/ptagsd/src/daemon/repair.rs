@@ -117,6 +117,7 @@ mod tests {
             comm: "x".into(),
             mnt_ns: 1,
             state,
+            namespaces: Default::default(),
         }
     }
 

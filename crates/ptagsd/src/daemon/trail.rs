@@ -14,11 +14,23 @@ impl Daemon<'_> {
     /// Records the outcome of a request; the first names the intents it
     /// settles.
     pub(super) fn outcome(&mut self, kind: &'static str, body: String, contid: Option<u64>) {
+        self.outcome_with(kind, body, contid, None);
+    }
+
+    /// As [`Daemon::outcome`], followed by an auxiliary record with the
+    /// same stamp (a `CONTAINER_OP`'s `NS_INFO`).
+    pub(super) fn outcome_with(
+        &mut self,
+        kind: &'static str,
+        body: String,
+        contid: Option<u64>,
+        follower: Option<(&'static str, String)>,
+    ) {
         let body = match self.intents.settle() {
             Some(intents) => format!("{body} {intents}"),
             None => body,
         };
-        self.pipeline.record(kind, body, contid);
+        self.pipeline.record_with(kind, body, contid, follower);
     }
 
     /// Records a tag operation, done, or refused within the caller's

@@ -112,7 +112,11 @@ impl Daemon<'_> {
         if op.contid.is_some() || op.pending.is_some() {
             self.pipeline.containers_changed();
         }
-        Ok(result?)
+        let set = result?;
+        if set.namespaces.is_some() {
+            self.entered = set.namespaces;
+        }
+        Ok(set.old_contid)
     }
 
     /// Switches on a setns policy, its intent written first.

@@ -57,7 +57,11 @@ const NS_GET_USERNS: libc::c_ulong = 0xb701;
 /// not be new shares. `None` when it cannot be read (the process is
 /// gone).
 pub fn share_namespace(pid: u32) -> Option<u64> {
-    let host_users = File::open("/proc/self/ns/user").ok()?.metadata().ok()?.ino();
+    let host_users = File::open("/proc/self/ns/user")
+        .ok()?
+        .metadata()
+        .ok()?
+        .ino();
     let mut ns = OwnedFd::from(File::open(format!("/proc/{pid}/ns/pid")).ok()?);
     loop {
         // SAFETY: an nsfs fd; NS_GET_USERNS returns a new fd or -1.

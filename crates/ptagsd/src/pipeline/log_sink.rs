@@ -64,6 +64,8 @@ pub struct LogFile {
     /// Lines written, and records lost for lack of space, since start.
     written: u64,
     lost_disk: u64,
+    /// The serial of the last record sealed: a follower's too.
+    last_serial: u64,
 }
 
 /// Reads the chain key, making one the first time.
@@ -170,6 +172,7 @@ impl LogFile {
             warned_full: false,
             written: 0,
             lost_disk: 0,
+            last_serial: 0,
         };
         log.write_pending()?;
         Ok(log)
@@ -193,12 +196,16 @@ impl LogFile {
         let mut buf = Vec::with_capacity(records.len() * 320);
         let mut content = String::with_capacity(512);
         for r in records {
+            let serial = match (r.serial, r.follows) {
+                (Some(serial), _) => serial,
+                (None, true) => self.last_serial,
+                (None, false) => DAEMON_SERIAL_BASE + self.sealer.next_seq(),
+            };
+            self.last_serial = serial;
             let stamp = Stamp {
                 secs: r.time.as_secs(),
                 millis: r.time.subsec_millis() as u16,
-                serial: r
-                    .serial
-                    .unwrap_or(DAEMON_SERIAL_BASE + self.sealer.next_seq()),
+                serial,
             };
             content.clear();
             match self.format {
@@ -563,6 +570,7 @@ mod tests {
             body,
             pid: None,
             contid: None,
+            follows: false,
         }
     }
 

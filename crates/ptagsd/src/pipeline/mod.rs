@@ -20,6 +20,7 @@ pub mod enrich;
 pub mod kernel_audit;
 mod limit;
 pub mod log_sink;
+pub mod namespaces;
 pub mod records;
 pub mod router;
 mod serials;
@@ -32,7 +33,7 @@ use log::warn;
 use ptags_audit::assemble::{Assembler, KernelEvent, KernelRecord};
 use ptags_audit::types::type_name;
 use ptags_audit::{container_id_fields, format_fields, Stamp};
-use ptags_bpf::{Event, EventKind, EventReader, Kernel, LostCounts};
+use ptags_bpf::{Event, EventKind, EventReader, Kernel, LostCounts, Namespaces, TaskRow};
 use ptags_core::contid::{chain_of, Chain};
 use ptags_core::ContainerId;
 use ptags_proto::{AuditCounters, AuditStatus};
@@ -44,6 +45,7 @@ use kernel_audit::{KernelInput, KernelStatus};
 use limit::RefusalLimit;
 pub use limit::Source;
 use log_sink::{load_key, LogFile};
+use namespaces::{NsRecord, NsTrail};
 use router::Router;
 pub use router::{Record, Sink};
 use serials::SerialGaps;
@@ -96,6 +98,8 @@ pub struct Pipeline<'k> {
     /// change while its container lives; forgotten at every change.
     container_id_bodies: HashMap<u64, String>,
     counters: AuditCounters,
+    /// The namespaces on record; `None` when namespace records are off.
+    namespaces: Option<NsTrail>,
 }
 
 impl<'k> Pipeline<'k> {
@@ -129,6 +133,8 @@ impl<'k> Pipeline<'k> {
             drops: Vec::new(),
             container_id_bodies: HashMap::new(),
             counters: AuditCounters::default(),
+            namespaces: (config.namespaces.records != crate::config::NsRecords::Off)
+                .then(|| NsTrail::new(namespaces::nsfs_device())),
         })
     }
 
@@ -138,9 +144,79 @@ impl<'k> Pipeline<'k> {
 
     /// A record of the daemon's own, made now, about a task in `contid`.
     pub fn record(&mut self, kind: &'static str, body: String, contid: Option<u64>) {
+        self.record_with(kind, body, contid, None);
+    }
+
+    /// As [`Pipeline::record`], followed by an auxiliary record (type,
+    /// body) with the same stamp.
+    pub fn record_with(
+        &mut self,
+        kind: &'static str,
+        body: String,
+        contid: Option<u64>,
+        follower: Option<(&'static str, String)>,
+    ) {
         let mut record = Record::daemon(kind, host::now(), body);
         record.contid = contid;
+        let follower = follower.map(|(kind, body)| Record::follower(&record, kind, body));
         self.router.route(record);
+        if let Some(f) = follower {
+            self.router.route(f);
+        }
+    }
+
+    /// The body of an `NS_INFO` record for the namespaces a task entered
+    /// container `contid` with; `None` when namespace records are off.
+    pub fn ns_info(&mut self, ns: &Namespaces, contid: Option<u64>) -> Option<String> {
+        let body = self.namespaces.as_mut()?.info(ns, contid);
+        self.counters.ns_records += 1;
+        Some(body)
+    }
+
+    /// After a listing of every task (which also found the unshares and
+    /// setns since the last one, as events): those events are written,
+    /// then `NS_DESTROY` for the namespaces no task uses any more.
+    pub fn swept(&mut self, rows: &[TaskRow], containers: &impl Containers) {
+        self.poll_events(containers);
+        let Some(trail) = self.namespaces.as_mut() else {
+            return;
+        };
+        let gone = trail.swept(rows);
+        self.ns_records(host::now(), None, gone, containers);
+    }
+
+    /// Routes a record, followed (same stamp) by a `CONTAINER_ID` record
+    /// naming the chains of `contids`, when there are any.
+    fn route_event(&mut self, record: Record, contids: &[u64], containers: &impl Containers) {
+        let chains: Vec<Chain> = contids
+            .iter()
+            .filter_map(|&c| ContainerId::new(c))
+            .map(|id| self.chain(id, containers))
+            .collect();
+        let follower = (!chains.is_empty()).then(|| {
+            let body = format_fields(&container_id_fields(&chains));
+            Record::follower(&record, "CONTAINER_ID", body)
+        });
+        self.router.route(record);
+        if let Some(f) = follower {
+            self.router.route(f);
+        }
+    }
+
+    fn ns_records(
+        &mut self,
+        at: Duration,
+        pid: Option<u32>,
+        records: Vec<NsRecord>,
+        containers: &impl Containers,
+    ) {
+        for r in records {
+            self.counters.ns_records += 1;
+            let mut record = Record::daemon(r.kind, at, r.body);
+            record.pid = pid;
+            record.contid = r.containers.first().copied();
+            self.route_event(record, &r.containers, containers);
+        }
     }
 
     /// The chain of container `id`, as records print it. A container
@@ -257,6 +333,7 @@ impl<'k> Pipeline<'k> {
             body,
             pid,
             contid,
+            follows: false,
         };
         let stamp = event.stamp;
         for r in event.records {
@@ -344,13 +421,31 @@ impl<'k> Pipeline<'k> {
                     self.drops.push(e.contid);
                     continue;
                 }
-                // Always recorded: a change of a task's container.
+                // Always recorded: a change of a task's container, and
+                // the namespaces it joined with.
                 EventKind::Join | EventKind::JoinRefused => {
                     self.enricher.forget_live();
                     let mut record = Record::daemon("CONTAINER_OP", at, records::join(e));
                     record.pid = Some(e.pid);
                     record.contid = contid;
+                    let info = match (e.kind, &e.namespaces) {
+                        (EventKind::Join, Some(ns)) => self.ns_info(ns, contid),
+                        _ => None,
+                    };
+                    let info = info.map(|body| Record::follower(&record, "NS_INFO", body));
                     self.router.route(record);
+                    if let Some(info) = info {
+                        self.router.route(info);
+                    }
+                    continue;
+                }
+                EventKind::Namespaces => {
+                    if let Some(trail) = self.namespaces.as_mut() {
+                        let exe = std::fs::read_link(format!("/proc/{}/exe", e.pid)).ok();
+                        let exe = exe.as_ref().map(|p| p.as_os_str().as_encoded_bytes());
+                        let records = trail.change(e, exe);
+                        self.ns_records(at, Some(e.pid), records, containers);
+                    }
                     continue;
                 }
                 EventKind::Exit => {

@@ -23,6 +23,10 @@ pub struct Record {
     pub pid: Option<u32>,
     /// The container of the task the record concerns, if any.
     pub contid: Option<u64>,
+    /// An auxiliary record of the daemon's record just before it (its
+    /// `CONTAINER_ID`, its `NS_INFO`): written with the same stamp, so
+    /// that readers group them as one event.
+    pub follows: bool,
 }
 
 impl Record {
@@ -35,6 +39,20 @@ impl Record {
             body,
             pid: None,
             contid: None,
+            follows: false,
+        }
+    }
+
+    /// An auxiliary record of `main`, which is routed just before it.
+    pub fn follower(main: &Record, kind: &'static str, body: String) -> Record {
+        Record {
+            kind: kind.into(),
+            time: main.time,
+            serial: main.serial,
+            body,
+            pid: main.pid,
+            contid: main.contid,
+            follows: true,
         }
     }
 }

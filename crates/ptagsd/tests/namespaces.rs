@@ -1,0 +1,209 @@
+//! Namespaces in the trail, with real processes as root: a task in a
+//! container unshares five namespaces (NS_CREATE each, with the inodes
+//! /proc shows, followed by its CONTAINER_ID), another enters one with
+//! nsenter (NS_CHANGE), the last process of them exits (NS_DESTROY), and
+//! ausearch groups the records with their CONTAINER_ID.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::trail::{has_tool, read_trail, wait_for_trail};
+use common::{can_run, cli_path, stdout, Daemon};
+
+/// `msg=audit(...)` of a record.
+fn stamp_of(line: &str) -> &str {
+    line.split_whitespace().nth(1).unwrap_or_default()
+}
+
+fn inode(pid: u32, kind: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
+        .unwrap()
+        .ino()
+}
+
+/// The one child of process `pid`.
+fn child_of(pid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("the child of {pid}: {e}"))
+}
+
+/// The record of `kind` whose body has all of `fields`, and the record
+/// after it.
+fn record_and_next<'a>(text: &'a str, kind: &str, fields: &[String]) -> (&'a str, &'a str) {
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| {
+            l.starts_with(&format!("type={kind} ")) && fields.iter().all(|f| l.contains(f.as_str()))
+        })
+        .unwrap_or_else(|| panic!("no {kind} with {fields:?} in:\n{text}"));
+    (lines[at], lines.get(at + 1).copied().unwrap_or_default())
+}
+
+#[test]
+fn unshare_nsenter_and_the_last_exit_are_on_record() {
+    let test = "unshare_nsenter_and_the_last_exit";
+    if !can_run(test) || !has_tool(test, "ausearch") {
+        return;
+    }
+    let d = Daemon::start(
+        "namespaces",
+        "[audit]\nkernel = false\n[namespaces]\nsweep_ms = 200\n",
+    );
+    let host_net = inode(std::process::id(), "net");
+    // A task of container 6161 unshares five namespaces and forks a
+    // shell into them, which prints their inodes and sleeps.
+    let mut maker = Command::new(cli_path())
+        .args(["run", "--contid", "6161", "--"])
+        .args([
+            "unshare", "--fork", "-n", "-m", "-p", "-u", "-i", "sh", "-c",
+        ])
+        .arg("for k in net mnt pid uts ipc; do stat -L -c %i /proc/self/ns/$k; done; exec sleep 60")
+        .env("PTAGS_SOCKET", d.socket())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let printed: Vec<u64> = BufReader::new(maker.stdout.take().unwrap())
+        .lines()
+        .take(5)
+        .map(|l| l.unwrap().trim().parse().unwrap())
+        .collect();
+    // `ptags run` runs unshare as its child, which forks the shell.
+    let unshare = child_of(maker.id());
+    let sleeper = child_of(unshare);
+    let kinds = ["net", "mnt", "pid", "uts", "ipc"];
+    wait_for_trail(&d, "the five NS_CREATE", |t| {
+        t.matches("type=NS_CREATE ").count() >= 5
+    });
+    let text = read_trail(&d.log_dir);
+    for (kind, inum) in kinds.iter().zip(&printed) {
+        let (create, next) = record_and_next(
+            &text,
+            "NS_CREATE",
+            &[
+                format!(" op=unshare nstype={kind} inum={inum} "),
+                format!(" pid={unshare} "),
+            ],
+        );
+        assert!(create.contains(" detected=fork "), "{create}");
+        assert!(next.starts_with("type=CONTAINER_ID "), "{next}");
+        assert!(next.contains(" contid=6161 "), "{next}");
+        assert_eq!(stamp_of(create), stamp_of(next));
+        if *kind == "pid" {
+            let parent = inode(std::process::id(), "pid");
+            assert!(create.contains(&format!(" parent={parent} ")), "{create}");
+        }
+    }
+
+    // A task of container 6262 enters the new network namespace.
+    let net = printed[0];
+    assert_eq!(inode(sleeper, "net"), net);
+    let out = d.sh(&format!(
+        "ptags run --contid 6262 -- nsenter -t {sleeper} -n stat -L -c %i /proc/self/ns/net"
+    ));
+    assert_eq!(out.lines().next(), Some(net.to_string().as_str()), "{out}");
+    wait_for_trail(&d, "the NS_CHANGE", |t| t.contains("type=NS_CHANGE "));
+    let text = read_trail(&d.log_dir);
+    let (change, next) = record_and_next(
+        &text,
+        "NS_CHANGE",
+        &[format!(
+            " op=setns nstype=net inum={net} old-inum={host_net} "
+        )],
+    );
+    assert!(change.contains(" detected=exec "), "{change}");
+    // (exe= only where the task still ran when its event was read: stat
+    // had ended.)
+    assert!(change.contains(" comm=\"stat\" "), "{change}");
+    assert!(next.contains(" contid=6262 "), "{next}");
+
+    // ps shows a process's namespaces.
+    let ps = stdout(&d.ptags(&["--json", "ps", "--contid", "6161", "--ns"]));
+    let ps: serde_json::Value = serde_json::from_str(&ps).unwrap();
+    let row = ps["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pid"] == sleeper)
+        .unwrap_or_else(|| panic!("{ps}"));
+    for kind in ["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"] {
+        assert_eq!(
+            row["namespaces"][kind],
+            inode(sleeper, kind),
+            "{kind}: {row}"
+        );
+    }
+    // The last process in them exits: each is destroyed, found by a
+    // sweep.
+    maker.kill().unwrap();
+    // SAFETY: signalling a process of this test.
+    unsafe { libc::kill(sleeper as i32, libc::SIGKILL) };
+    maker.wait().unwrap();
+    wait_for_trail(&d, "the NS_DESTROY of the network namespace", |t| {
+        t.contains(&format!("type=NS_DESTROY msg="))
+            && t.contains(&format!(
+                " nstype=net inum={net} detected=sweep found=no-task"
+            ))
+    });
+    let text = read_trail(&d.log_dir);
+    for (kind, inum) in kinds.iter().zip(&printed) {
+        let (destroy, next) = record_and_next(
+            &text,
+            "NS_DESTROY",
+            &[format!(" nstype={kind} inum={inum} ")],
+        );
+        // Named with the containers that were in it.
+        assert!(next.starts_with("type=CONTAINER_ID "), "{destroy}\n{next}");
+        assert!(next.contains("6161"), "{next}");
+    }
+
+    // ausearch reads the new types. (It cannot group them with their
+    // CONTAINER_ID: libaudit 3.0.9 ends an event at any record whose type
+    // it does not know, and knows neither NS_* nor CONTAINER_ID.)
+    let log = d.log_dir.join("audit.log");
+    let found = stdout(
+        &Command::new("ausearch")
+            .args(["-if", log.to_str().unwrap(), "-ts", "boot"])
+            .output()
+            .unwrap(),
+    );
+    for kind in ["NS_INFO", "NS_CREATE", "NS_CHANGE", "NS_DESTROY"] {
+        assert_eq!(
+            found.matches(&format!("type={kind} ")).count(),
+            text.matches(&format!("type={kind} ")).count(),
+            "{kind} in ausearch:\n{found}"
+        );
+    }
+    // ptags audit search groups each with its CONTAINER_ID, and finds
+    // the records of one namespace.
+    let search = |args: &[&str]| {
+        let mut all = vec!["audit", "search", "-i", log.to_str().unwrap()];
+        all.extend_from_slice(args);
+        stdout(&d.ptags(&all))
+    };
+    let creates = search(&["--type", "NS_CREATE", "--pid", &unshare.to_string()]);
+    let lines: Vec<&str> = creates.lines().collect();
+    assert_eq!(lines.len(), 10, "{creates}");
+    for pair in lines.chunks(2) {
+        assert!(
+            pair[0].starts_with("type=NS_CREATE ") && pair[1].starts_with("type=CONTAINER_ID "),
+            "{creates}"
+        );
+    }
+    let of_net = search(&["--ns", &net.to_string()]);
+    for kind in ["NS_CREATE", "NS_CHANGE", "NS_DESTROY"] {
+        assert_eq!(
+            of_net.matches(&format!("type={kind} ")).count(),
+            1,
+            "{kind}:\n{of_net}"
+        );
+    }
+    let (ok, out) = d.verify_dir(&d.log_dir);
+    assert!(ok, "{out}");
+}
