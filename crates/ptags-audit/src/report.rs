@@ -2,8 +2,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::query::{own_contid, Entry};
+use super::query::{chain_ids, own_contid, Entry};
 use super::Stamp;
+
+/// The kinds of namespace an `NS_INFO` names (as `KINDns=`).
+const NS_KINDS: [&str; 8] = ["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"];
 
 /// One container's part of a trail.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,6 +30,11 @@ pub struct ContainerReport {
     pub kernel_events: u64,
     /// Records naming it, by type.
     pub records: BTreeMap<String, u64>,
+    /// The namespaces its tasks were recorded in, by kind (`net`, ...):
+    /// from NS_INFO, NS_CREATE and NS_CHANGE.
+    pub namespaces: BTreeMap<String, BTreeSet<u64>>,
+    /// Its namespace events: NS_CREATE, NS_CHANGE and NS_DESTROY, counted.
+    pub ns_events: BTreeMap<String, u64>,
 }
 
 /// The whole trail's summary.
@@ -50,6 +58,10 @@ impl Report {
             .find(|e| e.kind != "CONTAINER_ID")
             .and_then(|e| e.field("pid"))
             .and_then(|p| p.parse::<u32>().ok());
+        let namespace_event = event.iter().any(|e| e.kind.starts_with("NS_"));
+        if namespace_event {
+            self.add_namespaces(event);
+        }
         for e in event {
             if e.kind == "PTAGS_LOST" {
                 let key = format!(
@@ -87,7 +99,9 @@ impl Report {
                     Some("drop") => c.dropped = true,
                     _ => {}
                 },
-                "CONTAINER_ID" => {
+                // A namespace record's CONTAINER_ID names its containers,
+                // not a kernel event.
+                "CONTAINER_ID" if !namespace_event => {
                     c.kernel_events += 1;
                     c.processes.extend(kernel_pid);
                 }
@@ -101,6 +115,54 @@ impl Report {
                 }
                 "PTAGS_OP" => c.tag_changes += 1,
                 _ => {}
+            }
+        }
+    }
+
+    /// The namespace records of an event, for each container it names
+    /// (its CONTAINER_ID, or the CONTAINER_OP an NS_INFO follows; an
+    /// NS_DESTROY's names every container that was in the namespace).
+    fn add_namespaces(&mut self, event: &[Entry<'_>]) {
+        let ids: BTreeSet<u64> = event
+            .iter()
+            .filter(|e| matches!(e.kind, "CONTAINER_ID" | "CONTAINER_OP"))
+            .filter_map(|e| e.field("contid"))
+            .flat_map(|v| chain_ids(v).filter(|(up, _)| !up).map(|(_, id)| id))
+            .collect();
+        for id in ids {
+            let c = self
+                .containers
+                .entry(id)
+                .or_insert_with(|| ContainerReport {
+                    contid: id,
+                    ..ContainerReport::default()
+                });
+            for e in event.iter().filter(|e| e.kind.starts_with("NS_")) {
+                *c.records.entry(e.kind.to_owned()).or_default() += 1;
+                let inum = e.field("inum").and_then(|v| v.parse().ok());
+                match (e.kind, e.field("nstype"), inum) {
+                    ("NS_INFO", _, _) => {
+                        for kind in NS_KINDS {
+                            let inum = e.field(&format!("{kind}ns")).and_then(|v| v.parse().ok());
+                            if let Some(inum) = inum {
+                                c.namespaces
+                                    .entry(kind.to_owned())
+                                    .or_default()
+                                    .insert(inum);
+                            }
+                        }
+                    }
+                    (kind, Some(nstype), Some(inum)) => {
+                        *c.ns_events.entry(kind.to_owned()).or_default() += 1;
+                        if kind != "NS_DESTROY" {
+                            c.namespaces
+                                .entry(nstype.to_owned())
+                                .or_default()
+                                .insert(inum);
+                        }
+                    }
+                    _ => {}
+                }
             }
         }
     }
@@ -154,5 +216,38 @@ mod tests {
         assert_eq!(inner.processes.iter().copied().collect::<Vec<_>>(), [12]);
         assert!(inner.dropped);
         assert_eq!(inner.records["CONTAINER_OP"], 2);
+    }
+
+    #[test]
+    fn namespaces_are_reported_per_container() {
+        let lines = [
+            "type=CONTAINER_OP msg=audit(1.000:4294967297): op=set opid=10 contid=7 old-contid=-1 pid=5 res=success",
+            "type=NS_INFO msg=audit(1.000:4294967297): dev=00:04 cgroupns=1 ipcns=2 mntns=3 netns=4 pidns=5 timens=6 userns=7 utsns=8",
+            "type=NS_CREATE msg=audit(1.100:4294967299): op=unshare nstype=net inum=40 pid=10 detected=fork",
+            "type=CONTAINER_ID msg=audit(1.100:4294967299): contid=7",
+            "type=NS_CHANGE msg=audit(1.200:4294967301): op=setns nstype=net inum=40 old-inum=4 pid=11 detected=exec",
+            "type=CONTAINER_ID msg=audit(1.200:4294967301): contid=9,^7",
+            "type=NS_DESTROY msg=audit(1.300:4294967303): nstype=net inum=40 detected=sweep found=no-task",
+            "type=CONTAINER_ID msg=audit(1.300:4294967303): contid=7,9,^7",
+        ];
+        let entries: Vec<Entry<'_>> = lines.iter().map(|l| Entry::parse(l).unwrap()).collect();
+        let mut report = Report::default();
+        for event in entries.chunk_by(|a, b| a.stamp == b.stamp) {
+            report.add(event);
+        }
+        let outer = &report.containers[&7];
+        assert_eq!(outer.created, Some(("set".into(), 5)));
+        assert_eq!(outer.namespaces["net"], BTreeSet::from([4, 40]));
+        assert_eq!(outer.namespaces["uts"], BTreeSet::from([8]));
+        assert_eq!(outer.ns_events["NS_CREATE"], 1);
+        assert_eq!(outer.ns_events["NS_DESTROY"], 1);
+        assert_eq!(
+            outer.kernel_events, 0,
+            "a namespace record's CONTAINER_ID is not a kernel event"
+        );
+        let inner = &report.containers[&9];
+        assert_eq!(inner.namespaces["net"], BTreeSet::from([40]));
+        assert_eq!(inner.ns_events["NS_CHANGE"], 1);
+        assert_eq!(inner.ns_events["NS_DESTROY"], 1);
     }
 }

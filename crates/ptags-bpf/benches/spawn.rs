@@ -2,14 +2,22 @@
 //! the programs attached and a tagged, contained parent, against nothing
 //! attached, in one run, rounds interleaved so that drift hits both; and
 //! on any system call (getppid), whose exit the setns program sees while
-//! a container has a setns policy (the "with" rounds have one).
+//! a container has a setns policy (the last rounds have one). The third
+//! state watches the namespaces of tasks in containers (namespace
+//! records on, as by default): every spawn of the contained caller reads
+//! and compares its child's namespaces at fork, exec and exit.
+//!
+//! This VM's speed drifts by more than these costs from one minute to
+//! the next, so the kernel's own accounting of the programs' run time
+//! (BPF_STATS_RUN_TIME) is read too: the time the fork, exec and exit
+//! programs took per spawn, which no drift touches.
 //!
 //!     sudo cargo bench -p ptags-bpf --bench spawn [-- ROUNDS SPAWNS]
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ptags_bpf::{Join, Kernel, Options, SetOp, TaskId};
+use ptags_bpf::{Join, Kernel, NsWatch, Options, SetOp, TaskId};
 
 fn spawn_many(n: usize) -> Duration {
     let start = Instant::now();
@@ -61,26 +69,76 @@ fn main() {
     // SAFETY: as above.
     let me = TaskId::of(unsafe { libc::gettid() } as u32).unwrap();
     spawn_many(spawns / 4); // warm up caches and the page cache
-                            // Per state (nothing attached; the programs with no setns policy;
-                            // with a policy): spawn times, then system-call times.
-    let mut spawn: [Vec<Duration>; 3] = Default::default();
-    let mut calls: [Vec<Duration>; 3] = Default::default();
+                            // Per state: spawn times, then system-call times. The states take
+                            // turns in a rotating order (each round starts one later), so that a
+                            // drift of this machine's speed within a round hits each alike.
+    let mut spawn: [Vec<Duration>; 4] = Default::default();
+    let mut calls: [Vec<Duration>; 4] = Default::default();
+    let mut in_bpf: [Vec<f64>; 4] = Default::default();
+    // SAFETY: plain bpf(BPF_ENABLE_STATS); stats stay on while the fd is open.
+    let stats = unsafe { libbpf_sys::bpf_enable_stats(libbpf_sys::BPF_STATS_RUN_TIME) };
+    assert!(stats >= 0, "enabling BPF run-time stats");
     let n_calls = if full { SYSCALLS } else { SYSCALLS / 100 };
-    for _ in 0..rounds {
-        spawn[0].push(spawn_many(spawns));
-        calls[0].push(syscalls_many(n_calls));
-        let k = Kernel::open(&Options::default()).expect("loading the programs");
-        k.set(
-            me,
-            &SetOp {
-                tags: Some((7, 3)),
-                contid: Some((99, None)),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        spawn[1].push(spawn_many(spawns));
-        calls[1].push(syscalls_many(n_calls));
+    for round in 0..rounds {
+        for step in 0..4 {
+            let state = (step + round) % 4;
+            let (s, c, b) = measure(state, me, spawns, n_calls);
+            spawn[state].push(s);
+            calls[state].push(c);
+            in_bpf[state].push(b);
+        }
+    }
+    println!("{rounds} rounds, medians; the caller is tagged and in a container");
+    report("spawn /bin/true", spawns, "µs", 1e6, spawn.map(median));
+    report("getppid()", n_calls, "ns", 1e9, calls.map(median));
+    println!("time in the fork, exec and exit programs per spawn (BPF_STATS_RUN_TIME):");
+    for (name, v) in ["attached, no setns policy", "+ namespace records"]
+        .into_iter()
+        .zip([&in_bpf[1], &in_bpf[2]])
+    {
+        let mut v = v.clone();
+        v.sort_by(f64::total_cmp);
+        println!("  {name:<27} {:9.0} ns", v[v.len() / 2]);
+    }
+    // SAFETY: the fd bpf_enable_stats returned.
+    unsafe { libc::close(stats) };
+}
+
+/// Nanoseconds the fork, exec and exit programs have run, in all.
+fn programs_run_ns() -> u64 {
+    libbpf_rs::query::ProgInfoIter::default()
+        .filter(|p| {
+            let name = p.name.to_string_lossy();
+            ["ptags_fork", "ptags_exec", "ptags_exit"].contains(&name.as_ref())
+        })
+        .map(|p| p.run_time_ns)
+        .sum()
+}
+
+/// Spawn and system-call times in one state: 0 nothing attached; 1 the
+/// programs, the caller tagged and contained; 2 and namespace records on;
+/// 3 and a setns policy.
+fn measure(state: usize, me: TaskId, spawns: usize, n_calls: usize) -> (Duration, Duration, f64) {
+    if state == 0 {
+        return (spawn_many(spawns), syscalls_many(n_calls), 0.0);
+    }
+    let k = Kernel::open(&Options::default()).expect("loading the programs");
+    let watch = if state >= 2 {
+        NsWatch::Containers
+    } else {
+        NsWatch::Off
+    };
+    k.set_events(false, false, watch).unwrap();
+    k.set(
+        me,
+        &SetOp {
+            tags: Some((7, 3)),
+            contid: Some((99, None)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    if state == 3 {
         // A policy for a namespace no task is in: the setns program is
         // attached, and returns early for every other system call.
         let policy = Join {
@@ -89,26 +147,24 @@ fn main() {
             kept_id: 3,
         };
         k.set_join(1, &policy).unwrap();
-        spawn[2].push(spawn_many(spawns));
-        calls[2].push(syscalls_many(n_calls));
-        assert_eq!(k.lost().unwrap(), Default::default());
-        drop(k);
     }
-    let [s0, s1, s2] = spawn.map(median);
-    let [c0, c1, c2] = calls.map(median);
-    println!("{rounds} rounds, medians; the caller is tagged and in a container");
-    report("spawn /bin/true", spawns, "µs", 1e6, [s0, s1, s2]);
-    report("getppid()", n_calls, "ns", 1e9, [c0, c1, c2]);
+    let before = programs_run_ns();
+    let spawned = spawn_many(spawns);
+    let in_bpf = (programs_run_ns() - before) as f64 / spawns as f64;
+    let times = (spawned, syscalls_many(n_calls), in_bpf);
+    assert_eq!(k.lost().unwrap(), Default::default());
+    times
 }
 
 /// One line per state, each with its ratio to nothing attached.
-fn report(what: &str, n: usize, unit: &str, scale: f64, times: [Duration; 3]) {
+fn report(what: &str, n: usize, unit: &str, scale: f64, times: [Duration; 4]) {
     let per = |d: Duration| d.as_secs_f64() * scale / n as f64;
     println!("{what}, {n} per round:");
     for (name, t) in [
         "nothing attached",
         "attached, no setns policy",
-        "attached, a setns policy",
+        "+ namespace records",
+        "+ a setns policy",
     ]
     .into_iter()
     .zip(times)

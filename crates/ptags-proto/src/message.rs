@@ -401,6 +401,10 @@ pub struct AuditCounters {
     /// NS_DESTROY).
     #[serde(default)]
     pub ns_records: u64,
+    /// Packets read from the NFLOG group in containers' network
+    /// namespaces (NETFILTER_PKT records).
+    #[serde(default)]
+    pub nflog_packets: u64,
 }
 
 /// A successful answer.

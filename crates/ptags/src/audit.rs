@@ -351,6 +351,8 @@ fn print_report(report: &Report, out: crate::Output) {
                     "tag_changes": c.tag_changes,
                     "kernel_events": c.kernel_events,
                     "records": c.records,
+                    "namespaces": c.namespaces,
+                    "namespace_events": c.ns_events,
                 })
             })
             .collect();
@@ -405,6 +407,34 @@ fn print_report(report: &Report, out: crate::Output) {
             records,
             if c.dropped { "yes" } else { "no" }
         );
+    }
+    // Each container's namespaces and namespace events, under the table.
+    for c in report
+        .containers
+        .values()
+        .filter(|c| !c.namespaces.is_empty())
+    {
+        let kinds: Vec<String> = c
+            .namespaces
+            .iter()
+            .map(|(kind, inums)| {
+                let inums: Vec<String> = inums.iter().map(u64::to_string).collect();
+                format!("{kind}:{}", inums.join(","))
+            })
+            .collect();
+        let events: Vec<String> = c
+            .ns_events
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        println!("container {} namespaces: {}", c.contid, kinds.join(" "));
+        if !events.is_empty() {
+            println!(
+                "container {} namespace events: {}",
+                c.contid,
+                events.join(", ")
+            );
+        }
     }
 }
 

@@ -202,7 +202,7 @@ fn print_status(s: &Status) {
     let a = &s.audit;
     let c = &a.counters;
     println!(
-        "audit trail: {} ({}), record {}; {} written, {} kernel records in {} events ({} in containers), {} namespace records",
+        "audit trail: {} ({}), record {}; {} written, {} kernel records in {} events ({} in containers), {} namespace records, {} packets",
         a.log,
         if a.writing { "writing" } else { "SUSPENDED" },
         a.seq,
@@ -210,7 +210,8 @@ fn print_status(s: &Status) {
         c.kernel_records,
         c.kernel_events,
         c.contained_events,
-        c.ns_records
+        c.ns_records,
+        c.nflog_packets
     );
     println!(
         "kernel records: {}",

@@ -34,6 +34,9 @@ pub struct Namespaces {
     /// setns of tasks that neither fork, exec nor exit, and namespaces
     /// no task uses any more.
     pub sweep_ms: u64,
+    /// The NFLOG group listened on in every network namespace a
+    /// container uses (0: none).
+    pub nflog_group: u16,
 }
 
 /// Whose namespaces are on record.

@@ -146,7 +146,7 @@ fn unshare_nsenter_and_the_last_exit_are_on_record() {
     unsafe { libc::kill(sleeper as i32, libc::SIGKILL) };
     maker.wait().unwrap();
     wait_for_trail(&d, "the NS_DESTROY of the network namespace", |t| {
-        t.contains(&format!("type=NS_DESTROY msg="))
+        t.contains("type=NS_DESTROY msg=")
             && t.contains(&format!(
                 " nstype=net inum={net} detected=sweep found=no-task"
             ))
@@ -204,6 +204,153 @@ fn unshare_nsenter_and_the_last_exit_are_on_record() {
             "{kind}:\n{of_net}"
         );
     }
+    // The report lists each container's namespaces and their events.
+    let report = stdout(&d.ptags(&["audit", "report", "-i", log.to_str().unwrap()]));
+    let line = |prefix: &str| {
+        report
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix} in:\n{report}"))
+            .to_owned()
+    };
+    let of_6161 = line("container 6161 namespaces: ");
+    for (kind, inum) in kinds.iter().zip(&printed) {
+        assert!(
+            of_6161.contains(&format!("{kind}:")) && of_6161.contains(&inum.to_string()),
+            "{of_6161}"
+        );
+    }
+    assert!(
+        line("container 6161 namespace events: ").contains("NS_CREATE 5"),
+        "{report}"
+    );
+    assert!(
+        line("container 6262 namespace events: ").contains("NS_CHANGE 1"),
+        "{report}"
+    );
     let (ok, out) = d.verify_dir(&d.log_dir);
     assert!(ok, "{out}");
+}
+
+/// A network namespace made with `ip netns`, deleted on drop.
+struct NetNs(String);
+
+impl NetNs {
+    fn new() -> NetNs {
+        let name = format!("ptags-test-{}", std::process::id());
+        let ns = NetNs(name);
+        ns.ip(&["netns", "add", &ns.0]);
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let st = Command::new("ip").args(args).status().unwrap();
+        assert!(st.success(), "ip {args:?}");
+    }
+
+    fn exec(&self, args: &[&str]) {
+        let mut all = vec!["netns", "exec", &self.0];
+        all.extend_from_slice(args);
+        self.ip(&all);
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Two containers share one network namespace; a firewall rule there
+/// logs a packet to the NFLOG group ptagsd listens on in it: the packet's
+/// record is followed by a CONTAINER_ID naming both containers.
+#[test]
+fn a_packet_in_a_shared_network_namespace_names_both_containers() {
+    let test = "a_packet_in_a_shared_network_namespace";
+    if !can_run(test) || !has_tool(test, "nft") {
+        return;
+    }
+    let ns = NetNs::new();
+    ns.exec(&["nft", "add", "table", "inet", "ptags"]);
+    ns.exec(&[
+        "nft",
+        "add",
+        "chain",
+        "inet",
+        "ptags",
+        "out",
+        "{ type filter hook output priority 0; }",
+    ]);
+    ns.exec(&[
+        "nft", "add", "rule", "inet", "ptags", "out", "udp", "dport", "9", "log", "group", "77",
+    ]);
+    let d = Daemon::start(
+        "namespaces-nflog",
+        "[audit]\nkernel = false\n[namespaces]\nsweep_ms = 200\nnflog_group = 77\n",
+    );
+    let members: Vec<std::process::Child> = [7171, 7272]
+        .iter()
+        .map(|contid| {
+            Command::new(cli_path())
+                .args(["run", "--contid", &contid.to_string(), "--"])
+                .args(["ip", "netns", "exec", &ns.0, "sleep", "60"])
+                .env("PTAGS_SOCKET", d.socket())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let netns_inode = std::fs::metadata(format!("/run/netns/{}", ns.0))
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.ino()
+        })
+        .unwrap();
+    // Sent until the daemon, at a sweep, has found both members there and
+    // listens in it.
+    let mut record = None;
+    for _ in 0..100 {
+        ns.exec(&["bash", "-c", "echo x > /dev/udp/127.0.0.1/9"]);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let text = read_trail(&d.log_dir);
+        let lines: Vec<&str> = text.lines().collect();
+        if let Some(at) = lines
+            .iter()
+            .rposition(|l| l.starts_with("type=NETFILTER_PKT "))
+        {
+            let next = lines.get(at + 1).copied().unwrap_or_default().to_owned();
+            if next.contains("contid=7171,7272 ") {
+                record = Some((lines[at].to_owned(), next));
+                break;
+            }
+        }
+    }
+    let (packet, container_id) =
+        record.unwrap_or_else(|| panic!("no packet naming both:\n{}", read_trail(&d.log_dir)));
+    for field in [
+        "saddr=127.0.0.1 daddr=127.0.0.1 proto=17 ".to_owned(),
+        " dport=9 ".to_owned(),
+        format!(" netns={netns_inode} nflog-group=77 "),
+    ] {
+        assert!(packet.contains(&field), "{field} in {packet}");
+    }
+    eprintln!("{test}:\n{packet}\n{container_id}");
+    assert!(
+        container_id.starts_with("type=CONTAINER_ID "),
+        "{container_id}"
+    );
+    assert_eq!(stamp_of(&packet), stamp_of(&container_id));
+    for mut m in members {
+        // `ptags run` waits for the command it runs as its child.
+        let sleeper = child_of(m.id());
+        // SAFETY: signalling a process of this test.
+        unsafe { libc::kill(sleeper as i32, libc::SIGKILL) };
+        let _ = m.wait();
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&stdout(&d.ptags(&["--json", "status"]))).unwrap();
+    assert!(
+        status["audit"]["nflog_packets"].as_u64().unwrap() > 0,
+        "{status}"
+    );
 }

@@ -21,6 +21,7 @@ pub mod kernel_audit;
 mod limit;
 pub mod log_sink;
 pub mod namespaces;
+mod nflog;
 pub mod records;
 pub mod router;
 mod serials;
@@ -46,6 +47,7 @@ use limit::RefusalLimit;
 pub use limit::Source;
 use log_sink::{load_key, LogFile};
 use namespaces::{NsRecord, NsTrail};
+use nflog::Nflog;
 use router::Router;
 pub use router::{Record, Sink};
 use serials::SerialGaps;
@@ -100,6 +102,9 @@ pub struct Pipeline<'k> {
     counters: AuditCounters,
     /// The namespaces on record; `None` when namespace records are off.
     namespaces: Option<NsTrail>,
+    /// Packets of containers' network namespaces; `None` unless
+    /// `[namespaces] nflog_group` is set.
+    nflog: Option<Nflog>,
 }
 
 impl<'k> Pipeline<'k> {
@@ -135,6 +140,8 @@ impl<'k> Pipeline<'k> {
             counters: AuditCounters::default(),
             namespaces: (config.namespaces.records != crate::config::NsRecords::Off)
                 .then(|| NsTrail::new(namespaces::nsfs_device())),
+            nflog: (config.namespaces.nflog_group != 0)
+                .then(|| Nflog::new(config.namespaces.nflog_group)),
         })
     }
 
@@ -178,11 +185,48 @@ impl<'k> Pipeline<'k> {
     /// then `NS_DESTROY` for the namespaces no task uses any more.
     pub fn swept(&mut self, rows: &[TaskRow], containers: &impl Containers) {
         self.poll_events(containers);
+        if let Some(nflog) = self.nflog.as_mut() {
+            let net = ptags_bpf::namespaces::KINDS
+                .iter()
+                .position(|k| *k == "net")
+                .expect("net is a kind");
+            let me = std::process::id();
+            let host_netns = rows
+                .iter()
+                .find(|r| r.pid == me)
+                .map_or(0, |r| r.namespaces.id[net]);
+            for said in nflog.swept(rows, host_netns) {
+                log::info!("{said}");
+            }
+        }
         let Some(trail) = self.namespaces.as_mut() else {
             return;
         };
         let gone = trail.swept(rows);
         self.ns_records(host::now(), None, gone, containers);
+    }
+
+    /// Packets logged to the NFLOG group in containers' network
+    /// namespaces: each a `NETFILTER_PKT` record followed by a
+    /// `CONTAINER_ID` naming every container of its namespace.
+    fn nflog_packets(&mut self, containers: &impl Containers) {
+        let Some(nflog) = self.nflog.as_mut() else {
+            return;
+        };
+        let packets: Vec<(String, Vec<u64>)> = nflog
+            .drain()
+            .into_iter()
+            .map(|p| {
+                let of = nflog.containers_of(p.netns);
+                (p.body, of)
+            })
+            .collect();
+        for (body, contids) in packets {
+            self.counters.nflog_packets += 1;
+            let mut record = Record::daemon("NETFILTER_PKT", host::now(), body);
+            record.contid = contids.first().copied();
+            self.route_event(record, &contids, containers);
+        }
     }
 
     /// Routes a record, followed (same stamp) by a `CONTAINER_ID` record
@@ -477,6 +521,7 @@ impl<'k> Pipeline<'k> {
             self.kernel_event(event, containers);
         }
         self.record_suppressed(false);
+        self.nflog_packets(containers);
         let mut failed = None;
         if self.last_check.elapsed() >= Duration::from_secs(1) {
             self.last_check = Instant::now();

@@ -100,8 +100,8 @@ impl NsTrail {
     /// `contid`, which puts them on record.
     pub fn info(&mut self, ns: &Namespaces, contid: Option<u64>) -> String {
         let mut fields = vec![("dev".to_owned(), self.dev.clone())];
-        for slot in 0..OWN_KINDS {
-            fields.push((format!("{}ns", KINDS[slot]), ns.inum[slot].to_string()));
+        for (slot, kind) in KINDS.iter().enumerate().take(OWN_KINDS) {
+            fields.push((format!("{kind}ns"), ns.inum[slot].to_string()));
             self.put_on_record(ns.id[slot], slot, ns.inum[slot], contid);
         }
         format_fields(&fields)
