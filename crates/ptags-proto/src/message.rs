@@ -401,6 +401,10 @@ pub struct AuditCounters {
     /// NS_DESTROY).
     #[serde(default)]
     pub ns_records: u64,
+    /// Namespace changes not recorded (the per-user rate limit), each
+    /// counted in a PTAGS_SUPPRESSED record.
+    #[serde(default)]
+    pub ns_suppressed: u64,
     /// Packets read from the NFLOG group in containers' network
     /// namespaces (NETFILTER_PKT records).
     #[serde(default)]

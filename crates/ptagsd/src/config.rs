@@ -37,6 +37,11 @@ pub struct Namespaces {
     /// The NFLOG group listened on in every network namespace a
     /// container uses (0: none).
     pub nflog_group: u16,
+    /// Namespace changes recorded per user in each container:
+    /// `record_burst` at once, then `record_rate` a second; the rest is
+    /// counted.
+    pub record_burst: u32,
+    pub record_rate: u32,
 }
 
 /// Whose namespaces are on record.
@@ -262,6 +267,11 @@ impl Config {
             ("collect.interval_secs", self.collect.interval_secs, 1),
             ("collect.after_new_sets", self.collect.after_new_sets, 1),
             ("namespaces.sweep_ms", self.namespaces.sweep_ms, 100),
+            (
+                "namespaces.record_burst",
+                u64::from(self.namespaces.record_burst),
+                1,
+            ),
         ] {
             if value < min {
                 bail!("{key} must be at least {min}, not {value}");

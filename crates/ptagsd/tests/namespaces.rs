@@ -354,3 +354,46 @@ fn a_packet_in_a_shared_network_namespace_names_both_containers() {
         "{status}"
     );
 }
+
+/// A task in a container making namespaces in a loop: its NS_CREATE
+/// records come at the configured rate after a burst, and the rest is
+/// counted in PTAGS_SUPPRESSED records, so that none is lost unsaid.
+#[test]
+fn namespace_records_of_a_flood_are_limited_and_counted() {
+    let test = "namespace_records_of_a_flood";
+    if !can_run(test) {
+        return;
+    }
+    let d = Daemon::start(
+        "namespaces-flood",
+        "[audit]\nkernel = false\n[namespaces]\nrecord_burst = 10\nrecord_rate = 5\n",
+    );
+    let out = d.sh("ptags run --contid 6464 -- sh -c 'for i in $(seq 60); do unshare -u true; done; echo done'");
+    assert!(out.starts_with("done"), "{out}");
+    let counted = |t: &str| -> u64 {
+        t.lines()
+            .filter(|l| {
+                l.starts_with("type=PTAGS_SUPPRESSED ") && l.contains(" of=namespace-changes")
+            })
+            .map(|l| {
+                let n = l.split(" suppressed=").nth(1).unwrap();
+                n.split(' ').next().unwrap().parse::<u64>().unwrap()
+            })
+            .sum()
+    };
+    let created = |t: &str| {
+        t.lines()
+            .filter(|l| l.starts_with("type=NS_CREATE ") && l.contains(" nstype=uts "))
+            .count() as u64
+    };
+    wait_for_trail(&d, "every namespace recorded or counted", |t| {
+        created(t) + counted(t) == 60
+    });
+    let text = read_trail(&d.log_dir);
+    let (recorded, suppressed) = (created(&text), counted(&text));
+    eprintln!("{test}: {recorded} recorded, {suppressed} counted");
+    assert!(recorded >= 10 && suppressed > 0, "{recorded} recorded");
+    let status: serde_json::Value =
+        serde_json::from_str(&stdout(&d.ptags(&["--json", "status"]))).unwrap();
+    assert_eq!(status["audit"]["ns_suppressed"], suppressed, "{status}");
+}

@@ -91,13 +91,24 @@ enum ptags_ns_seen {
 	PTAGS_NS_SEEN_SETNS = 7,
 };
 
+/* The namespaces a watched task was last seen in, kept small so that a
+ * task's storage stays in the kernel's 256-byte allocations: the inode
+ * numbers (for the records) and the low half of each namespace ID. A
+ * namespace freed and another made with its inode number has another
+ * ID: both halves would have to repeat, 2^32 namespaces later, for a
+ * change to go unseen. */
+struct ptags_ns_mark {
+	__u32 inum[PTAGS_NS_SLOTS];
+	__u32 id_low[PTAGS_NS_SLOTS];
+};
+
 /* Per task (per thread), in BPF task storage: the state, only ever read
  * or written whole under the lock, and the namespaces it was last seen
  * in (for tasks whose namespace changes are watched). */
 struct ptags_task {
 	struct bpf_spin_lock lock;
 	struct ptags_state state;
-	struct ptags_ns ns;
+	struct ptags_ns_mark ns;
 };
 
 /* Container membership, counted in one 64-bit word so that every change

@@ -75,17 +75,29 @@ static __always_inline bool ns_watched(__u32 flags)
 	       (flags & (PTAGS_TASK_HAS_CONTID | PTAGS_TASK_PENDING_CONTID));
 }
 
-/* The slots in which `a` and `b` differ. */
-static __always_inline __u32 ns_differ(const struct ptags_ns *a, const struct ptags_ns *b)
+/* The slots in which `now` differs from what `mark` remembers. */
+static __always_inline __u32 ns_differ(const struct ptags_ns *now, const struct ptags_ns_mark *mark)
 {
 	__u32 changed = 0;
 	int i;
 
 #pragma unroll
 	for (i = 0; i < PTAGS_NS_SLOTS; i++)
-		if (a->id[i] != b->id[i] || a->inum[i] != b->inum[i])
+		if ((__u32)now->id[i] != mark->id_low[i] || now->inum[i] != mark->inum[i])
 			changed |= 1U << i;
 	return changed;
+}
+
+/* Remembers `now` in `mark`. */
+static __always_inline void ns_mark(struct ptags_ns_mark *mark, const struct ptags_ns *now)
+{
+	int i;
+
+#pragma unroll
+	for (i = 0; i < PTAGS_NS_SLOTS; i++) {
+		mark->inum[i] = now->inum[i];
+		mark->id_low[i] = (__u32)now->id[i];
+	}
 }
 
 /*
@@ -135,7 +147,7 @@ static __always_inline void ns_check(struct task_struct *t, struct ptags_task *s
 			old_inum[i] = s->ns.inum[i];
 	}
 	if (!known || changed)
-		s->ns = *now;
+		ns_mark(&s->ns, now);
 	contid = s->state.flags & PTAGS_TASK_HAS_CONTID ? s->state.contid : (__u64)-1;
 	bpf_spin_unlock(&s->lock);
 	if (changed)
@@ -176,7 +188,7 @@ static __always_inline void ns_at_clone(struct task_struct *parent, struct task_
 	if (changed & (1U << PTAGS_NS_TIME))
 		changed &= ~(1U << PTAGS_NS_TIME_FOR_CHILDREN);
 	bpf_spin_lock(&cs->lock);
-	cs->ns = now;
+	ns_mark(&cs->ns, &now);
 	bpf_spin_unlock(&cs->lock);
 	if (changed)
 		ns_emit(parent, PTAGS_NS_SEEN_CLONE, changed, &now, handed, contid,

@@ -268,7 +268,7 @@ static __always_inline int host_fork(struct task_struct *child)
 	}
 	ns_read(child, &now);
 	bpf_spin_lock(&cs->lock);
-	cs->ns = now;
+	ns_mark(&cs->ns, &now);
 	bpf_spin_unlock(&cs->lock);
 	return 0;
 }

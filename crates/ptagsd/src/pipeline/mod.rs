@@ -102,6 +102,10 @@ pub struct Pipeline<'k> {
     counters: AuditCounters,
     /// The namespaces on record; `None` when namespace records are off.
     namespaces: Option<NsTrail>,
+    /// Namespace changes recorded per user in each container: a task
+    /// can make namespaces as fast as it can fork (an unprivileged one in
+    /// a user namespace of its own), and must not rotate the trail away.
+    ns_limit: RefusalLimit,
     /// Packets of containers' network namespaces; `None` unless
     /// `[namespaces] nflog_group` is set.
     nflog: Option<Nflog>,
@@ -140,6 +144,10 @@ impl<'k> Pipeline<'k> {
             counters: AuditCounters::default(),
             namespaces: (config.namespaces.records != crate::config::NsRecords::Off)
                 .then(|| NsTrail::new(namespaces::nsfs_device())),
+            ns_limit: RefusalLimit::new(
+                config.namespaces.record_burst,
+                config.namespaces.record_rate,
+            ),
             nflog: (config.namespaces.nflog_group != 0)
                 .then(|| Nflog::new(config.namespaces.nflog_group)),
         })
@@ -487,7 +495,13 @@ impl<'k> Pipeline<'k> {
                     if let Some(trail) = self.namespaces.as_mut() {
                         let exe = std::fs::read_link(format!("/proc/{}/exe", e.pid)).ok();
                         let exe = exe.as_ref().map(|p| p.as_os_str().as_encoded_bytes());
-                        let records = trail.change(e, exe);
+                        let mut records = trail.change(e, exe);
+                        let source = Source {
+                            uid: e.uid,
+                            contid: contid.filter(|&c| c != u64::MAX),
+                        };
+                        let (now, wall) = (Instant::now(), host::now());
+                        records.retain(|_| self.ns_limit.admit(source, now, wall));
                         self.ns_records(at, Some(e.pid), records, containers);
                     }
                     continue;
@@ -579,7 +593,16 @@ impl<'k> Pipeline<'k> {
     /// when `all`).
     fn record_suppressed(&mut self, all: bool) {
         for s in self.refusals.due(Instant::now(), all) {
-            self.record("PTAGS_SUPPRESSED", records::suppressed(&s), s.source.contid);
+            self.record(
+                "PTAGS_SUPPRESSED",
+                records::suppressed(&s, None),
+                s.source.contid,
+            );
+        }
+        for s in self.ns_limit.due(Instant::now(), all) {
+            self.counters.ns_suppressed += s.count;
+            let body = records::suppressed(&s, Some("namespace-changes"));
+            self.record("PTAGS_SUPPRESSED", body, s.source.contid);
         }
     }
 

@@ -322,6 +322,7 @@ fn parse_packet(family: u8, mut attrs: &[u8]) -> Option<String> {
     fields.extend(addresses(family, payload?)?);
     fields.extend(indev.map(|i| format!("indev={i}")));
     fields.extend(outdev.map(|i| format!("outdev={i}")));
+    let prefix = prefix.filter(|p| !p.is_empty());
     fields.extend(prefix.map(|p| format!("prefix={}", ptags_audit::encode_untrusted(p))));
     Some(fields.join(" "))
 }

@@ -265,9 +265,11 @@ pub fn socket_refusals(uid: u32, counts: [u64; 5]) -> String {
 
 /// `PTAGS_SUPPRESSED`: refused requests of one user that were not
 /// recorded (rate limit), from `since` to `until` (since the epoch).
-pub fn suppressed(s: &Suppressed) -> String {
+/// `of`: what was not recorded, when it is not refused requests
+/// (`namespace-changes`).
+pub fn suppressed(s: &Suppressed, of: Option<&str>) -> String {
     let stamp = |t: Duration| format!("{}.{:03}", t.as_secs(), t.subsec_millis());
-    let fields = vec![
+    let mut fields = vec![
         ("uid".to_owned(), s.source.uid.to_string()),
         (
             "contid".to_owned(),
@@ -281,6 +283,7 @@ pub fn suppressed(s: &Suppressed) -> String {
             if s.ongoing { "yes" } else { "no" }.to_owned(),
         ),
     ];
+    fields.extend(of.map(|of| ("of".to_owned(), of.to_owned())));
     format_fields(&fields)
 }
 
@@ -396,10 +399,11 @@ mod tests {
             ongoing: true,
         };
         assert_eq!(
-            suppressed(&s),
+            suppressed(&s, None),
             "uid=1000 contid=-1 suppressed=380 since=1700000000.250 until=1700000001.007 ongoing=yes"
         );
         s.source.contid = Some(42);
-        assert!(suppressed(&s).starts_with("uid=1000 contid=42 "));
+        assert!(suppressed(&s, None).starts_with("uid=1000 contid=42 "));
+        assert!(suppressed(&s, Some("namespace-changes")).ends_with(" of=namespace-changes"));
     }
 }
