@@ -172,6 +172,16 @@ impl Report {
 mod tests {
     use super::*;
 
+    /// The report of these records, taken an event (a stamp) at a time.
+    fn report_of(lines: &[&str]) -> Report {
+        let entries: Vec<Entry<'_>> = lines.iter().map(|l| Entry::parse(l).unwrap()).collect();
+        let mut report = Report::default();
+        for event in entries.chunk_by(|a, b| a.stamp == b.stamp) {
+            report.add(event);
+        }
+        report
+    }
+
     #[test]
     fn a_trail_is_summed_per_container() {
         let lines = [
@@ -185,17 +195,7 @@ mod tests {
             "type=PTAGS_EXIT msg=audit(1.600:4294967302): pid=12 contid=8,^7",
             "type=CONTAINER_OP msg=audit(1.700:4294967303): op=drop contid=8",
         ];
-        let entries: Vec<Entry<'_>> = lines.iter().map(|l| Entry::parse(l).unwrap()).collect();
-        let mut report = Report::default();
-        let mut i = 0;
-        while i < entries.len() {
-            let n = entries[i..]
-                .iter()
-                .take_while(|e| e.stamp == entries[i].stamp)
-                .count();
-            report.add(&entries[i..i + n]);
-            i += n;
-        }
+        let report = report_of(&lines);
         assert_eq!(report.events, 8);
         assert_eq!(report.records, 9);
         assert_eq!(report.lost["kernel/backlog"], 3);
@@ -230,11 +230,7 @@ mod tests {
             "type=NS_DESTROY msg=audit(1.300:4294967303): nstype=net inum=40 detected=sweep found=no-task",
             "type=CONTAINER_ID msg=audit(1.300:4294967303): contid=7,9,^7",
         ];
-        let entries: Vec<Entry<'_>> = lines.iter().map(|l| Entry::parse(l).unwrap()).collect();
-        let mut report = Report::default();
-        for event in entries.chunk_by(|a, b| a.stamp == b.stamp) {
-            report.add(event);
-        }
+        let report = report_of(&lines);
         let outer = &report.containers[&7];
         assert_eq!(outer.created, Some(("set".into(), 5)));
         assert_eq!(outer.namespaces["net"], BTreeSet::from([4, 40]));

@@ -98,33 +98,25 @@ fn a_clone_with_new_namespaces_is_seen_exactly() {
     };
     k.set_events(false, false, NsWatch::Containers).unwrap();
     let reader = k.events().unwrap();
-    let (go_read, go_write) = pipe();
-    // SAFETY: the child calls only async-signal-safe system calls and
-    // leaves with _exit.
-    let child = unsafe { libc::fork() };
-    assert!(child >= 0);
-    if child == 0 {
-        // SAFETY: as above; clone without a stack argument forks.
+    // A child that clones with new namespaces once told to.
+    let forked = Forked::start(|| {
+        let flags = libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::SIGCHLD;
+        // SAFETY: clone without a stack argument forks; the grandchild
+        // leaves at once with _exit.
         unsafe {
-            let mut b = [0u8; 1];
-            libc::read(go_read, b.as_mut_ptr().cast(), 1);
-            let flags = libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::SIGCHLD;
             let grandchild = libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0);
             if grandchild == 0 {
                 libc::_exit(0);
             }
             libc::waitpid(grandchild as i32, std::ptr::null_mut(), 0);
-            libc::_exit(0);
         }
-    }
-    let child = child as u32;
+    });
+    let child = forked.pid;
     contained(&k, TaskId::of(child).unwrap(), 7102);
     let (uts, ipc) = (inode(child, "uts"), inode(child, "ipc"));
-    // SAFETY: writing one byte from a live buffer to our pipe.
-    unsafe { libc::write(go_write, [1u8].as_ptr().cast(), 1) };
+    forked.go();
     let events = ns_events(&k, &reader, child);
-    // SAFETY: reaping our child.
-    unsafe { libc::waitpid(child as i32, std::ptr::null_mut(), 0) };
+    forked.finish();
     assert_eq!(events.len(), 1, "{events:?}");
     let e = &events[0];
     let change = e.ns_change.as_ref().unwrap();
@@ -192,43 +184,22 @@ fn an_unshare_without_exec_is_found_by_a_sweep() {
     };
     k.set_events(false, false, NsWatch::Containers).unwrap();
     let reader = k.events().unwrap();
-    let (go_read, go_write) = pipe();
-    let (done_read, done_write) = pipe();
-    // SAFETY: the child calls only async-signal-safe system calls and
-    // leaves with _exit.
-    let child = unsafe { libc::fork() };
-    assert!(child >= 0);
-    if child == 0 {
-        // SAFETY: as above.
-        unsafe {
-            let mut b = [0u8; 1];
-            libc::read(go_read, b.as_mut_ptr().cast(), 1);
-            libc::unshare(libc::CLONE_NEWUTS | libc::CLONE_NEWPID);
-            libc::write(done_write, b.as_ptr().cast(), 1);
-            libc::read(go_read, b.as_mut_ptr().cast(), 1);
-            libc::_exit(0);
-        }
-    }
-    let child = child as u32;
+    // A child that unshares once told to, and then waits.
+    let forked = Forked::start(|| {
+        // SAFETY: plain unshare(2).
+        unsafe { libc::unshare(libc::CLONE_NEWUTS | libc::CLONE_NEWPID) };
+    });
+    let child = forked.pid;
     contained(&k, TaskId::of(child).unwrap(), 7104);
     let old_uts = inode(child, "uts");
-    // SAFETY: one byte to and from our pipes.
-    unsafe {
-        let mut b = [1u8; 1];
-        libc::write(go_write, b.as_ptr().cast(), 1);
-        libc::read(done_read, b.as_mut_ptr().cast(), 1);
-    }
+    forked.go();
     assert!(
         reader.drain().unwrap().iter().all(|e| e.pid != child),
         "nothing before the sweep"
     );
     let rows = k.tasks().unwrap();
     let events = ns_events(&k, &reader, child);
-    // SAFETY: as above, then reaping our child.
-    unsafe {
-        libc::write(go_write, [1u8].as_ptr().cast(), 1);
-        libc::waitpid(child as i32, std::ptr::null_mut(), 0);
-    }
+    forked.finish();
     let e = &events[0];
     assert_eq!(e.ns_change.as_ref().unwrap().seen, Seen::Sweep);
     // unshare(CLONE_NEWPID) moves the namespace for children only.
@@ -245,6 +216,60 @@ fn an_unshare_without_exec_is_found_by_a_sweep() {
     assert!(KINDS[..OWN_KINDS]
         .iter()
         .all(|k| ns.inum_of(k).unwrap() != 0));
+}
+
+/// A forked child of this test that runs `body` when told to (`go`,
+/// which returns once it has), then waits to be told to exit (`finish`).
+struct Forked {
+    pid: u32,
+    go: i32,
+    done: i32,
+}
+
+impl Forked {
+    /// `body` runs in the child of a multi-threaded process: only
+    /// async-signal-safe system calls.
+    fn start(body: fn()) -> Forked {
+        let (go_read, go) = pipe();
+        let (done, done_write) = pipe();
+        // SAFETY: the child makes only async-signal-safe system calls and
+        // leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let mut b = [0u8; 1];
+            // SAFETY: one byte to and from our pipes, then _exit.
+            unsafe {
+                libc::read(go_read, b.as_mut_ptr().cast(), 1);
+                body();
+                libc::write(done_write, b.as_ptr().cast(), 1);
+                libc::read(go_read, b.as_mut_ptr().cast(), 1);
+                libc::_exit(0);
+            }
+        }
+        Forked {
+            pid: pid as u32,
+            go,
+            done,
+        }
+    }
+
+    fn go(&self) {
+        let mut b = [1u8; 1];
+        // SAFETY: one byte to and from our pipes.
+        unsafe {
+            libc::write(self.go, b.as_ptr().cast(), 1);
+            libc::read(self.done, b.as_mut_ptr().cast(), 1);
+        }
+    }
+
+    fn finish(self) {
+        // SAFETY: one byte to our pipe, then reaping our child.
+        unsafe {
+            libc::write(self.go, [1u8].as_ptr().cast(), 1);
+            libc::waitpid(self.pid as i32, std::ptr::null_mut(), 0);
+        }
+    }
 }
 
 /// A pipe: (read end, write end), inherited across fork.

@@ -162,6 +162,7 @@ impl<'k> Daemon<'k> {
             containers_dropped: 0,
         };
         let rows = kernel.tasks().context("listing tasks")?;
+        daemon.pipeline.namespaces_seen(&rows);
         let unknown: HashSet<u64> = rows
             .iter()
             .flat_map(set_ids_in_use)

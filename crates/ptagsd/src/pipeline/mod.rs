@@ -237,6 +237,14 @@ impl<'k> Pipeline<'k> {
         }
     }
 
+    /// The namespaces in use at start, before any event is read: changes
+    /// found later are told new or entered against them.
+    pub fn namespaces_seen(&mut self, rows: &[TaskRow]) {
+        if let Some(trail) = self.namespaces.as_mut() {
+            trail.learn(rows);
+        }
+    }
+
     /// Routes a record, followed (same stamp) by a `CONTAINER_ID` record
     /// naming the chains of `contids`, when there are any.
     fn route_event(&mut self, record: Record, contids: &[u64], containers: &impl Containers) {

@@ -163,10 +163,10 @@ impl NsTrail {
         out
     }
 
-    /// After a listing of every task (a sweep): `NS_DESTROY` for each
-    /// namespace on record that no task uses any more, and the newest
-    /// namespaces in use remembered.
-    pub fn swept(&mut self, rows: &[TaskRow]) -> Vec<NsRecord> {
+    /// Remembers the newest namespaces in use in a listing of every
+    /// task: a namespace a task is found in later, newer than these and
+    /// not on record, was made since.
+    pub fn learn(&mut self, rows: &[TaskRow]) -> std::collections::HashSet<u64> {
         let mut in_use = std::collections::HashSet::new();
         for row in rows.iter().filter(|r| r.namespaces.known()) {
             for slot in 0..SLOTS {
@@ -176,6 +176,14 @@ impl NsTrail {
                 self.newest[own] = self.newest[own].max(id);
             }
         }
+        in_use
+    }
+
+    /// After a listing of every task (a sweep): `NS_DESTROY` for each
+    /// namespace on record that no task uses any more, and the newest
+    /// namespaces in use remembered.
+    pub fn swept(&mut self, rows: &[TaskRow]) -> Vec<NsRecord> {
+        let in_use = self.learn(rows);
         let mut gone: Vec<(u64, OnRecord)> = Vec::new();
         self.on_record.retain(|id, r| {
             let used = in_use.contains(id);
