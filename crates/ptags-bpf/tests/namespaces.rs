@@ -218,6 +218,34 @@ fn an_unshare_without_exec_is_found_by_a_sweep() {
         .all(|k| ns.inum_of(k).unwrap() != 0));
 }
 
+#[test]
+fn host_tasks_are_watched_when_asked() {
+    let Some(k) = kernel_or_skip("host_tasks_are_watched_when_asked") else {
+        return;
+    };
+    k.set_events(false, false, NsWatch::All).unwrap();
+    let reader = k.events().unwrap();
+    // An unlabelled shell: its children get storage at their fork.
+    let mut sh = Shell::start();
+    let pid: u32 = sh.spawn_waiting("unshare -u sleep 60");
+    let events = ns_events(&k, &reader, pid);
+    let e = &events[0];
+    assert_eq!(e.ns_change.as_ref().unwrap().seen, Seen::Exec, "{events:?}");
+    assert_eq!(changed_kinds(e), ["uts"]);
+    assert_eq!(e.contid, u64::MAX, "in no container");
+    sh.run(&format!("kill {pid}; echo done"));
+    // Off again: nothing more is sent.
+    k.set_events(false, false, NsWatch::Off).unwrap();
+    let quiet: u32 = sh.spawn_waiting("unshare -u sleep 60");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(reader
+        .drain()
+        .unwrap()
+        .iter()
+        .all(|e| e.pid != quiet || e.kind != EventKind::Namespaces));
+    sh.run(&format!("kill {quiet}; echo done"));
+}
+
 /// A forked child of this test that runs `body` when told to (`go`,
 /// which returns once it has), then waits to be told to exit (`finish`).
 struct Forked {
