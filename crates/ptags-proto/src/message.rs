@@ -409,6 +409,10 @@ pub struct AuditCounters {
     /// namespaces (NETFILTER_PKT records).
     #[serde(default)]
     pub nflog_packets: u64,
+    /// Times an NFLOG socket had no room for packets (the kernel drops
+    /// them without saying how many; a PTAGS_LOST record each time).
+    #[serde(default)]
+    pub nflog_overflows: u64,
 }
 
 /// A successful answer.

@@ -221,14 +221,19 @@ impl<'k> Pipeline<'k> {
         let Some(nflog) = self.nflog.as_mut() else {
             return;
         };
-        let packets: Vec<(String, Vec<u64>)> = nflog
-            .drain()
+        let (packets, overflows) = nflog.drain();
+        let packets: Vec<(String, Vec<u64>)> = packets
             .into_iter()
             .map(|p| {
                 let of = nflog.containers_of(p.netns);
                 (p.body, of)
             })
             .collect();
+        if overflows > 0 {
+            self.counters.nflog_overflows += overflows;
+            let total = self.counters.nflog_overflows;
+            self.lost_record("nflog", "socket-overflow", "overflows", overflows, total);
+        }
         for (body, contids) in packets {
             self.counters.nflog_packets += 1;
             let mut record = Record::daemon("NETFILTER_PKT", host::now(), body);

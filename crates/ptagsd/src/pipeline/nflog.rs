@@ -66,6 +66,9 @@ pub struct Nflog {
     /// The containers with tasks in each network namespace, counted at
     /// the last sweep, by the namespace's inode number.
     containers: HashMap<u32, BTreeMap<u64, u32>>,
+    /// Times a socket overflowed (packets lost, how many the kernel does
+    /// not say) since the last `drain`.
+    overflows: u64,
 }
 
 impl Nflog {
@@ -75,6 +78,7 @@ impl Nflog {
             listeners: HashMap::new(),
             refused: HashSet::new(),
             containers: HashMap::new(),
+            overflows: 0,
         }
     }
 
@@ -143,8 +147,9 @@ impl Nflog {
         said
     }
 
-    /// The packets waiting on every listener.
-    pub fn drain(&mut self) -> Vec<Packet> {
+    /// The packets waiting on every listener, and how many times a
+    /// socket overflowed since the last call.
+    pub fn drain(&mut self) -> (Vec<Packet>, u64) {
         let mut packets = Vec::new();
         let mut buf = vec![0u8; 65536];
         for l in self.listeners.values() {
@@ -158,6 +163,10 @@ impl Nflog {
                         libc::MSG_DONTWAIT,
                     )
                 };
+                if n < 0 && Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS) {
+                    self.overflows += 1;
+                    continue;
+                }
                 if n <= 0 {
                     break;
                 }
@@ -169,7 +178,7 @@ impl Nflog {
                 }
             }
         }
-        packets
+        (packets, std::mem::take(&mut self.overflows))
     }
 }
 
