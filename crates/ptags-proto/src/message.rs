@@ -413,6 +413,10 @@ pub struct AuditCounters {
     /// them without saying how many; a PTAGS_LOST record each time).
     #[serde(default)]
     pub nflog_overflows: u64,
+    /// Packets past their namespace's rate, counted in PTAGS_SUPPRESSED
+    /// records (of=packets).
+    #[serde(default)]
+    pub nflog_suppressed: u64,
 }
 
 /// A successful answer.

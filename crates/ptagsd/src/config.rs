@@ -37,6 +37,12 @@ pub struct Namespaces {
     /// The NFLOG group listened on in every network namespace a
     /// container uses (0: none).
     pub nflog_group: u16,
+    /// Network namespaces listened in at once, at most.
+    pub nflog_max_namespaces: u32,
+    /// Packets recorded per network namespace: `packet_burst` at once,
+    /// then `packet_rate` a second; the rest is counted.
+    pub packet_burst: u32,
+    pub packet_rate: u32,
     /// Namespace changes recorded per user in each container:
     /// `record_burst` at once, then `record_rate` a second; the rest is
     /// counted.

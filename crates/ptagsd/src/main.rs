@@ -165,6 +165,7 @@ fn serve(config: Config) -> Result<()> {
     });
     server::start(&config, Arc::clone(&counters), submit)?;
     warn_of_ptrace_scope();
+    raise_file_limit();
     info!(
         "serving {} (pins under {}, state in {}, audit trail in {})",
         config.socket.display(),
@@ -193,6 +194,30 @@ fn serve(config: Config) -> Result<()> {
         config.pin_dir.display()
     );
     result
+}
+
+/// Raises the soft limit of open files to the hard one: connections and
+/// NFLOG listeners hold one each (both capped in the configuration), and
+/// the task iterator needs some at every sweep; the usual soft 1024 is
+/// tighter than those caps together.
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: limit is a valid rlimit for the kernel to fill, then read.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    if !raised {
+        warn!(
+            "raising the limit of open files: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// A process may ptrace another of its user's processes in another

@@ -295,6 +295,13 @@ impl Store {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join("ptags.redb");
         let db = Database::create(&path).with_context(|| format!("opening {}", path.display()))?;
+        // The registry names containers and their owners, which only
+        // callers with CAP_AUDIT_CONTROL may read through the daemon.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("making {} root's alone", path.display()))?;
+        }
         let txn = db.begin_write()?;
         txn.open_table(TAGS)?;
         txn.open_table(TAG_SETS)?;

@@ -397,3 +397,206 @@ fn namespace_records_of_a_flood_are_limited_and_counted() {
         serde_json::from_str(&stdout(&d.ptags(&["--json", "status"]))).unwrap();
     assert_eq!(status["audit"]["ns_suppressed"], suppressed, "{status}");
 }
+
+/// The packet source against a container that owns a network namespace:
+/// a namespace only a thread of it is in is listened in (not its main
+/// thread's, the host's); netlink messages sent to the daemon's socket by
+/// anything but the kernel are not packets; and a flood is held to the
+/// namespace's rate, the rest counted.
+#[test]
+fn packets_of_a_thread_s_namespace_are_its_own_and_held_to_a_rate() {
+    let test = "packets_of_a_thread_s_namespace";
+    if !can_run(test) || !has_tool(test, "nft") || !has_tool(test, "python3") {
+        return;
+    }
+    let d = Daemon::start(
+        "namespaces-nflog-thread",
+        "[audit]\nkernel = false\n[namespaces]\nsweep_ms = 200\nnflog_group = 78\npacket_burst = 5\npacket_rate = 1\n",
+    );
+    // Its main thread stays in the host's network namespace; one thread
+    // makes a network namespace of its own.
+    let program = r#"import ctypes, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+def own():
+    assert libc.unshare(0x40000000) == 0
+    print(threading.get_native_id(), flush=True)
+    time.sleep(60)
+threading.Thread(target=own, daemon=True).start()
+time.sleep(60)
+"#;
+    let mut member = Command::new(cli_path())
+        .args(["run", "--contid", "7575", "--", "python3", "-c", program])
+        .env("PTAGS_SOCKET", d.socket())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(member.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let tid: u32 = line.trim().parse().unwrap();
+    let pid = child_of(member.id());
+    let net = format!("/proc/{pid}/task/{tid}/ns/net");
+    let netns = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&net).unwrap().ino()
+    };
+    let host_net = inode(std::process::id(), "net");
+    let inside = |args: &[&str]| {
+        let st = Command::new("nsenter")
+            .arg(format!("--net={net}"))
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{args:?}");
+    };
+    inside(&["ip", "link", "set", "lo", "up"]);
+    inside(&["nft", "add", "table", "inet", "t"]);
+    inside(&[
+        "nft",
+        "add",
+        "chain",
+        "inet",
+        "t",
+        "out",
+        "{ type filter hook output priority 0; }",
+    ]);
+    inside(&[
+        "nft", "add", "rule", "inet", "t", "out", "udp", "dport", "9", "log", "group", "78",
+    ]);
+    wait_for_trail(&d, "the listener in the thread's namespace", |t| {
+        t.contains(&format!(
+            "op=listen netns={netns} nflog-group=78 res=success"
+        ))
+    });
+    // A forged packet message, sent to the daemon's socket from inside
+    // (root there, as a container owning its namespace is).
+    let forger = r#"import socket, struct
+ports = [int(l.split()[2]) for l in open('/proc/self/net/netlink').read().splitlines()[1:] if l.split()[1] == '12']
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)
+s.bind((0, 0))
+ip = bytes([0x45,0,0,24,0,0,0,0,64,6,0,0,10,1,2,3,192,0,2,66]) + struct.pack('>HH', 31337, 22)
+def attr(t, v):
+    a = struct.pack('=HH', 4 + len(v), t) + v
+    return a + bytes((4 - len(a) % 4) % 4)
+body = bytes([2, 0]) + struct.pack('>H', 78) + attr(2, struct.pack('>I', 0xdead)) + attr(9, ip)
+msg = struct.pack('=IHHII', 16 + len(body), 0x0400, 0, 1, 0) + body
+for p in ports:
+    s.sendto(msg, (p, 0))
+print(len(ports))
+"#;
+    let sent = Command::new("nsenter")
+        .arg(format!("--net={net}"))
+        .args(["python3", "-c", forger])
+        .output()
+        .unwrap();
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert!(stdout(&sent).trim() != "0", "the daemon's socket was found");
+    // A flood: 5 recorded at once, then 1 a second; the rest counted.
+    let started = std::time::Instant::now();
+    inside(&[
+        "bash",
+        "-c",
+        "for i in $(seq 50); do echo x > /dev/udp/127.0.0.1/9; done",
+    ]);
+    let counted = |t: &str| -> u64 {
+        t.lines()
+            .filter(|l| l.starts_with("type=PTAGS_SUPPRESSED ") && l.contains(" of=packets"))
+            .map(|l| {
+                let n = l.split(" suppressed=").nth(1).unwrap();
+                n.split(' ').next().unwrap().parse::<u64>().unwrap()
+            })
+            .sum()
+    };
+    wait_for_trail(&d, "the packets past the rate counted", |t| counted(t) > 0);
+    let text = read_trail(&d.log_dir);
+    let seconds = started.elapsed().as_secs();
+    let packets: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("type=NETFILTER_PKT "))
+        .collect();
+    eprintln!(
+        "{test}: {} recorded, {} counted",
+        packets.len(),
+        counted(&text)
+    );
+    assert!(
+        !packets.is_empty() && packets.len() as u64 <= 5 + seconds + 1,
+        "{} in {seconds} s:\n{text}",
+        packets.len()
+    );
+    assert!(packets
+        .iter()
+        .all(|l| l.contains(&format!(" netns={netns} "))));
+    assert!(
+        !text.contains("mark=0xdead"),
+        "a forged packet was recorded:\n{text}"
+    );
+    assert!(
+        !text.lines().any(|l| {
+            (l.starts_with("type=PTAGS_NFLOG ") || l.starts_with("type=NETFILTER_PKT "))
+                && l.contains(&format!("netns={host_net} "))
+        }),
+        "the host's namespace was listened in:\n{text}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&stdout(&d.ptags(&["--json", "status"]))).unwrap();
+    assert_eq!(
+        status["audit"]["nflog_suppressed"],
+        counted(&text),
+        "{status}"
+    );
+    // SAFETY: signalling a process of this test.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = member.wait();
+}
+
+/// At most `nflog_max_namespaces` listeners: a namespace past it is
+/// refused, on record.
+#[test]
+fn listeners_are_capped() {
+    let test = "listeners_are_capped";
+    if !can_run(test) {
+        return;
+    }
+    let d = Daemon::start(
+        "namespaces-nflog-cap",
+        "[audit]\nkernel = false\n[namespaces]\nsweep_ms = 200\nnflog_group = 79\nnflog_max_namespaces = 1\n",
+    );
+    let members: Vec<std::process::Child> = [7676, 7677]
+        .iter()
+        .map(|contid| {
+            Command::new(cli_path())
+                .args(["run", "--contid", &contid.to_string(), "--"])
+                .args(["unshare", "-n", "sleep", "60"])
+                .env("PTAGS_SOCKET", d.socket())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    wait_for_trail(&d, "one listening, one refused", |t| {
+        t.contains("op=listen ") && t.contains("res=success") && t.contains("res=failed")
+    });
+    let text = read_trail(&d.log_dir);
+    let listens: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("type=PTAGS_NFLOG "))
+        .collect();
+    assert_eq!(
+        listens.iter().filter(|l| l.contains("res=success")).count(),
+        1,
+        "{text}"
+    );
+    let refused = listens.iter().find(|l| l.contains("res=failed")).unwrap();
+    assert!(refused.contains("reason="), "{refused}");
+    for mut m in members {
+        let sleeper = child_of(m.id());
+        // SAFETY: signalling a process of this test.
+        unsafe { libc::kill(sleeper as i32, libc::SIGKILL) };
+        let _ = m.wait();
+    }
+}

@@ -47,7 +47,7 @@ use limit::RefusalLimit;
 pub use limit::Source;
 use log_sink::{load_key, LogFile};
 use namespaces::{NsRecord, NsTrail};
-use nflog::Nflog;
+use nflog::{Nflog, Said};
 use router::Router;
 pub use router::{Record, Sink};
 use serials::SerialGaps;
@@ -109,6 +109,8 @@ pub struct Pipeline<'k> {
     /// Packets of containers' network namespaces; `None` unless
     /// `[namespaces] nflog_group` is set.
     nflog: Option<Nflog>,
+    /// NFLOG socket overflows not yet said in a `PTAGS_LOST` record.
+    nflog_overflows_unsaid: u64,
 }
 
 impl<'k> Pipeline<'k> {
@@ -148,8 +150,16 @@ impl<'k> Pipeline<'k> {
                 config.namespaces.record_burst,
                 config.namespaces.record_rate,
             ),
-            nflog: (config.namespaces.nflog_group != 0)
-                .then(|| Nflog::new(config.namespaces.nflog_group)),
+            nflog: (config.namespaces.nflog_group != 0).then(|| {
+                let ns = &config.namespaces;
+                Nflog::new(nflog::Limits {
+                    group: ns.nflog_group,
+                    max_namespaces: ns.nflog_max_namespaces as usize,
+                    burst: ns.packet_burst,
+                    per_sec: ns.packet_rate,
+                })
+            }),
+            nflog_overflows_unsaid: 0,
         })
     }
 
@@ -194,18 +204,8 @@ impl<'k> Pipeline<'k> {
     pub fn swept(&mut self, rows: &[TaskRow], containers: &impl Containers) {
         self.poll_events(containers);
         if let Some(nflog) = self.nflog.as_mut() {
-            let net = ptags_bpf::namespaces::KINDS
-                .iter()
-                .position(|k| *k == "net")
-                .expect("net is a kind");
-            let me = std::process::id();
-            let host_netns = rows
-                .iter()
-                .find(|r| r.pid == me)
-                .map_or(0, |r| r.namespaces.id[net]);
-            for said in nflog.swept(rows, host_netns) {
-                log::info!("{said}");
-            }
+            let said = nflog.swept(rows);
+            self.nflog_said(said, containers);
         }
         let Some(trail) = self.namespaces.as_mut() else {
             return;
@@ -215,28 +215,65 @@ impl<'k> Pipeline<'k> {
     }
 
     /// Packets logged to the NFLOG group in containers' network
-    /// namespaces: each a `NETFILTER_PKT` record followed by a
-    /// `CONTAINER_ID` naming every container of its namespace.
+    /// namespaces.
     fn nflog_packets(&mut self, containers: &impl Containers) {
-        let Some(nflog) = self.nflog.as_mut() else {
+        if let Some(nflog) = self.nflog.as_mut() {
+            let said = nflog.drain();
+            self.nflog_said(said, containers);
+        }
+    }
+
+    /// Writes what the packet source said: each packet a `NETFILTER_PKT`
+    /// record, each a `CONTAINER_ID` naming every container of its
+    /// namespace after it; packets past a namespace's rate in
+    /// `PTAGS_SUPPRESSED of=packets`; listening started, stopped or
+    /// refused in `PTAGS_NFLOG`. Overflows are counted, and said once a
+    /// second in `PTAGS_LOST`.
+    fn nflog_said(&mut self, said: Vec<Said>, containers: &impl Containers) {
+        let Some(nflog) = self.nflog.as_ref() else {
             return;
         };
-        let (packets, overflows) = nflog.drain();
-        let packets: Vec<(String, Vec<u64>)> = packets
+        let group = nflog.group();
+        let said: Vec<(Said, Vec<u64>)> = said
             .into_iter()
-            .map(|p| {
-                let of = nflog.containers_of(p.netns);
-                (p.body, of)
+            .map(|s| {
+                let of = nflog.containers_of(s.netns());
+                (s, of)
             })
             .collect();
-        if overflows > 0 {
-            self.counters.nflog_overflows += overflows;
-            let total = self.counters.nflog_overflows;
-            self.lost_record("nflog", "socket-overflow", "overflows", overflows, total);
-        }
-        for (body, contids) in packets {
-            self.counters.nflog_packets += 1;
-            let mut record = Record::daemon("NETFILTER_PKT", host::now(), body);
+        for (s, contids) in said {
+            let (kind, body) = match s {
+                Said::Packet { body, .. } => {
+                    self.counters.nflog_packets += 1;
+                    ("NETFILTER_PKT", body)
+                }
+                Said::Suppressed { netns, count } => {
+                    self.counters.nflog_suppressed += count;
+                    let body = format!("netns={netns} suppressed={count} of=packets");
+                    ("PTAGS_SUPPRESSED", body)
+                }
+                Said::Overflow { .. } => {
+                    self.counters.nflog_overflows += 1;
+                    self.nflog_overflows_unsaid += 1;
+                    continue;
+                }
+                Said::Listening { netns } => (
+                    "PTAGS_NFLOG",
+                    format!("op=listen netns={netns} nflog-group={group} res=success"),
+                ),
+                Said::Stopped { netns } => (
+                    "PTAGS_NFLOG",
+                    format!("op=stop netns={netns} nflog-group={group}"),
+                ),
+                Said::Refused { netns, why } => (
+                    "PTAGS_NFLOG",
+                    format!(
+                        "op=listen netns={netns} nflog-group={group} res=failed reason={}",
+                        ptags_audit::encode_untrusted(why.as_bytes())
+                    ),
+                ),
+            };
+            let mut record = Record::daemon(kind, host::now(), body);
             record.contid = contids.first().copied();
             self.route_event(record, &contids, containers);
         }
@@ -508,13 +545,17 @@ impl<'k> Pipeline<'k> {
                     if let Some(trail) = self.namespaces.as_mut() {
                         let exe = std::fs::read_link(format!("/proc/{}/exe", e.pid)).ok();
                         let exe = exe.as_ref().map(|p| p.as_os_str().as_encoded_bytes());
-                        let mut records = trail.change(e, exe);
+                        let mounted = namespaces::nsfs_mounts();
+                        let mut records = trail.change(e, exe, &mounted);
                         let source = Source {
                             uid: e.uid,
                             contid: contid.filter(|&c| c != u64::MAX),
                         };
                         let (now, wall) = (Instant::now(), host::now());
                         records.retain(|_| self.ns_limit.admit(source, now, wall));
+                        for r in &records {
+                            trail.written(r);
+                        }
                         self.ns_records(at, Some(e.pid), records, containers);
                     }
                     continue;
@@ -560,6 +601,11 @@ impl<'k> Pipeline<'k> {
                 self.lost_record("kernel", "serial-gap", "events", missing, total);
             }
             failed = self.count_bpf_losses();
+            if self.nflog_overflows_unsaid > 0 {
+                let new = std::mem::take(&mut self.nflog_overflows_unsaid);
+                let total = self.counters.nflog_overflows;
+                self.lost_record("nflog", "socket-overflow", "overflows", new, total);
+            }
             self.enricher.expire();
             self.router.tick()?;
         }

@@ -4,10 +4,10 @@
 //! task uses any more. Pure: the pipeline hands it the kernel's events
 //! and task listings, and writes what it returns.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use ptags_audit::{encode_untrusted, format_fields};
-use ptags_bpf::namespaces::{kind_of_slot, KINDS, OWN_KINDS, SLOTS};
+use ptags_bpf::namespaces::{kind_of_slot, KINDS, OWN_KINDS};
 use ptags_bpf::{Event, Namespaces, Seen, TaskRow};
 
 /// A namespace on record.
@@ -26,6 +26,11 @@ pub struct NsRecord {
     pub kind: &'static str,
     pub body: String,
     pub containers: Vec<u64>,
+    /// For a change: the namespace it names (ID, slot, inode number),
+    /// put on record ([`NsTrail::written`]) only if the record is
+    /// written, so that a flood the rate limit holds back does not come
+    /// back as NS_DESTROY records.
+    pub names: Option<(u64, usize, u32)>,
 }
 
 pub struct NsTrail {
@@ -33,9 +38,10 @@ pub struct NsTrail {
     dev: String,
     /// Namespaces on record, by the kernel's never-reused ID.
     on_record: HashMap<u64, OnRecord>,
-    /// Per slot of a task's own kinds, the largest ID in use at the last
-    /// sweep: a namespace above it is newer than the sweep.
-    newest: [u64; OWN_KINDS],
+    /// The namespaces some task was in at the last sweep. (The kernel
+    /// hands out namespace IDs in batches per CPU: they tell namespaces
+    /// apart, not which is newer.)
+    in_use: HashSet<u64>,
 }
 
 /// The slot of a task's own namespace of the kind of `slot` (its "for
@@ -59,10 +65,29 @@ pub fn nsfs_device() -> String {
     )
 }
 
+/// The inode numbers of the namespaces mounted in the daemon's mount
+/// namespace (nsfs mounts: `ip netns add` makes one): held by no task,
+/// they were there before any task entered them.
+pub fn nsfs_mounts() -> HashSet<u32> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains(" - nsfs "))
+        .filter_map(|l| {
+            let root = l.split(' ').nth(3)?;
+            let inum = root.split_once(":[")?.1.strip_suffix(']')?;
+            inum.parse().ok()
+        })
+        .collect()
+}
+
 /// The acting task's fields, as process records give them.
 fn actor(e: &Event, exe: Option<&[u8]>) -> Vec<(String, String)> {
     let mut fields = vec![("pid".to_owned(), e.pid.to_string())];
-    if e.ns_pid != e.pid {
+    // The event's own numbers are the acting thread's: its own PID
+    // namespace's number is the process's only for the main thread.
+    if e.tid != e.pid {
+        fields.push(("tid".to_owned(), e.tid.to_string()));
+    } else if e.ns_pid != e.pid {
         fields.push(("ns-pid".to_owned(), e.ns_pid.to_string()));
     }
     fields.extend([
@@ -83,7 +108,7 @@ impl NsTrail {
         NsTrail {
             dev,
             on_record: HashMap::new(),
-            newest: [0; OWN_KINDS],
+            in_use: HashSet::new(),
         }
     }
 
@@ -108,11 +133,17 @@ impl NsTrail {
     }
 
     /// The records of a change of a task's namespaces (an event of kind
-    /// `Namespaces`): `NS_CREATE` for a namespace made by a clone, or
-    /// newer than the last sweep and not on record (an unshare);
-    /// `NS_CHANGE` for one that was there before (a setns). `exe`: the
-    /// acting task's program, where it could be read.
-    pub fn change(&mut self, e: &Event, exe: Option<&[u8]>) -> Vec<NsRecord> {
+    /// `Namespaces`): `NS_CREATE` for a namespace made by a clone, or one
+    /// that was neither on record, nor a task's at the last sweep, nor
+    /// mounted (`mounted`: the inode numbers of nsfs mounts, `ip netns`)
+    /// (an unshare); `NS_CHANGE` for one that was there before (a setns).
+    /// `exe`: the acting task's program, where it could be read.
+    pub fn change(
+        &mut self,
+        e: &Event,
+        exe: Option<&[u8]>,
+        mounted: &HashSet<u32>,
+    ) -> Vec<NsRecord> {
         let (Some(change), Some(after)) = (&e.ns_change, &e.namespaces) else {
             return Vec::new();
         };
@@ -126,8 +157,10 @@ impl NsTrail {
                 continue;
             }
             let (id, inum) = (after.id[slot], after.inum[slot]);
-            let created = change.seen == Seen::Clone
-                || (!self.on_record.contains_key(&id) && id > self.newest[own]);
+            let known = self.on_record.contains_key(&id)
+                || self.in_use.contains(&id)
+                || mounted.contains(&inum);
+            let created = change.seen == Seen::Clone || !known;
             let mut fields = vec![];
             if created {
                 let op = if change.seen == Seen::Clone {
@@ -153,37 +186,41 @@ impl NsTrail {
                 fields.push(("new-pid".to_owned(), child.to_string()));
             }
             fields.push(("detected".to_owned(), change.seen.name().to_owned()));
-            self.put_on_record(id, slot, inum, contid);
             out.push(NsRecord {
                 kind: if created { "NS_CREATE" } else { "NS_CHANGE" },
                 body: format_fields(&fields),
                 containers: contid.into_iter().collect(),
+                names: Some((id, slot, inum)),
             });
         }
         out
     }
 
-    /// Remembers the newest namespaces in use in a listing of every
-    /// task: a namespace a task is found in later, newer than these and
-    /// not on record, was made since.
-    pub fn learn(&mut self, rows: &[TaskRow]) -> std::collections::HashSet<u64> {
-        let mut in_use = std::collections::HashSet::new();
-        for row in rows.iter().filter(|r| r.namespaces.known()) {
-            for slot in 0..SLOTS {
-                let id = row.namespaces.id[slot];
-                in_use.insert(id);
-                let own = own_slot(slot);
-                self.newest[own] = self.newest[own].max(id);
-            }
+    /// Remembers the namespaces in use in a listing of every task: one a
+    /// task is found in later that was none of these nor on record was
+    /// made since.
+    pub fn learn(&mut self, rows: &[TaskRow]) {
+        self.in_use = rows
+            .iter()
+            .filter(|r| r.namespaces.known())
+            .flat_map(|r| r.namespaces.id)
+            .collect();
+    }
+
+    /// A change record of [`NsTrail::change`] was written: its namespace
+    /// is on record.
+    pub fn written(&mut self, record: &NsRecord) {
+        if let Some((id, slot, inum)) = record.names {
+            self.put_on_record(id, slot, inum, record.containers.first().copied());
         }
-        in_use
     }
 
     /// After a listing of every task (a sweep): `NS_DESTROY` for each
     /// namespace on record that no task uses any more, and the newest
     /// namespaces in use remembered.
     pub fn swept(&mut self, rows: &[TaskRow]) -> Vec<NsRecord> {
-        let in_use = self.learn(rows);
+        self.learn(rows);
+        let in_use = &self.in_use;
         let mut gone: Vec<(u64, OnRecord)> = Vec::new();
         self.on_record.retain(|id, r| {
             let used = in_use.contains(id);
@@ -203,6 +240,7 @@ impl NsTrail {
                     ("found".to_owned(), "no-task".to_owned()),
                 ]),
                 containers: r.containers.into_iter().collect(),
+                names: None,
             })
             .collect()
     }
@@ -211,6 +249,7 @@ impl NsTrail {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ptags_bpf::namespaces::SLOTS;
     use ptags_bpf::{EventKind, NsChange, TaskId, TaskState};
 
     fn ns(base: u64) -> Namespaces {
@@ -286,7 +325,13 @@ mod tests {
         let mut cloned = host;
         cloned.id[3] = 200;
         cloned.inum[3] = 4_026_532_200;
-        let r = t.change(&event(Seen::Clone, &[3], &host, cloned), Some(b"/bin/sh"));
+        let none = HashSet::new();
+        let r = t.change(
+            &event(Seen::Clone, &[3], &host, cloned),
+            Some(b"/bin/sh"),
+            &none,
+        );
+        t.written(&r[0]);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].kind, "NS_CREATE");
         assert!(
@@ -309,7 +354,7 @@ mod tests {
         unshared.id[8] = 300;
         unshared.inum[8] = 4_026_532_300;
         unshared.parent_pid = host.inum[4];
-        let r = t.change(&event(Seen::Exec, &[8], &host, unshared), None);
+        let r = t.change(&event(Seen::Exec, &[8], &host, unshared), None, &none);
         assert_eq!(r[0].kind, "NS_CREATE");
         assert!(
             r[0].body.starts_with(&format!(
@@ -320,7 +365,7 @@ mod tests {
             r[0].body
         );
         // Entering the clone's namespace, on record: a change.
-        let r = t.change(&event(Seen::Sweep, &[3], &host, cloned), None);
+        let r = t.change(&event(Seen::Sweep, &[3], &host, cloned), None, &none);
         assert_eq!(r[0].kind, "NS_CHANGE");
         assert!(
             r[0].body.starts_with(&format!(
@@ -331,12 +376,23 @@ mod tests {
             r[0].body
         );
         assert!(r[0].body.ends_with("detected=sweep"));
-        // Entering one older than the last sweep, never on record (held
-        // by a bind mount, say): a change too.
-        let mut older = host;
-        older.id[7] = 50;
-        let r = t.change(&event(Seen::Fork, &[7], &host, older), None);
+        // Entering one never on record and no task's at the last sweep:
+        // made since, unless mounted (`ip netns add`), which was there.
+        let mut other = host;
+        other.id[7] = 50;
+        other.inum[7] = 4_026_532_050;
+        let r = t.change(&event(Seen::Fork, &[7], &host, other), None, &none);
+        assert_eq!(r[0].kind, "NS_CREATE");
+        let mounted = HashSet::from([4_026_532_050]);
+        let r = t.change(&event(Seen::Fork, &[7], &host, other), None, &mounted);
         assert_eq!(r[0].kind, "NS_CHANGE");
+        // Namespace IDs are not in order of making: one with a smaller
+        // ID than those in use, not in use itself, is still new.
+        let mut lower = host;
+        lower.id[6] = 1;
+        lower.inum[6] = 4_026_532_001;
+        let r = t.change(&event(Seen::Exec, &[6], &host, lower), None, &none);
+        assert_eq!(r[0].kind, "NS_CREATE");
     }
 
     #[test]
@@ -348,7 +404,11 @@ mod tests {
             after.id[s] = 400;
             after.inum[s] = 4_026_532_400;
         }
-        let r = t.change(&event(Seen::Exec, &[5, 9], &host, after), None);
+        let r = t.change(
+            &event(Seen::Exec, &[5, 9], &host, after),
+            None,
+            &HashSet::new(),
+        );
         assert_eq!(r.len(), 1, "{r:?}");
     }
 
@@ -360,7 +420,22 @@ mod tests {
         let mut cloned = host;
         cloned.id[3] = 200;
         cloned.inum[3] = 4_026_532_200;
-        t.change(&event(Seen::Clone, &[3], &host, cloned), None);
+        let r = t.change(
+            &event(Seen::Clone, &[3], &host, cloned),
+            None,
+            &HashSet::new(),
+        );
+        // Not written (the rate limit held it back): not on record, and
+        // so never destroyed either.
+        let mut held_back = host;
+        held_back.id[1] = 300;
+        held_back.inum[1] = 4_026_532_300;
+        t.change(
+            &event(Seen::Clone, &[1], &host, held_back),
+            None,
+            &HashSet::new(),
+        );
+        t.written(&r[0]);
         assert!(t.swept(&[row(host), row(cloned)]).is_empty());
         let gone = t.swept(&[row(host)]);
         assert_eq!(gone.len(), 1);

@@ -1,25 +1,10 @@
-//! Packets of the network namespaces that containers use.
-//!
-//! The kernel's own `NETFILTER_PKT` records do not say which network
-//! namespace a packet was in, and a `log level audit` rule inside a
-//! namespace other than the host's yields no audit record at all
-//! (docs/kernel.md). So, when `[namespaces] nflog_group` is set, ptagsd
-//! listens on that NFLOG group inside every network namespace a container
-//! has tasks in: a rule `log group N` there hands it the packet, and it
-//! writes a record in the `NETFILTER_PKT` shape followed by a
-//! `CONTAINER_ID` naming every container of the namespace.
-//!
-//! A netlink socket belongs to the network namespace it was made in, so
-//! each is made on a short-lived thread that entered the namespace first.
+//! The NFLOG netlink wire format (linux/netfilter/nfnetlink_log.h): the
+//! configuration request that binds a group, the kernel's acknowledgement,
+//! and packet messages read as the kernel's audit of a packet shows one.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
 use std::io::{Error, ErrorKind, Result};
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-
-use ptags_bpf::namespaces::KINDS;
-use ptags_bpf::TaskRow;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 /// `NFNL_SUBSYS_ULOG << 8`, and its message types (linux/netfilter/nfnetlink_log.h).
 const ULOG: u16 = 4 << 8;
@@ -37,212 +22,12 @@ const ATTR_OUTDEV: u16 = 5;
 const ATTR_PAYLOAD: u16 = 9;
 const ATTR_PREFIX: u16 = 10;
 
-fn net_slot() -> usize {
-    KINDS
-        .iter()
-        .position(|k| *k == "net")
-        .expect("net is a kind")
-}
-
-/// One packet, as a record body (without the namespace's containers).
-pub struct Packet {
-    pub netns: u32,
-    pub body: String,
-}
-
-/// A namespace listened in: its inode number and the socket.
-struct Listener {
-    inum: u32,
-    socket: OwnedFd,
-}
-
-pub struct Nflog {
-    group: u16,
-    /// By the namespace's never-reused ID.
-    listeners: HashMap<u64, Listener>,
-    /// Network namespaces refused (the group taken there): not retried
-    /// until they are gone.
-    refused: HashSet<u64>,
-    /// The containers with tasks in each network namespace, counted at
-    /// the last sweep, by the namespace's inode number.
-    containers: HashMap<u32, BTreeMap<u64, u32>>,
-    /// Times a socket overflowed (packets lost, how many the kernel does
-    /// not say) since the last `drain`.
-    overflows: u64,
-}
-
-impl Nflog {
-    pub fn new(group: u16) -> Nflog {
-        Nflog {
-            group,
-            listeners: HashMap::new(),
-            refused: HashSet::new(),
-            containers: HashMap::new(),
-            overflows: 0,
-        }
-    }
-
-    /// The containers of network namespace `inum`, as the last sweep
-    /// counted them.
-    pub fn containers_of(&self, inum: u32) -> Vec<u64> {
-        self.containers
-            .get(&inum)
-            .map(|c| c.keys().copied().collect())
-            .unwrap_or_default()
-    }
-
-    /// After a listing of every task: counts the containers of each
-    /// network namespace, listens in those newly used by a container
-    /// (the host's excepted: its packets are the host's), and stops
-    /// listening in those no container uses any more.
-    pub fn swept(&mut self, rows: &[TaskRow], host_netns: u64) -> Vec<String> {
-        let net = net_slot();
-        let mut used: HashMap<u64, (u32, u32)> = HashMap::new();
-        self.containers.clear();
-        for row in rows.iter().filter(|r| r.namespaces.known()) {
-            let Some(contid) = row.state.contid else {
-                continue;
-            };
-            let (id, inum) = (row.namespaces.id[net], row.namespaces.inum[net]);
-            *self
-                .containers
-                .entry(inum)
-                .or_default()
-                .entry(contid)
-                .or_default() += 1;
-            if id != host_netns {
-                used.entry(id).or_insert((inum, row.pid));
-            }
-        }
-        let mut said = Vec::new();
-        self.listeners.retain(|id, l| {
-            let keep = used.contains_key(id);
-            if !keep {
-                said.push(format!("stopped listening in network namespace {}", l.inum));
-            }
-            keep
-        });
-        self.refused.retain(|id| used.contains_key(id));
-        for (id, (inum, pid)) in used {
-            if self.listeners.contains_key(&id) || self.refused.contains(&id) {
-                continue;
-            }
-            match listen_in(pid, self.group) {
-                Ok(socket) => {
-                    said.push(format!(
-                        "listening on NFLOG group {} in network namespace {inum}",
-                        self.group
-                    ));
-                    self.listeners.insert(id, Listener { inum, socket });
-                }
-                Err(e) => {
-                    said.push(format!(
-                        "cannot listen on NFLOG group {} in network namespace {inum}: {e}",
-                        self.group
-                    ));
-                    self.refused.insert(id);
-                }
-            }
-        }
-        said
-    }
-
-    /// The packets waiting on every listener, and how many times a
-    /// socket overflowed since the last call.
-    pub fn drain(&mut self) -> (Vec<Packet>, u64) {
-        let mut packets = Vec::new();
-        let mut buf = vec![0u8; 65536];
-        for l in self.listeners.values() {
-            loop {
-                // SAFETY: buf is valid for writes of its length.
-                let n = unsafe {
-                    libc::recv(
-                        l.socket.as_raw_fd(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                        libc::MSG_DONTWAIT,
-                    )
-                };
-                if n < 0 && Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS) {
-                    self.overflows += 1;
-                    continue;
-                }
-                if n <= 0 {
-                    break;
-                }
-                for body in parse_messages(&buf[..n as usize]) {
-                    packets.push(Packet {
-                        netns: l.inum,
-                        body: format!("{body} netns={} nflog-group={}", l.inum, self.group),
-                    });
-                }
-            }
-        }
-        (packets, std::mem::take(&mut self.overflows))
-    }
-}
-
-/// A netlink-netfilter socket in the network namespace of process `pid`,
-/// bound to NFLOG group `group`, copying packets' headers.
-fn listen_in(pid: u32, group: u16) -> Result<OwnedFd> {
-    let netns = File::open(format!("/proc/{pid}/ns/net"))?;
-    // A thread that enters the namespace and makes the socket there; the
-    // daemon's own threads stay where they are.
-    let socket = std::thread::scope(|s| {
-        s.spawn(|| -> Result<OwnedFd> {
-            // SAFETY: a valid namespace fd; setns affects this thread only.
-            if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(Error::last_os_error());
-            }
-            // SAFETY: plain socket(2).
-            let fd = unsafe {
-                libc::socket(
-                    libc::AF_NETLINK,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                    libc::NETLINK_NETFILTER,
-                )
-            };
-            if fd < 0 {
-                return Err(Error::last_os_error());
-            }
-            // SAFETY: a fresh fd that nothing else owns.
-            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-        })
-        .join()
-        .map_err(|_| Error::other("the thread making the socket panicked"))?
-    })?;
-    // SAFETY: a zeroed sockaddr_nl is valid; the kernel picks the port.
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as u16;
-    // SAFETY: addr is a sockaddr_nl of the size given.
-    let bound = unsafe {
-        libc::bind(
-            socket.as_raw_fd(),
-            (&addr as *const libc::sockaddr_nl).cast(),
-            size_of::<libc::sockaddr_nl>() as u32,
-        )
-    };
-    if bound != 0 {
-        return Err(Error::last_os_error());
-    }
+/// The request that binds NFLOG group `group` and asks for each packet's
+/// headers.
+pub(super) fn bind_request(group: u16) -> Vec<u8> {
     let mut mode = COPY_RANGE.to_be_bytes().to_vec();
     mode.extend_from_slice(&[COPY_PACKET, 0]);
-    let request = config_message(group, &[(CFG_CMD, &[CMD_BIND]), (CFG_MODE, &mode)]);
-    // SAFETY: request is valid for reads of its length.
-    let sent = unsafe {
-        libc::send(
-            socket.as_raw_fd(),
-            request.as_ptr().cast(),
-            request.len(),
-            0,
-        )
-    };
-    if sent < 0 {
-        return Err(Error::last_os_error());
-    }
-    expect_ack(&socket)?;
-    // Packets are read without blocking, at each of the daemon's ticks.
-    Ok(socket)
+    config_message(group, &[(CFG_CMD, &[CMD_BIND]), (CFG_MODE, &mode)])
 }
 
 /// An NFLOG configuration request for `group` with these attributes.
@@ -267,7 +52,7 @@ fn config_message(group: u16, attrs: &[(u16, &[u8])]) -> Vec<u8> {
 }
 
 /// Reads the kernel's answer to a request: its error, if any.
-fn expect_ack(socket: &OwnedFd) -> Result<()> {
+pub(super) fn expect_ack(socket: &OwnedFd) -> Result<()> {
     let mut buf = [0u8; 4096];
     // SAFETY: buf is valid for writes of its length.
     let n = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
@@ -285,7 +70,7 @@ fn expect_ack(socket: &OwnedFd) -> Result<()> {
 }
 
 /// The netlink messages of one receive: a record body per packet.
-fn parse_messages(mut buf: &[u8]) -> Vec<String> {
+pub(super) fn parse_messages(mut buf: &[u8]) -> Vec<String> {
     let mut out = Vec::new();
     while buf.len() >= 16 {
         let len = u32::from_ne_bytes(buf[..4].try_into().expect("four bytes")) as usize;
