@@ -76,13 +76,7 @@ impl Report {
             let Some(id) = own_contid(e) else {
                 continue;
             };
-            let c = self
-                .containers
-                .entry(id)
-                .or_insert_with(|| ContainerReport {
-                    contid: id,
-                    ..ContainerReport::default()
-                });
+            let c = self.container(id);
             c.first.get_or_insert(e.stamp);
             c.last = Some(e.stamp);
             *c.records.entry(e.kind.to_owned()).or_default() += 1;
@@ -119,6 +113,16 @@ impl Report {
         }
     }
 
+    /// The report of container `id`, begun if it is new.
+    fn container(&mut self, id: u64) -> &mut ContainerReport {
+        self.containers
+            .entry(id)
+            .or_insert_with(|| ContainerReport {
+                contid: id,
+                ..ContainerReport::default()
+            })
+    }
+
     /// The namespace records of an event, for each container it names
     /// (its CONTAINER_ID, or the CONTAINER_OP an NS_INFO follows; an
     /// NS_DESTROY's names every container that was in the namespace).
@@ -130,13 +134,7 @@ impl Report {
             .flat_map(|v| chain_ids(v).filter(|(up, _)| !up).map(|(_, id)| id))
             .collect();
         for id in ids {
-            let c = self
-                .containers
-                .entry(id)
-                .or_insert_with(|| ContainerReport {
-                    contid: id,
-                    ..ContainerReport::default()
-                });
+            let c = self.container(id);
             for e in event.iter().filter(|e| e.kind.starts_with("NS_")) {
                 *c.records.entry(e.kind.to_owned()).or_default() += 1;
                 let inum = e.field("inum").and_then(|v| v.parse().ok());
