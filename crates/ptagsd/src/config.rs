@@ -37,8 +37,10 @@ pub struct Namespaces {
     /// The NFLOG group listened on in every network namespace a
     /// container uses (0: none).
     pub nflog_group: u16,
-    /// Network namespaces listened in at once, at most.
+    /// Network namespaces listened in at once, at most, in all and for
+    /// one container.
     pub nflog_max_namespaces: u32,
+    pub nflog_max_namespaces_per_container: u32,
     /// Packets recorded per network namespace: `packet_burst` at once,
     /// then `packet_rate` a second; the rest is counted.
     pub packet_burst: u32,

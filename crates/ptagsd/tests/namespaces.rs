@@ -24,13 +24,17 @@ fn inode(pid: u32, kind: &str) -> u64 {
         .ino()
 }
 
-/// The one child of process `pid`.
+/// The one child of process `pid`, waited for.
 fn child_of(pid: u32) -> u32 {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("the child of {pid}: {e}"))
+    for _ in 0..250 {
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        if let Ok(child) = children.trim().parse() {
+            return child;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("process {pid} has no child");
 }
 
 /// The record of `kind` whose body has all of `fields`, and the record
@@ -599,4 +603,91 @@ fn listeners_are_capped() {
         unsafe { libc::kill(sleeper as i32, libc::SIGKILL) };
         let _ = m.wait();
     }
+}
+
+/// A container cannot multiply its packet records, nor take every
+/// listener, by making network namespaces: its packets are held to one
+/// rate over all of its namespaces, and its listeners to a number.
+#[test]
+fn a_container_s_namespaces_share_its_packet_rate_and_listener_share() {
+    let test = "a_container_s_namespaces_share_its_packet_rate";
+    if !can_run(test) || !has_tool(test, "nft") {
+        return;
+    }
+    let d = Daemon::start(
+        "namespaces-nflog-share",
+        "[audit]\nkernel = false\n[namespaces]\nsweep_ms = 200\nnflog_group = 80\npacket_burst = 5\npacket_rate = 1\nnflog_max_namespaces_per_container = 2\n",
+    );
+    let mut member = Command::new(cli_path())
+        .args(["run", "--contid", "7878", "--", "sh", "-c"])
+        .arg("for i in 1 2 3; do unshare -n sleep 60 & done; wait")
+        .env("PTAGS_SOCKET", d.socket())
+        .spawn()
+        .unwrap();
+    let sh = child_of(member.id());
+    let mut sleepers = Vec::new();
+    for _ in 0..100 {
+        sleepers = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|p| p.parse::<u32>().unwrap())
+            .collect();
+        if sleepers.len() == 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(sleepers.len(), 3);
+    wait_for_trail(&d, "two listening, one over the container's share", |t| {
+        let listening = t
+            .lines()
+            .filter(|l| l.starts_with("type=PTAGS_NFLOG ") && l.contains(" res=success"))
+            .count();
+        listening == 2 && t.contains("reason=\"container-limit\"")
+    });
+    let started = std::time::Instant::now();
+    for p in &sleepers {
+        let inside = |args: &[&str]| {
+            Command::new("nsenter")
+                .arg(format!("--net=/proc/{p}/ns/net"))
+                .args(args)
+                .status()
+                .unwrap()
+        };
+        inside(&["ip", "link", "set", "lo", "up"]);
+        inside(&["nft", "add", "table", "inet", "t"]);
+        inside(&[
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            "t",
+            "out",
+            "{ type filter hook output priority 0; }",
+        ]);
+        inside(&[
+            "nft", "add", "rule", "inet", "t", "out", "udp", "dport", "9", "log", "group", "80",
+        ]);
+        inside(&[
+            "bash",
+            "-c",
+            "for i in $(seq 20); do echo x > /dev/udp/127.0.0.1/9; done",
+        ]);
+    }
+    wait_for_trail(&d, "packets past the rate counted", |t| {
+        t.contains(" of=packets")
+    });
+    let seconds = started.elapsed().as_secs();
+    let text = read_trail(&d.log_dir);
+    let packets = text.matches("type=NETFILTER_PKT ").count() as u64;
+    eprintln!("{test}: {packets} packets recorded in {seconds} s");
+    assert!(
+        packets >= 1 && packets <= 5 + seconds + 1,
+        "one rate for the container, not one per namespace: {packets} in {seconds} s"
+    );
+    for p in &sleepers {
+        // SAFETY: signalling a process of this test.
+        unsafe { libc::kill(*p as i32, libc::SIGKILL) };
+    }
+    let _ = member.wait();
 }

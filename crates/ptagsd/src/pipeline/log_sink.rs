@@ -310,8 +310,17 @@ impl LogFile {
 
     /// Where the chain stands, for `ptags audit verify` to detect a cut end.
     fn write_tail(&self) {
+        use std::io::Write as _;
         let tmp = self.tail_path.with_extension("tail.new");
-        let r = fs::write(&tmp, format!("{}\n", self.sealer.link()))
+        // Root's alone, as the trail is.
+        let r = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(format!("{}\n", self.sealer.link()).as_bytes()))
+            .and_then(|()| fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)))
             .and_then(|()| fs::rename(&tmp, &self.tail_path));
         if let Err(e) = r {
             warn!("writing {}: {e}", self.tail_path.display());

@@ -155,6 +155,7 @@ impl<'k> Pipeline<'k> {
                 Nflog::new(nflog::Limits {
                     group: ns.nflog_group,
                     max_namespaces: ns.nflog_max_namespaces as usize,
+                    max_per_container: ns.nflog_max_namespaces_per_container as usize,
                     burst: ns.packet_burst,
                     per_sec: ns.packet_rate,
                 })
@@ -242,6 +243,22 @@ impl<'k> Pipeline<'k> {
             })
             .collect();
         for (s, contids) in said {
+            // Listeners start and stop as a container makes namespaces:
+            // their records count against its namespace records' rate
+            // (as user 4294967295, "any of its users").
+            let listener = matches!(
+                s,
+                Said::Listening { .. } | Said::Stopped { .. } | Said::Refused { .. }
+            );
+            if listener {
+                let source = Source {
+                    uid: u32::MAX,
+                    contid: contids.first().copied(),
+                };
+                if !self.ns_limit.admit(source, Instant::now(), host::now()) {
+                    continue;
+                }
+            }
             let (kind, body) = match s {
                 Said::Packet { body, .. } => {
                     self.counters.nflog_packets += 1;

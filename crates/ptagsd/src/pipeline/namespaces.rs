@@ -42,7 +42,15 @@ pub struct NsTrail {
     /// hands out namespace IDs in batches per CPU: they tell namespaces
     /// apart, not which is newer.)
     in_use: HashSet<u64>,
+    /// Namespaces told destroyed (no task in them), the last `FORGOTTEN`:
+    /// one kept alive by a descriptor and entered again is entered, not
+    /// made. IDs are never reused, so a match is that namespace.
+    destroyed: HashSet<u64>,
+    destroyed_order: std::collections::VecDeque<u64>,
 }
+
+/// Destroyed namespaces remembered.
+const FORGOTTEN: usize = 65536;
 
 /// The slot of a task's own namespace of the kind of `slot` (its "for
 /// children" slots count as the PID and time kinds).
@@ -109,6 +117,8 @@ impl NsTrail {
             dev,
             on_record: HashMap::new(),
             in_use: HashSet::new(),
+            destroyed: HashSet::new(),
+            destroyed_order: std::collections::VecDeque::new(),
         }
     }
 
@@ -159,6 +169,7 @@ impl NsTrail {
             let (id, inum) = (after.id[slot], after.inum[slot]);
             let known = self.on_record.contains_key(&id)
                 || self.in_use.contains(&id)
+                || self.destroyed.contains(&id)
                 || mounted.contains(&inum);
             let created = change.seen == Seen::Clone || !known;
             let mut fields = vec![];
@@ -230,6 +241,15 @@ impl NsTrail {
             used
         });
         gone.sort_unstable_by_key(|(id, _)| *id);
+        for (id, _) in &gone {
+            if self.destroyed_order.len() >= FORGOTTEN {
+                if let Some(old) = self.destroyed_order.pop_front() {
+                    self.destroyed.remove(&old);
+                }
+            }
+            self.destroyed.insert(*id);
+            self.destroyed_order.push_back(*id);
+        }
         gone.into_iter()
             .map(|(_, r)| NsRecord {
                 kind: "NS_DESTROY",
@@ -446,6 +466,13 @@ mod tests {
         );
         assert_eq!(gone[0].containers, [7]);
         assert!(t.swept(&[row(host)]).is_empty(), "once");
+        // Kept alive by a descriptor and entered again: entered, not made.
+        let r = t.change(
+            &event(Seen::Sweep, &[3], &host, cloned),
+            None,
+            &HashSet::new(),
+        );
+        assert_eq!(r[0].kind, "NS_CHANGE");
         // An exiting task's row (no namespaces) uses none.
         assert_eq!(t.swept(&[row(Namespaces::default())]).len(), 8);
     }

@@ -11,10 +11,12 @@
 //!
 //! A container may own its network namespace (a user namespace of its
 //! own gives it CAP_NET_ADMIN there): it writes the rules, can send to
-//! the daemon's socket, and can flood it. So only the kernel's messages
-//! are read, the namespace a socket is made in is checked to be the one
-//! meant (never the host's), the listeners are capped, and each
-//! namespace's packets are rate limited, the rest counted.
+//! the daemon's socket, and can flood it, and make namespaces without
+//! end. So only the kernel's messages are read, the namespace a socket is
+//! made in is checked to be the one meant (never the host's), listeners
+//! are capped in all and per container, and packets are rate limited per
+//! namespace and per container (a namespace's container: the lowest ID
+//! of those with tasks in it), the rest counted.
 
 mod wire;
 
@@ -45,8 +47,9 @@ fn net_slot() -> usize {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub group: u16,
-    /// Network namespaces listened in at once.
+    /// Network namespaces listened in at once, in all and per container.
     pub max_namespaces: usize,
+    pub max_per_container: usize,
     /// Packets recorded per namespace: a burst, then a rate a second.
     pub burst: u32,
     pub per_sec: u32,
@@ -96,12 +99,35 @@ impl Said {
     }
 }
 
+/// A token bucket: `burst` at once, then `per_sec` a second.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Bucket {
+    fn full(burst: u32) -> Bucket {
+        Bucket {
+            tokens: f64::from(burst),
+            refilled: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self, now: Instant, burst: f64, per_sec: f64) {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * per_sec).min(burst);
+        self.refilled = now;
+    }
+}
+
 /// A namespace listened in.
 struct Listener {
     inum: u32,
+    /// The container it is counted to.
+    owner: u64,
     socket: OwnedFd,
-    tokens: f64,
-    refilled: Instant,
+    bucket: Bucket,
     suppressed: u64,
     summarised: Instant,
 }
@@ -118,6 +144,8 @@ pub struct Nflog {
     /// The containers with tasks in each network namespace, counted at
     /// the last sweep, by the namespace's inode number.
     containers: HashMap<u32, BTreeMap<u64, u32>>,
+    /// Each container's packets, over all its namespaces.
+    owners: HashMap<u64, Bucket>,
 }
 
 impl Nflog {
@@ -129,6 +157,7 @@ impl Nflog {
             listeners: HashMap::new(),
             refused: HashMap::new(),
             containers: HashMap::new(),
+            owners: HashMap::new(),
         }
     }
 
@@ -181,17 +210,27 @@ impl Nflog {
             keep
         });
         self.refused.retain(|id, _| used.contains_key(id));
+        let owner_of = |inum: u32| {
+            self.containers
+                .get(&inum)
+                .and_then(|c| c.keys().next().copied())
+                .unwrap_or(u64::MAX)
+        };
+        let owners: std::collections::HashSet<u64> =
+            used.values().map(|(inum, ..)| owner_of(*inum)).collect();
+        self.owners.retain(|c, _| owners.contains(c));
         let mut new: Vec<(u64, (u32, u32, u32))> = used
             .into_iter()
             .filter(|(id, _)| !self.listeners.contains_key(id))
             .collect();
         new.sort_unstable_by_key(|(id, _)| *id);
         for (id, (inum, pid, tid)) in new {
+            let owner = owner_of(inum);
+            let of_owner = self.listeners.values().filter(|l| l.owner == owner).count();
             let result = if self.listeners.len() >= self.limits.max_namespaces {
-                Err(Error::other(format!(
-                    "already listening in {} network namespaces (nflog_max_namespaces)",
-                    self.limits.max_namespaces
-                )))
+                Err(Error::other("limit"))
+            } else if of_owner >= self.limits.max_per_container {
+                Err(Error::other("container-limit"))
             } else {
                 listen_in(pid, tid, inum, own_netns, self.limits.group)
             };
@@ -202,9 +241,9 @@ impl Nflog {
                         id,
                         Listener {
                             inum,
+                            owner,
                             socket,
-                            tokens: f64::from(self.limits.burst),
-                            refilled: Instant::now(),
+                            bucket: Bucket::full(self.limits.burst),
                             suppressed: 0,
                             summarised: Instant::now(),
                         },
@@ -212,7 +251,10 @@ impl Nflog {
                     said.push(Said::Listening { netns: inum });
                 }
                 Err(e) => {
-                    let why = e.to_string();
+                    let why = match e.raw_os_error() {
+                        Some(errno) => format!("errno-{errno}"),
+                        None => e.to_string(),
+                    };
                     if self.refused.get(&id) != Some(&why) {
                         said.push(Said::Refused {
                             netns: inum,
@@ -232,17 +274,21 @@ impl Nflog {
         let mut said = Vec::new();
         let mut buf = vec![0u8; 65536];
         let (burst, per_sec) = (f64::from(self.limits.burst), f64::from(self.limits.per_sec));
+        let full = Bucket::full(self.limits.burst);
         for l in self.listeners.values_mut() {
+            let owner = self.owners.entry(l.owner).or_insert(full);
             for _ in 0..READS_PER_TICK {
                 match receive_from_kernel(&l.socket, &mut buf) {
                     Ok(Some(n)) => {
                         for body in wire::parse_messages(&buf[..n]) {
                             let now = Instant::now();
-                            let elapsed = now.saturating_duration_since(l.refilled).as_secs_f64();
-                            l.tokens = (l.tokens + elapsed * per_sec).min(burst);
-                            l.refilled = now;
-                            if l.tokens >= 1.0 {
-                                l.tokens -= 1.0;
+                            l.bucket.refill(now, burst, per_sec);
+                            owner.refill(now, burst, per_sec);
+                            // Within the namespace's rate and its
+                            // container's, over all of its namespaces.
+                            if l.bucket.tokens >= 1.0 && owner.tokens >= 1.0 {
+                                l.bucket.tokens -= 1.0;
+                                owner.tokens -= 1.0;
                                 said.push(Said::Packet {
                                     netns: l.inum,
                                     body: format!(
@@ -311,9 +357,7 @@ fn listen_in(pid: u32, tid: u32, inum: u32, own_netns: u32, group: u16) -> Resul
     let netns = File::open(format!("/proc/{pid}/task/{tid}/ns/net"))?;
     let found = netns.metadata()?.ino() as u32;
     if found != inum || found == own_netns {
-        return Err(Error::other(format!(
-            "task {tid} is in network namespace {found} now, not {inum}"
-        )));
+        return Err(Error::other("namespace-changed"));
     }
     // A thread that enters the namespace and makes the socket there; the
     // daemon's own threads stay where they are.
