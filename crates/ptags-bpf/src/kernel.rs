@@ -210,17 +210,20 @@ pub struct LostCounts {
     pub join_events: u64,
     /// A container's count went below zero (a task counted out twice).
     pub container_underflow: u64,
+    /// Namespace changes the ring buffer had no room for.
+    pub ns_events: u64,
 }
 
 impl LostCounts {
     /// Each counter by its field name, for reports that list them all.
     /// Those named `*_events` are events that never reached user space.
-    pub fn named(&self) -> [(&'static str, u64); 7] {
+    pub fn named(&self) -> [(&'static str, u64); 8] {
         [
             ("drop_events", self.drop_events),
             ("exec_events", self.exec_events),
             ("exit_events", self.exit_events),
             ("join_events", self.join_events),
+            ("ns_events", self.ns_events),
             ("task_storage", self.task_storage),
             ("container_missing", self.container_missing),
             ("container_underflow", self.container_underflow),
@@ -846,6 +849,7 @@ impl Kernel {
             container_missing: read(L::PTAGS_LOST_CONTAINER)?,
             join_events: read(L::PTAGS_LOST_RINGBUF_JOIN)?,
             container_underflow: read(L::PTAGS_LOST_UNDERFLOW)?,
+            ns_events: read(L::PTAGS_LOST_RINGBUF_NS)?,
         })
     }
 
