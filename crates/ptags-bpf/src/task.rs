@@ -4,7 +4,8 @@ use std::fs;
 use std::os::fd::OwnedFd;
 
 use crate::skel::types::{
-    ptags_container, ptags_members, ptags_state, ptags_task_flags as F, ptags_task_row,
+    ptags_container, ptags_members, ptags_ns_slot, ptags_state, ptags_task_flags as F,
+    ptags_task_row,
 };
 use crate::{procfs, Context, Error, Result};
 
@@ -123,7 +124,8 @@ impl TaskRow {
             pid: raw.pid,
             ppid: raw.ppid,
             comm: comm(&raw.comm),
-            mnt_ns: raw.mnt_ns_id,
+            // The ID of its mount namespace, among those read.
+            mnt_ns: raw.ns.id[ptags_ns_slot::PTAGS_NS_MNT.0 as usize],
             state: TaskState::from_raw(&raw.state),
             namespaces: crate::Namespaces::from_raw(&raw.ns),
         }

@@ -6,6 +6,7 @@
 //! router, sinks ([`pipeline`]). This file starts both and runs the one
 //! thread where they meet.
 
+mod bucket;
 mod config;
 mod control;
 mod daemon;

@@ -236,6 +236,38 @@ fn unshare_nsenter_and_the_last_exit_are_on_record() {
     assert!(ok, "{out}");
 }
 
+/// Runs a command in the network namespace at `net` (a /proc or
+/// /run/netns path).
+fn in_netns(net: &str, args: &[&str]) {
+    let st = Command::new("nsenter")
+        .arg(format!("--net={net}"))
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(st.success(), "{args:?} in {net}");
+}
+
+/// A firewall in the network namespace at `net` that logs UDP packets to
+/// port 9 to NFLOG group `group`, its loopback up.
+fn log_udp_port_9(net: &str, group: u16) {
+    in_netns(net, &["ip", "link", "set", "lo", "up"]);
+    in_netns(net, &["nft", "add", "table", "inet", "t"]);
+    in_netns(
+        net,
+        &[
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            "t",
+            "out",
+            "{ type filter hook output priority 0; }",
+        ],
+    );
+    let rule = format!("add rule inet t out udp dport 9 log group {group}");
+    in_netns(net, &["nft", &rule]);
+}
+
 /// A network namespace made with `ip netns`, deleted on drop.
 struct NetNs(String);
 
@@ -276,19 +308,7 @@ fn a_packet_in_a_shared_network_namespace_names_both_containers() {
         return;
     }
     let ns = NetNs::new();
-    ns.exec(&["nft", "add", "table", "inet", "ptags"]);
-    ns.exec(&[
-        "nft",
-        "add",
-        "chain",
-        "inet",
-        "ptags",
-        "out",
-        "{ type filter hook output priority 0; }",
-    ]);
-    ns.exec(&[
-        "nft", "add", "rule", "inet", "ptags", "out", "udp", "dport", "9", "log", "group", "77",
-    ]);
+    log_udp_port_9(&format!("/run/netns/{}", ns.0), 77);
     let d = Daemon::start(
         "namespaces-nflog",
         "[audit]\nkernel = false\n[namespaces]\nsweep_ms = 200\nnflog_group = 77\n",
@@ -446,28 +466,8 @@ time.sleep(60)
         std::fs::metadata(&net).unwrap().ino()
     };
     let host_net = inode(std::process::id(), "net");
-    let inside = |args: &[&str]| {
-        let st = Command::new("nsenter")
-            .arg(format!("--net={net}"))
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(st.success(), "{args:?}");
-    };
-    inside(&["ip", "link", "set", "lo", "up"]);
-    inside(&["nft", "add", "table", "inet", "t"]);
-    inside(&[
-        "nft",
-        "add",
-        "chain",
-        "inet",
-        "t",
-        "out",
-        "{ type filter hook output priority 0; }",
-    ]);
-    inside(&[
-        "nft", "add", "rule", "inet", "t", "out", "udp", "dport", "9", "log", "group", "78",
-    ]);
+    let inside = |args: &[&str]| in_netns(&net, args);
+    log_udp_port_9(&net, 78);
     wait_for_trail(&d, "the listener in the thread's namespace", |t| {
         t.contains(&format!(
             "op=listen netns={netns} nflog-group=78 res=success"
@@ -647,27 +647,9 @@ fn a_container_s_namespaces_share_its_packet_rate_and_listener_share() {
     });
     let started = std::time::Instant::now();
     for p in &sleepers {
-        let inside = |args: &[&str]| {
-            Command::new("nsenter")
-                .arg(format!("--net=/proc/{p}/ns/net"))
-                .args(args)
-                .status()
-                .unwrap()
-        };
-        inside(&["ip", "link", "set", "lo", "up"]);
-        inside(&["nft", "add", "table", "inet", "t"]);
-        inside(&[
-            "nft",
-            "add",
-            "chain",
-            "inet",
-            "t",
-            "out",
-            "{ type filter hook output priority 0; }",
-        ]);
-        inside(&[
-            "nft", "add", "rule", "inet", "t", "out", "udp", "dport", "9", "log", "group", "80",
-        ]);
+        let net = format!("/proc/{p}/ns/net");
+        log_udp_port_9(&net, 80);
+        let inside = |args: &[&str]| in_netns(&net, args);
         inside(&[
             "bash",
             "-c",

@@ -247,7 +247,6 @@ struct ptags_task_row {
 	__u32 ppid;
 	__u32 reserved;		/* zero: keeps what follows aligned */
 	__u64 start_ticks;	/* as /proc/PID/stat gives it */
-	__u64 mnt_ns_id;	/* its mount namespace's ID; 0 for an exited task */
 	struct ptags_state state;	/* flags 0 for a task without state */
 	char comm[16];
 	struct ptags_ns ns;	/* its namespaces now (inum 0: exiting) */

@@ -694,7 +694,6 @@ int ptags_tasks(struct bpf_iter__task *ctx)
 	row.tid = t->pid;
 	row.ppid = BPF_CORE_READ(t, real_parent, tgid);
 	row.start_ticks = t->start_boottime / NSEC_PER_TICK;
-	row.mnt_ns_id = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.ns_id);
 	BPF_CORE_READ_STR_INTO(&row.comm, t, comm);
 	ns_read(t, &row.ns);
 	/* Every listing is also a sweep: the unshares and setns of watched

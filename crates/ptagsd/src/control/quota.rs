@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::bucket::{Rate, TokenBucket};
+
 /// Whose share a caller uses: a user, and for uid 0 its container's PID
 /// namespace too (`host::pidns::share_namespace`: the nearest PID
 /// namespace a runtime made, not one of those the caller made in user
@@ -128,9 +130,9 @@ impl Drop for Charge<'_> {
 /// user's legitimate no-op writes, hundreds a second, would rotate the
 /// whole trail away in minutes.
 pub(super) struct ChangeRate {
-    per_sec: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<Holder, (f64, Instant)>>,
+    /// `None`: no limit.
+    rate: Option<Rate>,
+    buckets: Mutex<HashMap<Holder, TokenBucket>>,
 }
 
 /// Holders remembered before full buckets (those idle long enough to
@@ -141,34 +143,24 @@ impl ChangeRate {
     /// `per_sec` 0: no limit.
     pub(super) fn new(per_sec: u32, burst: u32) -> ChangeRate {
         ChangeRate {
-            per_sec: f64::from(per_sec),
-            burst: f64::from(burst.max(1)),
+            rate: (per_sec > 0).then(|| Rate::new(burst.max(1), per_sec)),
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
     /// Whether `holder` may ask for one more change at `now`.
     pub(super) fn allow(&self, holder: Holder, now: Instant) -> bool {
-        if self.per_sec == 0.0 {
+        let Some(rate) = self.rate else {
             return true;
-        }
+        };
         let mut buckets = self.buckets.lock().expect("the change-rate lock");
         if buckets.len() >= REMEMBERED && !buckets.contains_key(&holder) {
-            let (per_sec, burst) = (self.per_sec, self.burst);
-            buckets.retain(|_, (tokens, at)| {
-                *tokens + now.saturating_duration_since(*at).as_secs_f64() * per_sec < burst
-            });
+            buckets.retain(|_, b| !b.is_full(rate, now));
         }
-        let (tokens, at) = buckets.entry(holder).or_insert((self.burst, now));
-        let refilled = *tokens + now.saturating_duration_since(*at).as_secs_f64() * self.per_sec;
-        *tokens = refilled.min(self.burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        buckets
+            .entry(holder)
+            .or_insert(TokenBucket::full(rate, now))
+            .take(rate, now)
     }
 }
 

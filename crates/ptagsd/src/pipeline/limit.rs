@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::bucket::{Rate, TokenBucket};
+
 /// How often a summary is written while a user's refusals are suppressed.
 const SUMMARY_EVERY: Duration = Duration::from_secs(1);
 
@@ -34,8 +36,7 @@ pub struct Suppressed {
 
 #[derive(Debug)]
 struct Bucket {
-    tokens: f64,
-    refilled: Instant,
+    tokens: TokenBucket,
     /// Suppressed since the last summary, and when the first and last were.
     suppressed: u64,
     since: Duration,
@@ -46,8 +47,7 @@ struct Bucket {
 
 #[derive(Debug)]
 pub struct RefusalLimit {
-    burst: f64,
-    per_sec: f64,
+    rate: Rate,
     buckets: HashMap<Source, Bucket>,
 }
 
@@ -55,33 +55,23 @@ impl RefusalLimit {
     /// `burst` records at once, then `per_sec` a second.
     pub fn new(burst: u32, per_sec: u32) -> RefusalLimit {
         RefusalLimit {
-            burst: f64::from(burst),
-            per_sec: f64::from(per_sec),
+            rate: Rate::new(burst, per_sec),
             buckets: HashMap::new(),
         }
-    }
-
-    fn refill(burst: f64, per_sec: f64, b: &mut Bucket, now: Instant) {
-        let elapsed = now.saturating_duration_since(b.refilled).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * per_sec).min(burst);
-        b.refilled = now;
     }
 
     /// Whether a refusal of `source` may be recorded now (`wall`: now
     /// since the epoch); if not, it is counted.
     pub fn admit(&mut self, source: Source, now: Instant, wall: Duration) -> bool {
-        let (burst, per_sec) = (self.burst, self.per_sec);
+        let rate = self.rate;
         let b = self.buckets.entry(source).or_insert(Bucket {
-            tokens: burst,
-            refilled: now,
+            tokens: TokenBucket::full(rate, now),
             suppressed: 0,
             since: wall,
             until: wall,
             counting_from: now,
         });
-        Self::refill(burst, per_sec, b, now);
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
+        if b.tokens.take(rate, now) {
             return true;
         }
         if b.suppressed == 0 {
@@ -99,11 +89,10 @@ impl RefusalLimit {
     /// full bucket and nothing to tell are forgotten, so the map holds
     /// only users refused lately.
     pub fn due(&mut self, now: Instant, all: bool) -> Vec<Suppressed> {
-        let (burst, per_sec) = (self.burst, self.per_sec);
+        let rate = self.rate;
         let mut out = Vec::new();
         self.buckets.retain(|&source, b| {
-            Self::refill(burst, per_sec, b, now);
-            let full = b.tokens >= burst;
+            let full = b.tokens.is_full(rate, now);
             let a_second = now.saturating_duration_since(b.counting_from) >= SUMMARY_EVERY;
             if b.suppressed > 0 && (full || all || a_second) {
                 out.push(Suppressed {

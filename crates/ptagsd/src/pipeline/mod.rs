@@ -562,8 +562,7 @@ impl<'k> Pipeline<'k> {
                     if let Some(trail) = self.namespaces.as_mut() {
                         let exe = std::fs::read_link(format!("/proc/{}/exe", e.pid)).ok();
                         let exe = exe.as_ref().map(|p| p.as_os_str().as_encoded_bytes());
-                        let mounted = namespaces::nsfs_mounts();
-                        let mut records = trail.change(e, exe, &mounted);
+                        let mut records = trail.change(e, exe, namespaces::nsfs_mounts);
                         let source = Source {
                             uid: e.uid,
                             contid: contid.filter(|&c| c != u64::MAX),

@@ -145,15 +145,18 @@ impl NsTrail {
     /// The records of a change of a task's namespaces (an event of kind
     /// `Namespaces`): `NS_CREATE` for a namespace made by a clone, or one
     /// that was neither on record, nor a task's at the last sweep, nor
-    /// mounted (`mounted`: the inode numbers of nsfs mounts, `ip netns`)
-    /// (an unshare); `NS_CHANGE` for one that was there before (a setns).
-    /// `exe`: the acting task's program, where it could be read.
+    /// mounted (`mounted`: the inode numbers of nsfs mounts, `ip netns`,
+    /// read only when a change was found late and nothing else knew the
+    /// namespace) (an unshare); `NS_CHANGE` for one that was there before
+    /// (a setns). `exe`: the acting task's program, where it could be read.
     pub fn change(
         &mut self,
         e: &Event,
         exe: Option<&[u8]>,
-        mounted: &HashSet<u32>,
+        mounted: impl FnOnce() -> HashSet<u32>,
     ) -> Vec<NsRecord> {
+        let mut mounted = Some(mounted);
+        let mut mounts: Option<HashSet<u32>> = None;
         let (Some(change), Some(after)) = (&e.ns_change, &e.namespaces) else {
             return Vec::new();
         };
@@ -167,11 +170,13 @@ impl NsTrail {
                 continue;
             }
             let (id, inum) = (after.id[slot], after.inum[slot]);
-            let known = self.on_record.contains_key(&id)
-                || self.in_use.contains(&id)
-                || self.destroyed.contains(&id)
-                || mounted.contains(&inum);
-            let created = change.seen == Seen::Clone || !known;
+            let created = change.seen == Seen::Clone
+                || !(self.on_record.contains_key(&id)
+                    || self.in_use.contains(&id)
+                    || self.destroyed.contains(&id)
+                    || mounts
+                        .get_or_insert_with(|| mounted.take().map(|f| f()).unwrap_or_default())
+                        .contains(&inum));
             let mut fields = vec![];
             if created {
                 let op = if change.seen == Seen::Clone {
@@ -349,7 +354,7 @@ mod tests {
         let r = t.change(
             &event(Seen::Clone, &[3], &host, cloned),
             Some(b"/bin/sh"),
-            &none,
+            || none.clone(),
         );
         t.written(&r[0]);
         assert_eq!(r.len(), 1);
@@ -374,7 +379,9 @@ mod tests {
         unshared.id[8] = 300;
         unshared.inum[8] = 4_026_532_300;
         unshared.parent_pid = host.inum[4];
-        let r = t.change(&event(Seen::Exec, &[8], &host, unshared), None, &none);
+        let r = t.change(&event(Seen::Exec, &[8], &host, unshared), None, || {
+            none.clone()
+        });
         assert_eq!(r[0].kind, "NS_CREATE");
         assert!(
             r[0].body.starts_with(&format!(
@@ -385,7 +392,9 @@ mod tests {
             r[0].body
         );
         // Entering the clone's namespace, on record: a change.
-        let r = t.change(&event(Seen::Sweep, &[3], &host, cloned), None, &none);
+        let r = t.change(&event(Seen::Sweep, &[3], &host, cloned), None, || {
+            none.clone()
+        });
         assert_eq!(r[0].kind, "NS_CHANGE");
         assert!(
             r[0].body.starts_with(&format!(
@@ -401,17 +410,23 @@ mod tests {
         let mut other = host;
         other.id[7] = 50;
         other.inum[7] = 4_026_532_050;
-        let r = t.change(&event(Seen::Fork, &[7], &host, other), None, &none);
+        let r = t.change(&event(Seen::Fork, &[7], &host, other), None, || {
+            none.clone()
+        });
         assert_eq!(r[0].kind, "NS_CREATE");
         let mounted = HashSet::from([4_026_532_050]);
-        let r = t.change(&event(Seen::Fork, &[7], &host, other), None, &mounted);
+        let r = t.change(&event(Seen::Fork, &[7], &host, other), None, || {
+            mounted.clone()
+        });
         assert_eq!(r[0].kind, "NS_CHANGE");
         // Namespace IDs are not in order of making: one with a smaller
         // ID than those in use, not in use itself, is still new.
         let mut lower = host;
         lower.id[6] = 1;
         lower.inum[6] = 4_026_532_001;
-        let r = t.change(&event(Seen::Exec, &[6], &host, lower), None, &none);
+        let r = t.change(&event(Seen::Exec, &[6], &host, lower), None, || {
+            none.clone()
+        });
         assert_eq!(r[0].kind, "NS_CREATE");
     }
 
@@ -427,7 +442,7 @@ mod tests {
         let r = t.change(
             &event(Seen::Exec, &[5, 9], &host, after),
             None,
-            &HashSet::new(),
+            HashSet::new,
         );
         assert_eq!(r.len(), 1, "{r:?}");
     }
@@ -440,11 +455,7 @@ mod tests {
         let mut cloned = host;
         cloned.id[3] = 200;
         cloned.inum[3] = 4_026_532_200;
-        let r = t.change(
-            &event(Seen::Clone, &[3], &host, cloned),
-            None,
-            &HashSet::new(),
-        );
+        let r = t.change(&event(Seen::Clone, &[3], &host, cloned), None, HashSet::new);
         // Not written (the rate limit held it back): not on record, and
         // so never destroyed either.
         let mut held_back = host;
@@ -453,7 +464,7 @@ mod tests {
         t.change(
             &event(Seen::Clone, &[1], &host, held_back),
             None,
-            &HashSet::new(),
+            HashSet::new,
         );
         t.written(&r[0]);
         assert!(t.swept(&[row(host), row(cloned)]).is_empty());
@@ -467,11 +478,7 @@ mod tests {
         assert_eq!(gone[0].containers, [7]);
         assert!(t.swept(&[row(host)]).is_empty(), "once");
         // Kept alive by a descriptor and entered again: entered, not made.
-        let r = t.change(
-            &event(Seen::Sweep, &[3], &host, cloned),
-            None,
-            &HashSet::new(),
-        );
+        let r = t.change(&event(Seen::Sweep, &[3], &host, cloned), None, HashSet::new);
         assert_eq!(r[0].kind, "NS_CHANGE");
         // An exiting task's row (no namespaces) uses none.
         assert_eq!(t.swept(&[row(Namespaces::default())]).len(), 8);

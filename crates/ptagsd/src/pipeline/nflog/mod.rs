@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 use ptags_bpf::namespaces::KINDS;
 use ptags_bpf::TaskRow;
 
+use crate::bucket::{Rate, TokenBucket};
+
 /// Messages read from one socket per tick at most: a flood waits in the
 /// socket (and overflows it, counted) instead of holding the daemon.
 const READS_PER_TICK: usize = 256;
@@ -53,6 +55,12 @@ pub struct Limits {
     /// Packets recorded per namespace: a burst, then a rate a second.
     pub burst: u32,
     pub per_sec: u32,
+}
+
+impl Limits {
+    fn rate(&self) -> Rate {
+        Rate::new(self.burst, self.per_sec)
+    }
 }
 
 /// What the packet source has to say, each about one network namespace.
@@ -99,35 +107,13 @@ impl Said {
     }
 }
 
-/// A token bucket: `burst` at once, then `per_sec` a second.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    refilled: Instant,
-}
-
-impl Bucket {
-    fn full(burst: u32) -> Bucket {
-        Bucket {
-            tokens: f64::from(burst),
-            refilled: Instant::now(),
-        }
-    }
-
-    fn refill(&mut self, now: Instant, burst: f64, per_sec: f64) {
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * per_sec).min(burst);
-        self.refilled = now;
-    }
-}
-
 /// A namespace listened in.
 struct Listener {
     inum: u32,
     /// The container it is counted to.
     owner: u64,
     socket: OwnedFd,
-    bucket: Bucket,
+    bucket: TokenBucket,
     suppressed: u64,
     summarised: Instant,
 }
@@ -145,7 +131,7 @@ pub struct Nflog {
     /// the last sweep, by the namespace's inode number.
     containers: HashMap<u32, BTreeMap<u64, u32>>,
     /// Each container's packets, over all its namespaces.
-    owners: HashMap<u64, Bucket>,
+    owners: HashMap<u64, TokenBucket>,
 }
 
 impl Nflog {
@@ -243,7 +229,7 @@ impl Nflog {
                             inum,
                             owner,
                             socket,
-                            bucket: Bucket::full(self.limits.burst),
+                            bucket: TokenBucket::full(self.limits.rate(), Instant::now()),
                             suppressed: 0,
                             summarised: Instant::now(),
                         },
@@ -273,8 +259,8 @@ impl Nflog {
     pub fn drain(&mut self) -> Vec<Said> {
         let mut said = Vec::new();
         let mut buf = vec![0u8; 65536];
-        let (burst, per_sec) = (f64::from(self.limits.burst), f64::from(self.limits.per_sec));
-        let full = Bucket::full(self.limits.burst);
+        let rate = self.limits.rate();
+        let full = TokenBucket::full(rate, Instant::now());
         for l in self.listeners.values_mut() {
             let owner = self.owners.entry(l.owner).or_insert(full);
             for _ in 0..READS_PER_TICK {
@@ -282,13 +268,11 @@ impl Nflog {
                     Ok(Some(n)) => {
                         for body in wire::parse_messages(&buf[..n]) {
                             let now = Instant::now();
-                            l.bucket.refill(now, burst, per_sec);
-                            owner.refill(now, burst, per_sec);
                             // Within the namespace's rate and its
                             // container's, over all of its namespaces.
-                            if l.bucket.tokens >= 1.0 && owner.tokens >= 1.0 {
-                                l.bucket.tokens -= 1.0;
-                                owner.tokens -= 1.0;
+                            if l.bucket.has(rate, now) && owner.has(rate, now) {
+                                l.bucket.spend();
+                                owner.spend();
                                 said.push(Said::Packet {
                                     netns: l.inum,
                                     body: format!(
