@@ -257,6 +257,13 @@ fn runc_containers_are_labelled_joined_told_apart_and_ended() {
 
     // A process entering later joins, with the tags that survive an exec.
     runc.run(&["exec", "-d", "web", "sleep", "999"]);
+    // `runc exec -d` may return before its process has exec'd sleep
+    // (the exec prunes the tags that are not kept): wait for it.
+    common::wait_until(|| {
+        members(&d, web)
+            .iter()
+            .any(|r| r.0 != init && r.1 == "sleep")
+    });
     let rows = members(&d, web);
     let joined = rows
         .iter()
