@@ -219,3 +219,56 @@ pub fn oci_state(data: &[u8]) {
         }
     }
 }
+
+/// A container's audit policy: text that parses is a policy whose
+/// canonical text parses back to it (and is a fixed point), and that
+/// decides any event without a panic; text that does not names the line
+/// at fault (0 only for a text over the size limit).
+pub fn audit_policy(data: &[u8]) {
+    use ptags_audit::policy::{Policy, MAX_POLICY_BYTES};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match Policy::parse(text) {
+        Ok(p) => {
+            let canonical = p.to_text();
+            assert_eq!(Policy::parse(&canonical), Ok(p.clone()), "{canonical:?}");
+            assert_eq!(Policy::parse(&canonical).unwrap().to_text(), canonical);
+            let text_field = ptags_audit::encode_untrusted(b"+vendor:a\n-build:*\n!role=web\n+cut");
+            let op = format!(
+                "op=write opid=42 contid=7 text={text_field} pid=40 uid=1000 auid=1000 ses=3 \
+                 comm=\"sh\" res=success"
+            );
+            let exec = "arch=c000003e syscall=59 success=yes exit=0 ppid=100 pid=101 auid=1000 \
+                        uid=0 comm=\"cat\" exe=\"/usr/bin/cat\" key=\"watch-etc\"";
+            let open = "arch=c000003e syscall=2 success=no exit=-2 uid=1000 \
+                        exe=2F6F70742F6D79206170702F72756E key=(null)";
+            let user = "pid=5 uid=0 msg='op=PAM:session_open exe=\"/usr/sbin/sshd\" res=failed'";
+            let events: [&[(&str, &str)]; 5] = [
+                &[],
+                &[
+                    ("SYSCALL", exec),
+                    ("EXECVE", "argc=2 a0=\"cat\" a1=\"/etc/passwd\""),
+                    ("CONTAINER_ID", "contid=7"),
+                ],
+                &[("SYSCALL", open)],
+                &[("PTAGS_OP", &op), ("CONTAINER_ID", "contid=7")],
+                &[("USER_START", user)],
+            ];
+            for event in events {
+                let _ = p.takes(event);
+            }
+            // The text's own lines, as records, too.
+            let records: Vec<(&str, &str)> = text.lines().map(|l| ("PTAGS_OP", l)).collect();
+            let _ = p.takes(&records);
+        }
+        Err(e) => {
+            if e.line == 0 {
+                assert!(text.strip_suffix('\n').unwrap_or(text).len() > MAX_POLICY_BYTES);
+            } else {
+                assert!(e.line <= text.split('\n').count(), "{e}");
+            }
+            assert!(!e.message.is_empty());
+        }
+    }
+}

@@ -47,3 +47,8 @@ fn audit_log_corpus() {
 fn oci_state_corpus() {
     replay("oci_state", ptags_fuzz::oci_state);
 }
+
+#[test]
+fn audit_policy_corpus() {
+    replay("audit_policy", ptags_fuzz::audit_policy);
+}

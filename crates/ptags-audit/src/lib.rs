@@ -14,8 +14,10 @@ use std::fmt;
 
 pub mod assemble;
 pub mod chain;
+pub mod policy;
 pub mod query;
 pub mod report;
+pub mod syscalls;
 pub mod types;
 
 use ptags_core::contid::{format_chains, format_contid, Chain, ContainerId, Style};

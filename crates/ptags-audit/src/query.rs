@@ -199,13 +199,18 @@ impl Matcher {
 
 /// Whether a tag-change record's lines name a tag the pattern matches.
 fn touches_tags(entry: &Entry<'_>, pattern: &Selector<'_>) -> bool {
-    if entry.kind != "PTAGS_OP" {
-        return false;
-    }
-    let Some(text) = entry.field("text").and_then(decode_untrusted) else {
+    entry.kind == "PTAGS_OP" && write_touches(entry.field("text"), pattern)
+}
+
+/// Whether the lines of a write (a `PTAGS_OP`'s `text` field, encoded as
+/// untrusted text) name a tag the pattern matches: a line's selector
+/// (`-PREFIX:*`, `?`) counts when it can name such a tag.
+pub(crate) fn write_touches(text: Option<&str>, pattern: &Selector<'_>) -> bool {
+    let Some(text) = text.and_then(decode_untrusted) else {
         return false;
     };
     let touched = lines(&text).any(|(_, line)| {
+        // A line cut by the record's limit has no newline: skipped.
         let Ok(line) = line else {
             return false;
         };

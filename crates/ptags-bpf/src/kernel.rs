@@ -69,13 +69,24 @@ impl Default for Options {
     }
 }
 
+/// A task's pids as its own PID namespace sees them, and how deep that
+/// namespace is below the initial one. A parent outside it is 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LocalPids {
+    pub level: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+}
+
 /// An event from the kernel programs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub kind: EventKind,
     pub pid: u32,
     pub tid: u32,
-    pub ns_pid: u32,
+    /// The same, as the task's own PID namespace sees them.
+    pub local: LocalPids,
     pub ppid: u32,
     pub uid: u32,
     pub loginuid: u32,
@@ -171,7 +182,12 @@ impl Event {
             kind,
             pid: raw.pid,
             tid: raw.tid,
-            ns_pid: raw.ns_pid,
+            local: LocalPids {
+                level: raw.pid_level,
+                pid: raw.ns_tgid,
+                tid: raw.ns_pid,
+                ppid: raw.ns_ppid,
+            },
             ppid: raw.ppid,
             uid: raw.uid,
             loginuid: raw.loginuid,
@@ -240,6 +256,7 @@ pub struct Kernel {
     lost: MapHandle,
     events: MapHandle,
     drops: MapHandle,
+    copy_events: MapHandle,
     set_prog: OwnedFd,
     tasks_prog: OwnedFd,
     setns_prog: OwnedFd,
@@ -303,6 +320,7 @@ impl Kernel {
             lost: handle(&skel.maps.lost, "lost")?,
             events: handle(&skel.maps.events, "events")?,
             drops: handle(&skel.maps.drops, "drops")?,
+            copy_events: handle(&skel.maps.copy_events, "copy_events")?,
             set_prog: skel
                 .progs
                 .ptags_set
@@ -359,6 +377,7 @@ impl Kernel {
             &mut self.lost,
             &mut self.events,
             &mut self.drops,
+            &mut self.copy_events,
         ];
         for (map, name) in maps.into_iter().zip(pins::MAPS) {
             map.pin(pins::path(dir, name))
@@ -402,6 +421,7 @@ impl Kernel {
             &mut maps.lost,
             &mut maps.events,
             &mut maps.drops,
+            &mut maps.copy_events,
         ]
         .into_iter()
         .zip(pins::MAPS)
@@ -513,6 +533,7 @@ impl Kernel {
             lost: open_map("lost")?,
             events: open_map("events")?,
             drops: open_map("drops")?,
+            copy_events: open_map("copy_events")?,
             set_prog,
             tasks_prog,
             setns_prog,
@@ -555,6 +576,38 @@ impl Kernel {
             NsWatch::All => M::PTAGS_EVENTS_NS.0 | M::PTAGS_EVENTS_NS_HOST.0,
         };
         self.write_config(mask)
+    }
+
+    /// The exec and exit events wanted of the tasks of container
+    /// `contid` whatever `set_events` says (a container's audit copy
+    /// asked for them); none clears the entry.
+    pub fn set_copy_events(&self, contid: u64, exec: bool, exit: bool) -> Result<()> {
+        let mut mask = 0u32;
+        if exec {
+            mask |= M::PTAGS_EVENTS_EXEC.0;
+        }
+        if exit {
+            mask |= M::PTAGS_EVENTS_EXIT.0;
+        }
+        let key = contid.to_ne_bytes();
+        if mask == 0 {
+            return match self.copy_events.delete(&key) {
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+                r => r.context(|| format!("clearing the events of container {contid}")),
+            };
+        }
+        self.copy_events
+            .update(&key, &mask.to_ne_bytes(), MapFlags::ANY)
+            .context(|| format!("asking for the events of container {contid}"))
+    }
+
+    /// The containers whose events `set_copy_events` asked for (a
+    /// daemon starting again clears those it has no policy for).
+    pub fn copy_event_containers(&self) -> Vec<u64> {
+        self.copy_events
+            .keys()
+            .filter_map(|k| Some(u64::from_ne_bytes(k.as_slice().try_into().ok()?)))
+            .collect()
     }
 
     /// The state of one task (thread), read through a pidfd. `None` when

@@ -15,8 +15,8 @@ pub mod procfs;
 mod task;
 
 pub use kernel::{
-    Event, EventKind, EventReader, Join, Kernel, LostCounts, NsWatch, Options, Set, ATTACHED,
-    SETNS_ATTACH,
+    Event, EventKind, EventReader, Join, Kernel, LocalPids, LostCounts, NsWatch, Options, Set,
+    ATTACHED, SETNS_ATTACH,
 };
 pub use namespaces::{Namespaces, NsChange, Seen};
 pub use probe::Features;

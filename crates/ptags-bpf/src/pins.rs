@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::{Context, Result};
 
-pub(crate) const MAPS: [&str; 7] = [
+pub(crate) const MAPS: [&str; 8] = [
     "task_state",
     "containers",
     "joins",
@@ -15,6 +15,7 @@ pub(crate) const MAPS: [&str; 7] = [
     "lost",
     "events",
     "drops",
+    "copy_events",
 ];
 pub(crate) const LINKS: [&str; 3] = ["link_fork", "link_exec", "link_exit"];
 pub(crate) const SET_PROG: &str = "prog_set";

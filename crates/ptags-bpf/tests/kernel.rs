@@ -1145,3 +1145,68 @@ fn pinned_programs_of_another_version_are_replaced_keeping_the_state() {
     wait_for(|| k.container(4141).unwrap().is_some_and(|c| c.live == 0));
     assert_eq!(k.lost().unwrap(), Default::default());
 }
+
+#[test]
+fn exec_events_a_containers_copy_asks_for_come_for_it_alone() {
+    let Some(k) = kernel_or_skip("exec_events_a_containers_copy_asks_for") else {
+        return;
+    };
+    // The host asks for no exec events; container 7301's copy does,
+    // 7302's does not.
+    k.set_events(false, false, ptags_bpf::NsWatch::Off).unwrap();
+    let reader = k.events().unwrap();
+    let mut asked = Shell::start();
+    let mut quiet = Shell::start();
+    for (sh, id) in [(&asked, 7301u64), (&quiet, 7302)] {
+        k.set(
+            sh.task(),
+            &SetOp {
+                contid: Some((id, None)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    k.set_copy_events(7301, true, false).unwrap();
+    assert_eq!(k.copy_event_containers(), [7301]);
+    let _ = reader.drain().unwrap();
+    let pid_in = |sh: &mut Shell| -> u32 { sh.run("/bin/sh -c 'echo $$'").parse().unwrap() };
+    let (a, q) = (pid_in(&mut asked), pid_in(&mut quiet));
+    let mut execs = Vec::new();
+    for _ in 0..40 {
+        execs.extend(
+            reader
+                .poll(Duration::from_millis(50))
+                .unwrap()
+                .into_iter()
+                .filter(|e| e.kind == ptags_bpf::EventKind::Exec),
+        );
+        if execs.iter().any(|e| e.pid == a) {
+            break;
+        }
+    }
+    let of = |pid: u32| execs.iter().filter(|e| e.pid == pid).count();
+    assert_eq!((of(a), of(q)), (1, 0), "{execs:?}");
+    let e = execs.iter().find(|e| e.pid == a).unwrap();
+    assert_eq!(e.contid, 7301);
+    // No PID namespace of its own: its pids are the host's.
+    assert_eq!(
+        e.local,
+        ptags_bpf::LocalPids {
+            level: 0,
+            pid: a,
+            tid: a,
+            ppid: asked.child.id()
+        }
+    );
+    // Cleared: nothing more, and no entry left.
+    k.set_copy_events(7301, false, false).unwrap();
+    k.set_copy_events(7301, false, false).unwrap();
+    assert!(k.copy_event_containers().is_empty());
+    let again = pid_in(&mut asked);
+    std::thread::sleep(Duration::from_millis(100));
+    let later = reader.drain().unwrap();
+    assert!(!later
+        .iter()
+        .any(|e| e.pid == again && e.kind == ptags_bpf::EventKind::Exec));
+}

@@ -118,6 +118,19 @@ pub fn format_chains(chains: &[Chain], style: Style) -> String {
     parts.join(",")
 }
 
+/// The chains as the container `own` may see them: those that pass
+/// through it, each cut after it (a container is not told its ancestors,
+/// nor the other containers a record names).
+pub fn chains_within(chains: &[Chain], own: ContainerId) -> Vec<Chain> {
+    chains
+        .iter()
+        .filter_map(|c| {
+            let at = c.0.iter().position(|&id| id == own)?;
+            Some(Chain(c.0[..=at].to_vec()))
+        })
+        .collect()
+}
+
 /// Parses what [`format_chains`] prints. The unset value gives no chain.
 pub fn parse_chains(text: &str) -> Result<Vec<Chain>, ContidParseError> {
     if matches!(text, "-1" | "unset") {
@@ -328,6 +341,17 @@ pub fn decide(req: &SetRequest<'_>) -> Result<Decision, Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_container_sees_the_chains_through_it_cut_after_it() {
+        let id = |n| ContainerId::new(n).unwrap();
+        let chains = parse_chains("4,^2,^1,7,^1,9").unwrap();
+        let seen = |own| format_chains(&chains_within(&chains, id(own)), Style::Raw);
+        assert_eq!(seen(2), "4,^2");
+        assert_eq!(seen(1), "4,^2,^1,7,^1");
+        assert_eq!(seen(9), "9");
+        assert_eq!(seen(5), "-1");
+    }
 
     fn id(n: u64) -> ContainerId {
         ContainerId::new(n).unwrap()

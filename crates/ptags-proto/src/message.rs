@@ -96,6 +96,43 @@ pub enum Request {
     /// What is attached, counters, losses. (A struct variant, so that
     /// unknown fields are refused here too.)
     Status {},
+    /// Gives container `contid` its own copy of its records under the
+    /// policy `text` (docs/audit-copies.md), replacing the one it had.
+    AuditPolicySet { contid: u64, text: String },
+    /// A container's policy, as the daemon holds it, and its copy's counts.
+    AuditPolicyGet { contid: u64 },
+    /// Every policy the caller may see.
+    AuditPolicyList {},
+    /// Ends a container's copy (its log stays).
+    AuditPolicyClear { contid: u64 },
+    /// The records of a container's copy as they are written: the
+    /// caller's own container unless `contid` names one of its nested
+    /// containers (or, for a host caller, any). With `after_serial` or
+    /// `since_ms`, its log is replayed from there first. The answer
+    /// (`Following`) is followed by `Records` frames until the copy ends.
+    AuditFollow {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        contid: Option<u64>,
+        /// Starts after the last record of the event with this serial.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_serial: Option<u64>,
+        /// Starts at records of this time or later (ms since the epoch).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_ms: Option<u64>,
+    },
+}
+
+/// The longest policy text accepted.
+pub const MAX_POLICY_TEXT: usize = 64 << 10;
+
+fn check_contid(contid: u64) -> Result<(), Failure> {
+    if contid == u64::MAX {
+        return Err(Failure::new(
+            Errno::Einval,
+            "the unset value (-1) names no container",
+        ));
+    }
+    Ok(())
 }
 
 fn on() -> bool {
@@ -121,8 +158,13 @@ impl Request {
             | Request::ContidSet { .. }
             | Request::PrepareExec { .. }
             | Request::ContainerCreate { .. }
-            | Request::ContainerEnd { .. } => true,
-            Request::Read { .. }
+            | Request::ContainerEnd { .. }
+            | Request::AuditPolicySet { .. }
+            | Request::AuditPolicyClear { .. } => true,
+            Request::AuditPolicyGet { .. }
+            | Request::AuditPolicyList {}
+            | Request::AuditFollow { .. }
+            | Request::Read { .. }
             | Request::ContidGet { .. }
             | Request::Ps { .. }
             | Request::Status {} => false,
@@ -158,7 +200,39 @@ impl Request {
                 )),
                 None => Ok(()),
             },
-            Request::Status {} => Ok(()),
+            Request::Status {} | Request::AuditPolicyList {} => Ok(()),
+            Request::AuditPolicySet { contid, text } => {
+                check_contid(*contid)?;
+                if text.len() > MAX_POLICY_TEXT {
+                    return Err(Failure::new(
+                        Errno::E2big,
+                        format!(
+                            "a policy of {} bytes is over the limit of {MAX_POLICY_TEXT}",
+                            text.len()
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+            Request::AuditPolicyGet { contid } | Request::AuditPolicyClear { contid } => {
+                check_contid(*contid)
+            }
+            Request::AuditFollow {
+                contid,
+                after_serial,
+                since_ms,
+            } => {
+                if let Some(c) = contid {
+                    check_contid(*c)?;
+                }
+                if after_serial.is_some() && since_ms.is_some() {
+                    return Err(Failure::new(
+                        Errno::Einval,
+                        "follow from a serial or from a time, not both",
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -174,6 +248,11 @@ impl Request {
             Request::ContainerCreate { .. } => "container_create",
             Request::ContainerEnd { .. } => "container_end",
             Request::Status {} => "status",
+            Request::AuditPolicySet { .. } => "audit_policy_set",
+            Request::AuditPolicyGet { .. } => "audit_policy_get",
+            Request::AuditPolicyList {} => "audit_policy_list",
+            Request::AuditPolicyClear { .. } => "audit_policy_clear",
+            Request::AuditFollow { .. } => "audit_follow",
         }
     }
 }
@@ -457,6 +536,38 @@ pub enum Response {
         dropped: bool,
     },
     Status(Box<Status>),
+    AuditPolicy(PolicyInfo),
+    AuditPolicies {
+        policies: Vec<PolicyInfo>,
+    },
+    /// The stream of container `contid`'s copy starts.
+    Following {
+        contid: u64,
+    },
+    /// Records of a followed copy, one line each in the audit text
+    /// format; a `PTAGS_LOST` line says what the follower's queue could
+    /// not take.
+    Records {
+        lines: Vec<String>,
+    },
+}
+
+/// A container's audit policy and what its copy did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyInfo {
+    pub contid: u64,
+    /// The policy, in its canonical text.
+    pub text: String,
+    /// The directory of its log, when it has one.
+    pub log: Option<String>,
+    /// Records its policy took, left out, refused over its rate, that
+    /// its readers' queues could not take, and that its log holds.
+    pub taken: u64,
+    pub filtered: u64,
+    pub over_rate: u64,
+    pub dropped: u64,
+    pub written: u64,
+    pub followers: u64,
 }
 
 /// An answer as sent: the version and either `ok` or `error`.

@@ -31,6 +31,11 @@ pub enum AuditCommand {
         is printed as FILE:LINE), 2 on error."
     )]
     Verify(VerifyArgs),
+    /// A container's own copy of its records: its policy (asks ptagsd).
+    #[command(subcommand)]
+    Policy(crate::audit_copy::PolicyCommand),
+    /// Print a container's records as they are written (asks ptagsd).
+    Follow(crate::audit_copy::FollowArgs),
 }
 
 #[derive(Args)]
@@ -239,6 +244,9 @@ pub fn run(command: AuditCommand, out: crate::Output) -> Result<ExitCode> {
         AuditCommand::Search(args) => search(args),
         AuditCommand::Report(args) => report(args, out),
         AuditCommand::Verify(args) => verify(args),
+        AuditCommand::Policy(_) | AuditCommand::Follow(_) => {
+            unreachable!("asked of the daemon by main")
+        }
     }
 }
 

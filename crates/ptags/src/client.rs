@@ -97,6 +97,11 @@ impl Client {
         ResponseFrame::decode(&body).map_err(|e| anyhow!("ptagsd answered oddly: {e}"))
     }
 
+    /// The connection itself, for a stream of answers (`audit follow`).
+    pub fn into_stream(self) -> UnixStream {
+        self.stream
+    }
+
     fn exchange(&mut self, frame: &[u8]) -> Result<Vec<u8>, FrameError> {
         write_frame(&mut self.stream, frame)?;
         read_frame(&mut self.stream, limits::MAX_RESPONSE, |_| Ok(())).map(|(body, ())| body)

@@ -43,7 +43,7 @@ pub fn contid_arg(s: &str) -> Result<u64, String> {
 }
 
 /// Sends a request and prints a refusal; `Ok(None)` after a refusal.
-fn ask(client: &mut Client, out: Output, req: Request) -> Result<Option<Response>> {
+pub(crate) fn ask(client: &mut Client, out: Output, req: Request) -> Result<Option<Response>> {
     match client.request(req)? {
         Ok(response) => Ok(Some(response)),
         Err(failure) => {

@@ -1,6 +1,7 @@
 //! `ptags`: the command-line client of ptagsd, and an offline simulator.
 
 mod audit;
+mod audit_copy;
 mod client;
 mod commands;
 mod oci;
@@ -109,7 +110,8 @@ enum Command {
     /// The OCI runtime hook (createRuntime and poststop): labels a
     /// container from the state on standard input.
     OciHook(oci::Args),
-    /// Read the audit trail offline: search, report, verify.
+    /// The audit trail: search, report and verify its files offline;
+    /// containers' own copies (policy, follow) through ptagsd.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
     Simulate(simulate::Args),
@@ -138,6 +140,12 @@ fn main() -> ExitCode {
     let out = Output { json: cli.json };
     let result = match cli.command {
         Command::Simulate(args) => simulate::run(args),
+        Command::Audit(audit::AuditCommand::Policy(command)) => {
+            audit_copy::policy(&cli.socket, out, command)
+        }
+        Command::Audit(audit::AuditCommand::Follow(args)) => {
+            audit_copy::follow(&cli.socket, out, args)
+        }
         Command::Audit(command) => audit::run(command, out),
         Command::OciHook(args) => oci::run(&cli.socket, args),
         command => client::Client::connect(&cli.socket).and_then(|mut c| match command {

@@ -25,7 +25,7 @@ In config.json (runc), or a hooks.d file (podman, CRI-O, containerd with NRI):\n
 Annotations: io.ptags.contid (the ID; without it one is derived from the container's \
 name), io.ptags.tags (lines of the write language; use +@ for tags that must survive \
 the container's first exec), io.ptags.join (false: processes entering the container \
-later, as with runc exec, keep their own labels).")]
+later, as with runc exec, keep their own labels), io.ptags.audit (the container's own copy of its records: a policy's text, or the absolute path of a policy file on the host; see `ptags audit policy set --help`).")]
 pub struct Args {
     /// The hook's stage; without it, taken from the state's status
     /// (creating: createRuntime, stopped: poststop).
@@ -56,6 +56,13 @@ pub fn run(socket: &Path, args: Args) -> Result<ExitCode> {
         Stage::CreateRuntime => Some(state.pid(stage)?),
         Stage::Poststop => None,
     };
+    let audit = match (stage, state.annotations.get(AUDIT_ANNOTATION)) {
+        (Stage::CreateRuntime, Some(value)) => Some(
+            audit_policy(value)
+                .with_context(|| format!("container {:?}: {AUDIT_ANNOTATION}", state.id))?,
+        ),
+        _ => None,
+    };
     if !(0.0..=3600.0).contains(&args.wait) {
         bail!(
             "--wait must be between 0 and 3600 seconds, not {}",
@@ -73,15 +80,38 @@ pub fn run(socket: &Path, args: Args) -> Result<ExitCode> {
         Some(pid) => format!("labelling process {pid}"),
         None => "recording the container's end".to_owned(),
     };
-    ask(socket, deadline, &what, request).with_context(|| {
+    let context = || {
         format!(
             "container {:?} ({}): ptags {}",
             state.id,
             label.contid,
             stage.name()
         )
-    })?;
+    };
+    ask(socket, deadline, &what, request).with_context(context)?;
+    if let Some(text) = audit {
+        let request = Request::AuditPolicySet {
+            contid: label.contid.get(),
+            text,
+        };
+        ask(socket, deadline, "setting its audit policy", request).with_context(context)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The annotation that gives a container its own copy of its records:
+/// a policy's text, or the absolute path of a policy file on the host.
+const AUDIT_ANNOTATION: &str = "io.ptags.audit";
+
+/// The policy text an `io.ptags.audit` annotation gives, checked.
+fn audit_policy(value: &str) -> Result<String> {
+    let text = if value.starts_with('/') {
+        std::fs::read_to_string(value).with_context(|| format!("reading {value}"))?
+    } else {
+        value.to_owned()
+    };
+    ptags_audit::policy::Policy::parse(&text)?;
+    Ok(text)
 }
 
 /// Sends a request, riding over a daemon restart until `deadline`: a

@@ -272,8 +272,9 @@ fn main_loop(
 /// would ask for it twice.
 fn answer(daemon: &mut Daemon<'_>, job: Job) -> Result<()> {
     let answer = daemon.handle(&job.peer, &job.request);
+    let follower = daemon.take_follow();
     let committed = daemon.commit();
-    let _ = job.reply.send(answer);
+    let _ = job.reply.send((answer, follower));
     committed
 }
 

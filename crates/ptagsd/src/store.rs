@@ -29,6 +29,9 @@ const TAG_SETS: TableDefinition<u64, &[u8]> = TableDefinition::new("tag_sets");
 const LEGACY_SETS: TableDefinition<u64, &[u8]> = TableDefinition::new("sets");
 /// Container ID → [`ContainerRecord`] as JSON.
 const CONTAINERS: TableDefinition<u64, &[u8]> = TableDefinition::new("containers");
+/// Each container's audit policy, as its text: it lives and ends with
+/// the container.
+const AUDIT_POLICIES: TableDefinition<u64, &str> = TableDefinition::new("audit_policies");
 /// Counters that must survive restarts.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The next set ID to hand out: IDs are never reused, even after a
@@ -306,6 +309,7 @@ impl Store {
         txn.open_table(TAGS)?;
         txn.open_table(TAG_SETS)?;
         txn.open_table(CONTAINERS)?;
+        txn.open_table(AUDIT_POLICIES)?;
         txn.open_table(META)?;
         migrate_legacy(&txn).context("converting the tag sets stored whole")?;
         txn.commit()?;
@@ -535,7 +539,34 @@ impl Store {
     pub fn delete_container(&self, id: u64) -> Result<()> {
         let txn = self.db.begin_write()?;
         txn.open_table(CONTAINERS)?.remove(id)?;
+        txn.open_table(AUDIT_POLICIES)?.remove(id)?;
         txn.commit().context("committing a dropped container")?;
+        Ok(())
+    }
+
+    /// The audit policies, by container.
+    pub fn load_policies(&self) -> Result<Vec<(u64, String)>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AUDIT_POLICIES)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (id, text) = entry?;
+            out.push((id.value(), text.value().to_owned()));
+        }
+        Ok(out)
+    }
+
+    /// Stores container `id`'s audit policy (`None`: clears it).
+    pub fn put_policy(&self, id: u64, text: Option<&str>) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(AUDIT_POLICIES)?;
+            match text {
+                Some(text) => drop(table.insert(id, text)?),
+                None => drop(table.remove(id)?),
+            }
+        }
+        txn.commit().context("committing an audit policy")?;
         Ok(())
     }
 }

@@ -12,7 +12,7 @@
 enum ptags_layout {
 	/* Bump when any struct or map below changes: pins of another
 	 * layout are refused instead of misread. */
-	PTAGS_LAYOUT_VERSION = 5,
+	PTAGS_LAYOUT_VERSION = 6,
 };
 
 enum ptags_task_flags {
@@ -176,7 +176,13 @@ struct ptags_event {
 	struct ptags_ns ns;
 	__u32 old_ns_inum[PTAGS_NS_SLOTS];
 	__u32 child_pid;	/* PTAGS_NS_SEEN_CLONE: the new task's pid */
-	__u32 reserved;		/* zero: keeps the size a multiple of 8 */
+	/* The task's PID namespace, as its depth below the initial one, and
+	 * its process and parent as that namespace sees them (0: a parent
+	 * outside it): a container's copy names them so, even once the
+	 * task has gone and /proc cannot be asked. */
+	__u32 pid_level;
+	__u32 ns_tgid;
+	__u32 ns_ppid;
 };
 
 /* config map, index 0. */

@@ -80,6 +80,17 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
+/* Exec and exit events a container's own audit copy asked for, by
+ * container ID (its own and its nested containers'): a container that
+ * asked for nothing costs one failed lookup at each exec and exit of its
+ * tasks, and host tasks none. Written by the daemon. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u32);
+} copy_events SEC(".maps");
+
 /* Exec, exit and join events. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -130,6 +141,18 @@ static bool events_enabled(__u32 bit)
 	return c && (c->event_mask & bit);
 }
 
+/* Whether an exec or exit event of a task in container `contid` is
+ * wanted: by the host's trail, or by a container's copy. */
+static bool process_event_wanted(__u32 bit, __u64 contid)
+{
+	__u32 *mask;
+
+	if (events_enabled(bit))
+		return true;
+	mask = bpf_map_lookup_elem(&copy_events, &contid);
+	return mask && (*mask & bit);
+}
+
 /* The lost counter of an event kind whose event found the ring full. */
 static __u32 lost_reason_of(__u32 kind)
 {
@@ -163,7 +186,7 @@ static __always_inline struct ptags_event *reserve(__u32 kind)
 static __always_inline void describe(struct ptags_event *e, struct task_struct *t, __u32 kind,
 				     __u64 contid, __u64 set_id, __u64 old_contid)
 {
-	struct pid *pid;
+	struct pid *pid, *tgid, *parent;
 	unsigned int level;
 
 	/* A reserved record is not zeroed, and what follows the common
@@ -175,6 +198,14 @@ static __always_inline void describe(struct ptags_event *e, struct task_struct *
 	pid = BPF_CORE_READ(t, thread_pid);
 	level = BPF_CORE_READ(pid, level);
 	e->ns_pid = BPF_CORE_READ(pid, numbers[level].nr);
+	e->pid_level = level;
+	tgid = BPF_CORE_READ(t, group_leader, thread_pid);
+	e->ns_tgid = BPF_CORE_READ(tgid, numbers[level].nr);
+	/* The parent as the task's namespace sees it, if it does. */
+	parent = BPF_CORE_READ(t, real_parent, group_leader, thread_pid);
+	if (BPF_CORE_READ(parent, level) >= level &&
+	    BPF_CORE_READ(parent, numbers[level].ns) == BPF_CORE_READ(pid, numbers[level].ns))
+		e->ns_ppid = BPF_CORE_READ(parent, numbers[level].nr);
 	e->ppid = BPF_CORE_READ(t, real_parent, tgid);
 	e->uid = BPF_CORE_READ(t, cred, uid.val);
 	e->loginuid = BPF_CORE_READ(t, loginuid.val);
@@ -368,7 +399,7 @@ int BPF_PROG(ptags_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 		if (had)
 			container_leave(p, old_contid);
 	}
-	if (has && events_enabled(PTAGS_EVENTS_EXEC))
+	if (has && process_event_wanted(PTAGS_EVENTS_EXEC, new_contid))
 		emit(p, PTAGS_EVENT_EXEC, new_contid, set_id, (__u64)-1);
 	if (ns_watched(has ? PTAGS_TASK_HAS_CONTID : 0)) {
 		struct ptags_ns now;
@@ -415,7 +446,7 @@ int BPF_PROG(ptags_exit, struct task_struct *p)
 		container_add(p, pending_contid, -PTAGS_MEMBER_PENDING, false);
 	if (!(flags & PTAGS_TASK_HAS_CONTID))
 		return 0;
-	if (events_enabled(PTAGS_EVENTS_EXIT))
+	if (process_event_wanted(PTAGS_EVENTS_EXIT, contid))
 		emit(p, PTAGS_EVENT_EXIT, contid, set_id, (__u64)-1);
 	container_leave(p, contid);
 	return 0;

@@ -20,12 +20,17 @@ use super::quota::{ChangeRate, Charge, Holder, Quota};
 use super::{Counters, Refusal};
 use crate::config::Config;
 use crate::error::Error;
+use crate::pipeline::copies::follow::{self, FollowStream};
+
+/// The daemon's answer to a job, and the follower it started, if any
+/// (the connection then streams its records).
+pub type Answer = (Result<Response, Error>, Option<FollowStream>);
 
 /// A request on its way to the daemon's thread, with where to answer.
 pub struct Job {
     pub peer: Peer,
     pub request: Request,
-    pub reply: SyncSender<Result<Response, Error>>,
+    pub reply: SyncSender<Answer>,
     /// It came through the root-only socket: the daemon answers it
     /// before the requests queued from the other.
     pub priority: bool,
@@ -229,22 +234,26 @@ impl Connection<'_> {
         request: Request,
         writer: Writer,
         priority: bool,
-    ) -> Result<Response, Failure> {
+    ) -> (Result<Response, Failure>, Option<FollowStream>) {
         let holder = Holder::of(writer.uid, self.connector.pid_ns);
         if request.changes()
             && !self.shared.changes.allow(holder, Instant::now())
             && !self.connector.privileged(&writer)
         {
             self.shared.counters.refused(writer.uid, Refusal::Rate);
-            return Err(Failure::new(
+            let refused = Failure::new(
                 Errno::Eagain,
                 format!(
                     "uid {} asked for more changes than limits.changes_per_sec_per_uid allows; try again",
                     writer.uid
                 ),
-            ));
+            );
+            return (Err(refused), None);
         }
-        let (pidfd, connector_wrote) = self.connector.identify(&writer)?;
+        let (pidfd, connector_wrote) = match self.connector.identify(&writer) {
+            Ok(known) => known,
+            Err(e) => return (Err(Failure::from(e)), None),
+        };
         let peer = Peer {
             writer: pidfd,
             ceiling: self.connector.ceiling,
@@ -459,7 +468,7 @@ fn serve<'a>(
             writer,
             charge,
         } = incoming;
-        let result = match RequestFrame::decode(&body) {
+        let (result, follower) = match RequestFrame::decode(&body) {
             Ok(request) => {
                 drop(body);
                 conn.submit(request, writer, priority)
@@ -468,17 +477,31 @@ fn serve<'a>(
                 shared
                     .counters
                     .refused(conn.connector.uid, Refusal::Malformed);
-                Err(failure)
+                (Err(failure), None)
             }
         };
         drop(charge);
         if write_frame(&mut &conn.stream, &ResponseFrame::encode(&result)).is_err() {
+            if let Some(f) = follower {
+                f.queue.close();
+            }
+            return;
+        }
+        // A follower's connection carries its records from now on, and
+        // ends with them.
+        if let Some(f) = follower {
+            follow::serve(&conn.stream, f);
             return;
         }
     }
 }
 
-fn ask(shared: &Shared, peer: Peer, request: Request, priority: bool) -> Result<Response, Failure> {
+fn ask(
+    shared: &Shared,
+    peer: Peer,
+    request: Request,
+    priority: bool,
+) -> (Result<Response, Failure>, Option<FollowStream>) {
     let (reply, answer) = sync_channel(1);
     let job = Job {
         peer,
@@ -488,10 +511,13 @@ fn ask(shared: &Shared, peer: Peer, request: Request, priority: bool) -> Result<
     };
     let stopped = || Failure::new(Errno::Eagain, "the daemon is stopping");
     if !(shared.submit)(job) {
-        return Err(stopped());
+        return (Err(stopped()), None);
     }
     // The daemon's typed error becomes the wire's here, and only here.
-    answer.recv().map_err(|_| stopped())?.map_err(Failure::from)
+    match answer.recv() {
+        Ok((result, follower)) => (result.map_err(Failure::from), follower),
+        Err(_) => (Err(stopped()), None),
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! submodules).
 
 mod contid;
+mod copies;
 mod repair;
 mod runtime;
 mod tags;
@@ -32,10 +33,14 @@ use crate::control::Counters;
 use crate::error::Error;
 use crate::host::pidns::PidView;
 use crate::host::{audit_subject, Creds, CAP_AUDIT_CONTROL};
+use crate::pipeline::copies::follow::{self, FollowStream};
+use crate::pipeline::copies::CopyPlaces;
 use crate::pipeline::kernel_audit::KernelInput;
 use crate::pipeline::records::{self, TagOp};
 use crate::pipeline::{Containers, Pipeline};
 use crate::store::{ContainerRecord, SaveError, Store};
+
+pub use copies::Killed;
 
 /// The containers the daemon knows, by ID.
 #[derive(Default)]
@@ -100,6 +105,11 @@ pub struct Daemon<'k> {
     new_sets: u64,
     sets_collected: u64,
     containers_dropped: u64,
+    /// Where containers' copies are kept.
+    copy_places: CopyPlaces,
+    /// The follower the request being answered started, for its
+    /// connection.
+    follow: Option<FollowStream>,
 }
 
 fn now_secs() -> u64 {
@@ -143,6 +153,11 @@ impl<'k> Daemon<'k> {
             )
             .context("switching exec and exit events")?;
         let pipeline = Pipeline::open(kernel, &config).context("opening the audit trail")?;
+        let copy_places = CopyPlaces {
+            log_root: config.log_dir.clone(),
+            state_root: config.state_dir.clone(),
+            audit: config.audit.clone(),
+        };
         let mut daemon = Daemon {
             kernel,
             pipeline,
@@ -160,6 +175,8 @@ impl<'k> Daemon<'k> {
             new_sets: 0,
             sets_collected: 0,
             containers_dropped: 0,
+            copy_places,
+            follow: None,
         };
         let rows = kernel.tasks().context("listing tasks")?;
         daemon.pipeline.namespaces_seen(&rows);
@@ -175,6 +192,9 @@ impl<'k> Daemon<'k> {
             .recover()
             .context("settling the changes a killed daemon left unsettled")?;
         daemon.collect(rows).context("collecting at start-up")?;
+        daemon
+            .restore_copies()
+            .context("restoring containers' audit copies")?;
         Ok(daemon)
     }
 
@@ -291,6 +311,35 @@ impl<'k> Daemon<'k> {
                 let caller = self.caller(peer)?;
                 self.status(&caller)
             }
+            Request::AuditPolicySet { contid, text } => {
+                let caller = self.caller(peer)?;
+                self.audit_policy_set(&caller, *contid, text)
+            }
+            Request::AuditPolicyGet { contid } => {
+                let caller = self.caller(peer)?;
+                self.audit_policy_get(&caller, *contid)
+            }
+            Request::AuditPolicyList {} => {
+                let caller = self.caller(peer)?;
+                self.audit_policy_list(&caller)
+            }
+            Request::AuditPolicyClear { contid } => {
+                let caller = self.caller(peer)?;
+                self.audit_policy_clear(&caller, *contid)
+            }
+            Request::AuditFollow {
+                contid,
+                after_serial,
+                since_ms,
+            } => {
+                let caller = self.caller(peer)?;
+                let from = match (after_serial, since_ms) {
+                    (Some(s), _) => follow::From::AfterSerial(*s),
+                    (None, Some(ms)) => follow::From::SinceMs(*ms),
+                    (None, None) => follow::From::Now,
+                };
+                self.audit_follow(&caller, *contid, from)
+            }
         }
     }
 
@@ -364,7 +413,13 @@ impl<'k> Daemon<'k> {
         self.store
             .put_container(&record)
             .map_err(|e| Error::internal(format!("storing container {}: {e:#}", record.id)))?;
+        let nested = record.parent.is_some();
         self.registry.0.insert(record.id, record);
+        // A nested container's records reach its ancestors' copies.
+        self.pipeline.containers_changed();
+        if nested && self.pipeline.copies().next().is_some() {
+            self.sync_copy_events();
+        }
         Ok(())
     }
 
@@ -396,6 +451,8 @@ impl<'k> Daemon<'k> {
                 self.outcome("CONTAINER_OP", records::drop(id), Some(id));
             }
         }
+        // After its end is on record: the copy's last record.
+        self.end_copy(id);
     }
 
     /// Reads what the kernel programs reported, and forgets the
@@ -445,6 +502,7 @@ impl<'k> Daemon<'k> {
             );
         }
         self.forget_exited_containers();
+        self.handle_panics();
         self.sweep_namespaces();
         self.record_socket_refusals();
         if let Err(e) = self.maintain() {
@@ -477,8 +535,9 @@ impl<'k> Daemon<'k> {
         self.last_refusals = Instant::now();
         for (uid, r) in self.counters.take_refused() {
             let counts = [r.connections, r.busy, r.slow, r.malformed, r.limited];
+            let body = records::socket_refusals(uid, counts);
             self.pipeline
-                .record("PTAGS_REFUSED", records::socket_refusals(uid, counts), None);
+                .record("PTAGS_REFUSED", body, None, &self.registry);
         }
     }
 

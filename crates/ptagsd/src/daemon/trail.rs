@@ -30,7 +30,8 @@ impl Daemon<'_> {
             Some(intents) => format!("{body} {intents}"),
             None => body,
         };
-        self.pipeline.record_with(kind, body, contid, follower);
+        self.pipeline
+            .record_with(kind, body, contid, follower, &self.registry);
     }
 
     /// Records a tag operation, done, or refused within the caller's

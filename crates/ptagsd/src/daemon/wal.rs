@@ -71,7 +71,8 @@ impl Daemon<'_> {
     ) -> Result<(), Error> {
         let id = format!("{}-{}", self.intents.run, self.intents.next);
         self.intents.next += 1;
-        self.pipeline.record("PTAGS_INTENT", body(&id), contid);
+        self.pipeline
+            .record("PTAGS_INTENT", body(&id), contid, &self.registry);
         self.pipeline.commit_written().map_err(|e| {
             Error::new(
                 Errno::Eio,
@@ -153,7 +154,8 @@ impl Daemon<'_> {
             };
             info!("intent {id}: {res} (recovered)");
             let record = records::recovered(&body, res);
-            self.pipeline.record("PTAGS_OP", record, None);
+            self.pipeline
+                .record("PTAGS_OP", record, None, &self.registry);
         }
         self.pipeline
             .commit()

@@ -164,7 +164,14 @@ impl PidView {
             | Request::ContidSet { pid, .. }
             | Request::PrepareExec { pid, .. }
             | Request::ContainerCreate { pid, .. } => *pid = self.host_pid(*pid)?,
-            Request::Ps { .. } | Request::ContainerEnd { .. } | Request::Status {} => {}
+            Request::Ps { .. }
+            | Request::ContainerEnd { .. }
+            | Request::Status {}
+            | Request::AuditPolicySet { .. }
+            | Request::AuditPolicyGet { .. }
+            | Request::AuditPolicyList {}
+            | Request::AuditPolicyClear { .. }
+            | Request::AuditFollow { .. } => {}
         }
         Ok(req)
     }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use ptags_bpf::Kernel;
+use ptags_bpf::{Kernel, LocalPids};
 
 /// How long the exit of a task is remembered, to name the container of
 /// its last events after it is gone.
@@ -24,6 +24,7 @@ const MAX_LIVE: usize = 65536;
 #[derive(Debug, Clone, Copy)]
 struct Exit {
     contid: u64,
+    local: LocalPids,
     at_ms: u64,
     seen: Instant,
 }
@@ -45,12 +46,13 @@ impl Enricher {
         }
     }
 
-    pub fn exited(&mut self, tid: u32, contid: u64, at_ms: u64) {
+    pub fn exited(&mut self, tid: u32, contid: u64, at_ms: u64, local: LocalPids) {
         self.live.remove(&tid);
         self.exits.insert(
             tid,
             Exit {
                 contid,
+                local,
                 at_ms,
                 seen: Instant::now(),
             },
@@ -71,6 +73,11 @@ impl Enricher {
     }
 
     /// The container of a task that exited at or after `at_ms`.
+    /// The pids of a task that exited, as its namespace saw them.
+    pub fn local_of(&self, pid: u32) -> Option<LocalPids> {
+        self.exits.get(&pid).map(|e| e.local)
+    }
+
     pub fn exit_of(&self, pid: u32, at_ms: u64) -> Option<u64> {
         let exit = self.exits.get(&pid)?;
         (exit.at_ms >= at_ms).then_some(exit.contid)
@@ -112,7 +119,7 @@ mod tests {
     #[test]
     fn an_exit_names_the_container_of_earlier_records_only() {
         let mut e = Enricher::new();
-        e.exited(10, 77, 5_000);
+        e.exited(10, 77, 5_000, LocalPids::default());
         assert_eq!(e.exit_of(10, 4_999), Some(77));
         assert_eq!(e.exit_of(10, 5_000), Some(77));
         assert_eq!(e.exit_of(10, 5_001), None, "a later task with the pid");

@@ -580,6 +580,8 @@ mod tests {
             pid: None,
             contid: None,
             follows: false,
+            scope: None,
+            local: None,
         }
     }
 

@@ -16,6 +16,7 @@
 //! daemon's state: container drops seen in the ring buffer are handed
 //! back ([`Pipeline::take_drops`]).
 
+pub mod copies;
 pub mod enrich;
 pub mod kernel_audit;
 mod limit;
@@ -27,6 +28,7 @@ pub mod router;
 mod serials;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -41,6 +43,7 @@ use ptags_proto::{AuditCounters, AuditStatus};
 
 use crate::config::Config;
 use crate::host::{self, pidns::PidView};
+use copies::{ContainerCopy, PanicReason, Report};
 use enrich::Enricher;
 use kernel_audit::{KernelInput, KernelStatus};
 use limit::RefusalLimit;
@@ -111,6 +114,11 @@ pub struct Pipeline<'k> {
     nflog: Option<Nflog>,
     /// NFLOG socket overflows not yet said in a `PTAGS_LOST` record.
     nflog_overflows_unsaid: u64,
+    /// The scope of the records of each container (see [`Record::scope`]),
+    /// forgotten at every change of containers or copies.
+    scopes: HashMap<u64, Option<Arc<[u64]>>>,
+    /// Containers their copies asked to stop, for the daemon.
+    panics: Vec<(u64, PanicReason, Duration)>,
 }
 
 impl<'k> Pipeline<'k> {
@@ -161,6 +169,8 @@ impl<'k> Pipeline<'k> {
                 })
             }),
             nflog_overflows_unsaid: 0,
+            scopes: HashMap::new(),
+            panics: Vec::new(),
         })
     }
 
@@ -169,8 +179,14 @@ impl<'k> Pipeline<'k> {
     }
 
     /// A record of the daemon's own, made now, about a task in `contid`.
-    pub fn record(&mut self, kind: &'static str, body: String, contid: Option<u64>) {
-        self.record_with(kind, body, contid, None);
+    pub fn record(
+        &mut self,
+        kind: &'static str,
+        body: String,
+        contid: Option<u64>,
+        containers: &impl Containers,
+    ) {
+        self.record_with(kind, body, contid, None, containers);
     }
 
     /// As [`Pipeline::record`], followed by an auxiliary record (type,
@@ -181,14 +197,119 @@ impl<'k> Pipeline<'k> {
         body: String,
         contid: Option<u64>,
         follower: Option<(&'static str, String)>,
+        containers: &impl Containers,
     ) {
         let mut record = Record::daemon(kind, host::now(), body);
         record.contid = contid;
+        record.scope = self.scope(contid.as_slice(), containers);
         let follower = follower.map(|(kind, body)| Record::follower(&record, kind, body));
         self.router.route(record);
         if let Some(f) = follower {
             self.router.route(f);
         }
+    }
+
+    /// The containers with a copy that take a record about tasks in
+    /// `contids`: each one's and its ancestors'. `None` while no
+    /// container has a copy, which costs nothing.
+    fn scope(&mut self, contids: &[u64], containers: &impl Containers) -> Option<Arc<[u64]>> {
+        if !self.router.has_copies() || contids.is_empty() {
+            return None;
+        }
+        if let [one] = contids {
+            if let Some(known) = self.scopes.get(one) {
+                return known.clone();
+            }
+        }
+        let mut scope: Vec<u64> = Vec::new();
+        for id in contids.iter().filter_map(|&c| ContainerId::new(c)) {
+            for c in self.chain(id, containers).0 {
+                if self.router.copy(c.get()).is_some() && !scope.contains(&c.get()) {
+                    scope.push(c.get());
+                }
+            }
+        }
+        let scope: Option<Arc<[u64]>> = (!scope.is_empty()).then(|| scope.into());
+        if let [one] = contids {
+            if self.scopes.len() >= MAX_OPEN_EVENTS {
+                self.scopes.clear();
+            }
+            self.scopes.insert(*one, scope.clone());
+        }
+        scope
+    }
+
+    /// Whether a copy in `scope` asked for process records of `kind`.
+    fn copies_want(&self, kind: EventKind, scope: Option<&Arc<[u64]>>) -> bool {
+        scope.is_some_and(|scope| {
+            scope.iter().filter_map(|&c| self.router.copy(c)).any(|c| {
+                let events = c.policy().events;
+                match kind {
+                    EventKind::Exec => events.exec,
+                    EventKind::Exit => events.exit,
+                    _ => false,
+                }
+            })
+        })
+    }
+
+    /// Puts a container's copy in place, or ends it (`None`).
+    pub fn set_copy(&mut self, contid: u64, copy: Option<ContainerCopy>) {
+        match copy {
+            Some(copy) => self.router.set_copy(copy),
+            None => {
+                if let Some(mut ended) = self.router.remove_copy(contid) {
+                    let said = ended.take_reports();
+                    self.copy_reports(said);
+                }
+            }
+        }
+        self.scopes.clear();
+    }
+
+    pub fn copy(&self, contid: u64) -> Option<&ContainerCopy> {
+        self.router.copy(contid)
+    }
+
+    pub fn copy_mut(&mut self, contid: u64) -> Option<&mut ContainerCopy> {
+        self.router.copy_mut(contid)
+    }
+
+    pub fn copies(&self) -> impl Iterator<Item = &ContainerCopy> {
+        self.router.copies()
+    }
+
+    /// Containers whose copy asked that they be stopped, since the last
+    /// call.
+    pub fn take_panics(&mut self) -> Vec<(u64, PanicReason, Duration)> {
+        std::mem::take(&mut self.panics)
+    }
+
+    /// What the copies said: their losses in the host trail, their
+    /// panics for the daemon.
+    fn copy_reports(&mut self, reports: Vec<Report>) {
+        for report in reports {
+            match report {
+                Report::Lost {
+                    contid,
+                    reason,
+                    lost,
+                    total,
+                } => {
+                    let body = format!(
+                        "{} contid={contid}",
+                        records::lost("copy", reason, "records", lost, total)
+                    );
+                    self.route_host(Record::daemon("PTAGS_LOST", host::now(), body));
+                }
+                Report::Panic { contid, reason, at } => self.panics.push((contid, reason, at)),
+            }
+        }
+    }
+
+    /// Routes a record to the host's sinks alone.
+    fn route_host(&mut self, record: Record) {
+        self.router.route(record);
     }
 
     /// The body of an `NS_INFO` record for the namespaces a task entered
@@ -312,6 +433,8 @@ impl<'k> Pipeline<'k> {
             .filter_map(|&c| ContainerId::new(c))
             .map(|id| self.chain(id, containers))
             .collect();
+        let mut record = record;
+        record.scope = self.scope(contids, containers);
         let follower = (!chains.is_empty()).then(|| {
             let body = format_fields(&container_id_fields(&chains));
             Record::follower(&record, "CONTAINER_ID", body)
@@ -364,6 +487,7 @@ impl<'k> Pipeline<'k> {
     pub fn dropped(&mut self, id: u64, parent: Option<u64>) {
         self.enricher.dropped(id, parent);
         self.container_id_bodies.clear();
+        self.scopes.clear();
     }
 
     /// The daemon changed a task's container: what was learnt of live
@@ -371,6 +495,7 @@ impl<'k> Pipeline<'k> {
     pub fn containers_changed(&mut self) {
         self.enricher.forget_live();
         self.container_id_bodies.clear();
+        self.scopes.clear();
     }
 
     /// The body of the CONTAINER_ID record of a task in container `id`.
@@ -425,11 +550,8 @@ impl<'k> Pipeline<'k> {
     }
 
     fn lost_record(&mut self, source: &str, reason: &str, unit: &str, lost: u64, total: u64) {
-        self.record(
-            "PTAGS_LOST",
-            records::lost(source, reason, unit, lost, total),
-            None,
-        );
+        let body = records::lost(source, reason, unit, lost, total);
+        self.route_host(Record::daemon("PTAGS_LOST", host::now(), body));
     }
 
     fn kernel_event(&mut self, event: KernelEvent, containers: &impl Containers) {
@@ -445,6 +567,8 @@ impl<'k> Pipeline<'k> {
                 self.cross_container_ptrace(tracer, target, contid, at_ms, containers)
             });
         self.counters.kernel_events += 1;
+        let scope = self.scope(contid.as_slice(), containers);
+        let local = pid.and_then(|p| self.enricher.local_of(p));
         let kernel = |kind, stamp: Stamp, body| Record {
             kind,
             time: Duration::from_millis(stamp.epoch_millis()),
@@ -453,6 +577,8 @@ impl<'k> Pipeline<'k> {
             pid,
             contid,
             follows: false,
+            scope: scope.clone(),
+            local,
         };
         let stamp = event.stamp;
         for r in event.records {
@@ -547,6 +673,8 @@ impl<'k> Pipeline<'k> {
                     let mut record = Record::daemon("CONTAINER_OP", at, records::join(e));
                     record.pid = Some(e.pid);
                     record.contid = contid;
+                    record.scope = self.scope(contid.as_slice(), containers);
+                    record.local = Some(e.local);
                     let info = match (e.kind, &e.namespaces) {
                         (EventKind::Join, Some(ns)) => self.ns_info(ns, contid),
                         _ => None,
@@ -577,17 +705,22 @@ impl<'k> Pipeline<'k> {
                     continue;
                 }
                 EventKind::Exit => {
-                    self.enricher.exited(e.tid, e.contid, at_ms);
+                    self.enricher.exited(e.tid, e.contid, at_ms, e.local);
                     "PTAGS_EXIT"
                 }
                 EventKind::Exec => "PTAGS_EXEC",
             };
-            if self.process_records {
+            // Written when the host asked for them, or a container's
+            // copy did (and the kernel sent them for it alone).
+            let scope = self.scope(contid.as_slice(), containers);
+            if self.process_records || self.copies_want(e.kind, scope.as_ref()) {
                 let chain = ContainerId::new(e.contid).map(|id| self.chain(id, containers));
                 let mut record =
                     Record::daemon(kind, at, records::process_record(e, chain.as_ref()));
                 record.pid = Some(e.pid);
                 record.contid = contid;
+                record.scope = scope;
+                record.local = Some(e.local);
                 self.router.route(record);
             }
         }
@@ -604,7 +737,7 @@ impl<'k> Pipeline<'k> {
         for event in done {
             self.kernel_event(event, containers);
         }
-        self.record_suppressed(false);
+        self.record_suppressed(false, containers);
         self.nflog_packets(containers);
         let mut failed = None;
         if self.last_check.elapsed() >= Duration::from_secs(1) {
@@ -626,6 +759,8 @@ impl<'k> Pipeline<'k> {
             self.router.tick()?;
         }
         self.router.commit()?;
+        let reports = self.router.take_reports();
+        self.copy_reports(reports);
         Ok(failed)
     }
 
@@ -660,24 +795,21 @@ impl<'k> Pipeline<'k> {
         for event in done {
             self.kernel_event(event, containers);
         }
-        self.record_suppressed(true);
+        self.record_suppressed(true, containers);
         self.router.commit()
     }
 
     /// Writes the counts of suppressed refusals that are due (every one
     /// when `all`).
-    fn record_suppressed(&mut self, all: bool) {
+    fn record_suppressed(&mut self, all: bool, containers: &impl Containers) {
         for s in self.refusals.due(Instant::now(), all) {
-            self.record(
-                "PTAGS_SUPPRESSED",
-                records::suppressed(&s, None),
-                s.source.contid,
-            );
+            let body = records::suppressed(&s, None);
+            self.record("PTAGS_SUPPRESSED", body, s.source.contid, containers);
         }
         for s in self.ns_limit.due(Instant::now(), all) {
             self.counters.ns_suppressed += s.count;
             let body = records::suppressed(&s, Some("namespace-changes"));
-            self.record("PTAGS_SUPPRESSED", body, s.source.contid);
+            self.record("PTAGS_SUPPRESSED", body, s.source.contid, containers);
         }
     }
 

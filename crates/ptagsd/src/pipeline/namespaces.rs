@@ -95,8 +95,8 @@ fn actor(e: &Event, exe: Option<&[u8]>) -> Vec<(String, String)> {
     // namespace's number is the process's only for the main thread.
     if e.tid != e.pid {
         fields.push(("tid".to_owned(), e.tid.to_string()));
-    } else if e.ns_pid != e.pid {
-        fields.push(("ns-pid".to_owned(), e.ns_pid.to_string()));
+    } else if e.local.tid != e.pid {
+        fields.push(("ns-pid".to_owned(), e.local.tid.to_string()));
     }
     fields.extend([
         ("ppid".to_owned(), e.ppid.to_string()),
@@ -295,7 +295,12 @@ mod tests {
             kind: EventKind::Namespaces,
             pid: 50,
             tid: 50,
-            ns_pid: 1,
+            local: ptags_bpf::LocalPids {
+                level: 1,
+                pid: 1,
+                tid: 1,
+                ppid: 0,
+            },
             ppid: 49,
             uid: 0,
             loginuid: u32::MAX,

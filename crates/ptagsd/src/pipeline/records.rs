@@ -151,6 +151,51 @@ pub fn container_op(
     format_fields(&fields)
 }
 
+/// `CONTAINER_OP op=audit-policy`: a container's copy set (with its
+/// policy's text) or cleared (`text` none).
+pub fn audit_policy(
+    contid: u64,
+    text: Option<&str>,
+    caller: &Subject,
+    failure: Option<&Error>,
+) -> String {
+    let mut fields = vec![
+        ("op".to_owned(), "audit-policy".to_owned()),
+        (
+            "action".to_owned(),
+            if text.is_some() { "set" } else { "clear" }.to_owned(),
+        ),
+        ("contid".to_owned(), contid.to_string()),
+    ];
+    if let Some(text) = text {
+        text_fields(&mut fields, text);
+    }
+    caller.push_fields(&mut fields);
+    result_fields(&mut fields, failure);
+    format_fields(&fields)
+}
+
+/// `CONTAINER_OP op=panic`: a container stopped because its copy could
+/// not keep up (`reason=queue-full`) or it went over its rate quota
+/// (`reason=rate`): how, how many tasks, and how long it took.
+pub fn panic(contid: u64, reason: &str, kill: &crate::daemon::Killed) -> String {
+    let fields = vec![
+        ("op".to_owned(), "panic".to_owned()),
+        ("contid".to_owned(), contid.to_string()),
+        ("reason".to_owned(), reason.to_owned()),
+        ("method".to_owned(), kill.method.to_owned()),
+        ("tasks".to_owned(), kill.tasks.to_string()),
+        ("rounds".to_owned(), kill.rounds.to_string()),
+        ("detected-ms".to_owned(), kill.detected_ms.to_string()),
+        ("kill-ms".to_owned(), kill.millis.to_string()),
+        (
+            "res".to_owned(),
+            if kill.left == 0 { "success" } else { "failed" }.to_owned(),
+        ),
+    ];
+    format_fields(&fields)
+}
+
 /// `CONTAINER_OP op=join-policy`: a runtime switched on the setns policy
 /// of the container whose first process is `opid`.
 /// `mnt_ns`: the namespace's inode number and its 64-bit ID.

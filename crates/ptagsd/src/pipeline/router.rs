@@ -1,11 +1,17 @@
-//! The router and the sinks behind it: every record goes to every sink;
-//! a sink keeps what it wants. Adding a sink (a container's own copy of
-//! its records, an exporter, metrics) touches no source.
+//! The router and the sinks behind it: every record goes to every sink
+//! of the host (a sink keeps what it wants), and to the copy of each
+//! container in its scope. Adding a sink (an exporter, metrics) or a
+//! container's copy touches no source.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+
+use super::copies::{ContainerCopy, Report};
+use ptags_bpf::LocalPids;
 
 /// One record on its way to the sinks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +33,13 @@ pub struct Record {
     /// `CONTAINER_ID`, its `NS_INFO`): written with the same stamp, so
     /// that readers group them as one event.
     pub follows: bool,
+    /// The containers with a copy that take it: those of the task it
+    /// concerns and their ancestors. Given by the pipeline, only while
+    /// some container has a copy.
+    pub scope: Option<Arc<[u64]>>,
+    /// The pids of the task it concerns as its own PID namespace sees
+    /// them, when its source told them (a BPF event, a task that exited).
+    pub local: Option<LocalPids>,
 }
 
 impl Record {
@@ -40,6 +53,8 @@ impl Record {
             pid: None,
             contid: None,
             follows: false,
+            scope: None,
+            local: None,
         }
     }
 
@@ -53,6 +68,8 @@ impl Record {
             pid: main.pid,
             contid: main.contid,
             follows: true,
+            scope: main.scope.clone(),
+            local: main.local,
         }
     }
 }
@@ -86,17 +103,29 @@ pub trait Sink {
     fn status(&self) -> SinkStatus;
 }
 
-/// Hands each record to every sink.
+/// Hands each record to every sink of the host, and to the copies of
+/// the containers in its scope.
 pub struct Router {
     sinks: Vec<Box<dyn Sink>>,
+    copies: HashMap<u64, ContainerCopy>,
 }
 
 impl Router {
     pub fn new(sinks: Vec<Box<dyn Sink>>) -> Router {
-        Router { sinks }
+        Router {
+            sinks,
+            copies: HashMap::new(),
+        }
     }
 
     pub fn route(&mut self, record: Record) {
+        if let Some(scope) = &record.scope {
+            for id in scope.iter() {
+                if let Some(copy) = self.copies.get_mut(id) {
+                    copy.push(record.clone());
+                }
+            }
+        }
         if let Some((last, others)) = self.sinks.split_last_mut() {
             for sink in others {
                 sink.push(record.clone());
@@ -116,13 +145,54 @@ impl Router {
 
     fn each(&mut self, mut f: impl FnMut(&mut dyn Sink) -> Result<()>) -> Result<()> {
         let mut first = Ok(());
-        for sink in &mut self.sinks {
-            let r = f(sink.as_mut());
+        let copies = self.copies.values_mut().map(|c| c as &mut dyn Sink);
+        for sink in self.sinks.iter_mut().map(|s| s.as_mut()).chain(copies) {
+            let r = f(sink);
             if first.is_ok() {
                 first = r;
             }
         }
         first
+    }
+
+    /// Puts container `id`'s copy in place (ending the one it had).
+    pub fn set_copy(&mut self, copy: ContainerCopy) {
+        let id = copy.contid();
+        if let Some(mut old) = self.copies.insert(id, copy) {
+            old.close();
+            // Its readers end with it; a follower follows again.
+        }
+    }
+
+    /// Ends container `id`'s copy: its readers take what is queued.
+    pub fn remove_copy(&mut self, id: u64) -> Option<ContainerCopy> {
+        let mut copy = self.copies.remove(&id)?;
+        copy.close();
+        Some(copy)
+    }
+
+    pub fn copy(&self, id: u64) -> Option<&ContainerCopy> {
+        self.copies.get(&id)
+    }
+
+    pub fn copy_mut(&mut self, id: u64) -> Option<&mut ContainerCopy> {
+        self.copies.get_mut(&id)
+    }
+
+    pub fn copies(&self) -> impl Iterator<Item = &ContainerCopy> {
+        self.copies.values()
+    }
+
+    pub fn has_copies(&self) -> bool {
+        !self.copies.is_empty()
+    }
+
+    /// What the copies have to tell the host.
+    pub fn take_reports(&mut self) -> Vec<Report> {
+        self.copies
+            .values_mut()
+            .flat_map(|c| c.take_reports())
+            .collect()
     }
 
     pub fn statuses(&self) -> Vec<SinkStatus> {
@@ -183,5 +253,42 @@ mod tests {
         // One sink failing does not keep the others from committing.
         assert!(router.commit().is_err());
         assert_eq!(router.statuses().len(), 2);
+    }
+
+    #[test]
+    fn a_copy_takes_the_records_of_its_scope_alone() {
+        use crate::pipeline::copies::{ContainerCopy, CopyPlaces};
+        use ptags_audit::policy::Policy;
+        let places = CopyPlaces {
+            log_root: "/nonexistent".into(),
+            state_root: "/nonexistent".into(),
+            audit: crate::config::Config::defaults().audit,
+        };
+        let mut router = Router::new(Vec::new());
+        let mut followers = Vec::new();
+        for id in [7, 8] {
+            let policy = Policy::parse("log off\n").unwrap();
+            let mut copy = ContainerCopy::open(id, policy, &places).unwrap();
+            followers.push(copy.follow());
+            router.set_copy(copy);
+        }
+        let mut nested = Record::daemon("PTAGS_OP", Duration::from_secs(1), "op=write".into());
+        // A record of container 9, nested in 7.
+        nested.contid = Some(9);
+        nested.scope = Some(Arc::from([7u64]));
+        router.route(nested);
+        router.route(Record::daemon(
+            "PTAGS_OP",
+            Duration::from_secs(1),
+            "op=x".into(),
+        ));
+        router.commit().unwrap();
+        let taken = |i: usize| {
+            followers[i]
+                .take(Duration::ZERO)
+                .map_or(0, |b| b.events.len())
+        };
+        assert_eq!((taken(0), taken(1)), (1, 0));
+        assert!(router.remove_copy(7).is_some() && followers[0].is_closed());
     }
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod runc;
 pub mod trail;
 
 use std::path::{Path, PathBuf};
