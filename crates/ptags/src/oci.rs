@@ -36,6 +36,11 @@ pub struct Args {
     /// before failing the hook, and with it the container's start.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     wait: f64,
+    /// Where policy files named by `io.ptags.audit` must be: whoever
+    /// writes a container's annotations must not make the hook (root)
+    /// read other files.
+    #[arg(long, value_name = "DIR", default_value = "/etc/ptags/audit")]
+    policy_dir: std::path::PathBuf,
 }
 
 /// Reads the state from standard input and acts at its stage.
@@ -58,7 +63,7 @@ pub fn run(socket: &Path, args: Args) -> Result<ExitCode> {
     };
     let audit = match (stage, state.annotations.get(AUDIT_ANNOTATION)) {
         (Stage::CreateRuntime, Some(value)) => Some(
-            audit_policy(value)
+            audit_policy(value, &args.policy_dir)
                 .with_context(|| format!("container {:?}: {AUDIT_ANNOTATION}", state.id))?,
         ),
         _ => None,
@@ -103,14 +108,35 @@ pub fn run(socket: &Path, args: Args) -> Result<ExitCode> {
 /// a policy's text, or the absolute path of a policy file on the host.
 const AUDIT_ANNOTATION: &str = "io.ptags.audit";
 
-/// The policy text an `io.ptags.audit` annotation gives, checked.
-fn audit_policy(value: &str) -> Result<String> {
-    let text = if value.starts_with('/') {
-        std::fs::read_to_string(value).with_context(|| format!("reading {value}"))?
-    } else {
-        value.to_owned()
-    };
-    ptags_audit::policy::Policy::parse(&text)?;
+/// The policy text an `io.ptags.audit` annotation gives, checked: its
+/// text, or a regular file in `dir` (what a file holds is never quoted
+/// in an error, and no file outside `dir` is opened).
+fn audit_policy(value: &str, dir: &Path) -> Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !value.starts_with('/') {
+        ptags_audit::policy::Policy::parse(value)?;
+        return Ok(value.to_owned());
+    }
+    let outside = || anyhow::anyhow!("{value:?} is not a policy file in {}", dir.display());
+    let dir = dir.canonicalize().map_err(|_| outside())?;
+    let path = Path::new(value).canonicalize().map_err(|_| outside())?;
+    if !path.starts_with(&dir) {
+        return Err(outside());
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(|_| outside())?;
+    if !file.metadata().map_err(|_| outside())?.is_file() {
+        return Err(outside());
+    }
+    let mut text = String::new();
+    file.take(ptags_proto::MAX_POLICY_TEXT as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|_| anyhow::anyhow!("{value}: not a policy (not UTF-8 text)"))?;
+    ptags_audit::policy::Policy::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{value}: line {} is not a valid policy", e.line))?;
     Ok(text)
 }
 

@@ -86,3 +86,58 @@ fn an_unreachable_daemon_fails_the_hook() {
         assert!(said.contains("cannot reach ptagsd"), "{said}");
     }
 }
+
+#[test]
+fn an_audit_policy_is_checked_and_read_only_from_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(policies.join("bad"), "secret-first-line\n").unwrap();
+    std::fs::write(dir.path().join("outside"), "events exec\n").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("outside"), policies.join("link")).unwrap();
+    let fifo = policies.join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let state = |v: &str| {
+        STATE.replace(
+            r#""bundle":"/b""#,
+            &format!(r#""bundle":"/b","annotations":{{"io.ptags.audit":{v:?}}}"#),
+        )
+    };
+    let dir_arg = policies.to_str().unwrap();
+    let not_in = format!("is not a policy file in {}", policies.display());
+    let cases = [
+        (
+            "include type=SYSCALL\nbogus".to_owned(),
+            "line 2: unknown statement",
+        ),
+        ("/etc/shadow".to_owned(), not_in.as_str()),
+        (policies.join("link").display().to_string(), not_in.as_str()),
+        (fifo.display().to_string(), not_in.as_str()),
+        (format!("{dir_arg}/../outside"), not_in.as_str()),
+        (
+            policies.join("bad").display().to_string(),
+            "line 1 is not a valid policy",
+        ),
+    ];
+    for (value, why) in cases {
+        let (code, said) = hook(&["--policy-dir", dir_arg], &state(&value));
+        assert_eq!(code, 2, "{value}: {said}");
+        assert!(said.contains(why), "{value}: expected {why:?}, got {said}");
+        assert!(
+            !said.contains("secret") && !said.contains("root:"),
+            "{said}"
+        );
+    }
+    // A good one passes the check, and the hook goes on to the daemon.
+    std::fs::write(policies.join("good"), "events exec\n").unwrap();
+    let (code, said) = hook(
+        &["--policy-dir", dir_arg, "--wait", "0"],
+        &state(policies.join("good").to_str().unwrap()),
+    );
+    assert_eq!(code, 2);
+    assert!(said.contains("cannot reach ptagsd"), "{said}");
+}

@@ -72,6 +72,10 @@ pub struct ContainerRecord {
     pub owner_start: u64,
     /// Seconds since the Unix epoch.
     pub created: u64,
+    /// The inode of the user namespace its first process was in when the
+    /// ID was set: where a reader inside must hold its capabilities.
+    #[serde(default)]
+    pub userns: Option<u64>,
 }
 
 /// A write that would take a uid over `limits.max_tag_bytes_per_uid`.
@@ -613,6 +617,7 @@ mod tests {
             owner_pid: 10,
             owner_start: 99,
             created: 1_700_000_000,
+            userns: Some(4026531837),
         };
         {
             let (mut store, loaded) = open(dir.path());

@@ -158,6 +158,20 @@ fn a_stale_drop_does_not_end_a_container_taken_again() {
         return;
     }
     let d = Daemon::start("stale-drop", "");
+    // The daemon reads A's drop within 50 ms: when it has read it before
+    // B is labelled, B makes a new container (`op=set`) and the stale
+    // path did not happen; then the test tries again, with a new ID.
+    for contid in 4242..4250u64 {
+        if stale_drop_once(&d, contid) {
+            return;
+        }
+    }
+    panic!("B was never labelled before A's drop was read, in 8 tries");
+}
+
+/// One try of [`a_stale_drop_does_not_end_a_container_taken_again`]:
+/// false when B made a new container (A's drop was read first).
+fn stale_drop_once(d: &Daemon, contid: u64) -> bool {
     // A runtime (this shell, the hooks' parent) labels A for its exec; A
     // execs and exits (its drop is queued); at once the runtime labels B
     // with the same ID (inject), B to take it at its exec when the script
@@ -169,11 +183,11 @@ fn a_stale_drop_does_not_end_a_container_taken_again() {
         format!(
             "while [ \"$(readlink /proc/{pid}/ns/mnt)\" = \"$(readlink /proc/self/ns/mnt)\" ]; do sleep 0.01; done; \
              echo '{{\"ociVersion\":\"1.0.2\",\"id\":\"c{pid}\",\"status\":\"creating\",\"pid\":'{pid}',\"bundle\":\"/tmp\",\
-             \"annotations\":{{\"io.ptags.contid\":\"4242\",\"io.ptags.join\":\"false\"}}}}' | ptags oci-hook --stage createRuntime"
+             \"annotations\":{{\"io.ptags.contid\":\"{contid}\",\"io.ptags.join\":\"false\"}}}}' | ptags oci-hook --stage createRuntime"
         )
     };
     let out = d.sh(&format!(
-        "mkfifo fa fb; unshare -m sh -c 'read x; exec true' <fa >/dev/null 2>&1 & A=$!; \
+        "rm -f fa fb; mkfifo fa fb; unshare -m sh -c 'read x; exec true' <fa >/dev/null 2>&1 & A=$!; \
          exec 3>fa; {a}; echo go >&3; exec 3>&-; wait $A; \
          unshare -m sh -c 'read x; exec sleep 5' <fb >/dev/null 2>&1 & B=$!; exec 4>fb; {b}; \
          echo B=$B",
@@ -186,15 +200,26 @@ fn a_stale_drop_does_not_end_a_container_taken_again() {
         .unwrap_or_else(|| panic!("{out}"))
         .parse()
         .unwrap();
-    // B has exec'd and is in the container; the drop queued by A's exit
-    // ended nothing.
     common::wait_until(|| {
         std::fs::read_to_string(format!("/proc/{b}/comm")).is_ok_and(|c| c.trim() == "sleep")
     });
+    let labelled = |op: &str| format!("op={op} opid={b} contid={contid} ");
+    let mut trail = String::new();
+    common::wait_until(|| {
+        trail = common::trail::read_trail(&d.log_dir);
+        trail.contains(&labelled("inject")) || trail.contains(&labelled("set"))
+    });
+    if !trail.contains(&labelled("inject")) {
+        // SAFETY: killing the process the test's shell started.
+        unsafe { libc::kill(b as i32, libc::SIGKILL) };
+        return false;
+    }
+    // B has exec'd and is in the container; the drop queued by A's exit
+    // ended nothing.
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert_eq!(
         stdout(&d.ptags(&["contid", "get", &b.to_string()])).trim(),
-        "4242"
+        contid.to_string()
     );
     let status: serde_json::Value =
         serde_json::from_str(&stdout(&d.ptags(&["--json", "status"]))).unwrap();
@@ -202,10 +227,10 @@ fn a_stale_drop_does_not_end_a_container_taken_again() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["contid"] == 4242)
+        .find(|c| c["contid"] == contid)
         .unwrap_or_else(|| {
             panic!(
-                "container 4242 is gone: {status}\n{}\n{}",
+                "container {contid} is gone: {status}\n{}\n{}",
                 common::trail::read_trail(&d.log_dir),
                 d.log()
             )
@@ -213,11 +238,12 @@ fn a_stale_drop_does_not_end_a_container_taken_again() {
     assert_eq!(row["live"], 1, "{status}");
     assert_eq!(status["lost"]["container_missing"], 0, "{status}");
     let trail = common::trail::read_trail(&d.log_dir);
-    let inject = trail.find("op=inject").unwrap_or_else(|| panic!("{trail}"));
+    let inject = trail.find(&labelled("inject")).unwrap();
     assert!(
-        !trail[inject..].contains("op=drop contid=4242 "),
+        !trail[inject..].contains(&format!("op=drop contid={contid} ")),
         "the container was dropped after B took it: {trail}"
     );
     // SAFETY: killing the process the test's shell started.
     unsafe { libc::kill(b as i32, libc::SIGKILL) };
+    true
 }

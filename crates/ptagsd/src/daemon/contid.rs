@@ -152,6 +152,7 @@ impl Daemon<'_> {
                     owner_pid: c.owner.pid,
                     owner_start: c.owner.start_time,
                     created: now_secs(),
+                    userns: crate::host::namespace_inode(pid, "user").ok(),
                 };
                 self.add_container(record)?;
                 Some(ContainerEntry {

@@ -41,6 +41,9 @@ pub struct Killed {
 /// faster than they die (each round lists the tasks again).
 const KILL_ROUNDS: u32 = 200;
 
+/// Followers of one copy at once.
+const MAX_FOLLOWERS: u64 = 8;
+
 impl Daemon<'_> {
     /// Opens the copies of the policies stored with their containers, and
     /// clears the kernel's event requests no policy makes any more.
@@ -54,13 +57,22 @@ impl Daemon<'_> {
             }
             let opened = Policy::parse(&text)
                 .map_err(|e| anyhow::anyhow!("{e}"))
-                .and_then(|p| ContainerCopy::open(contid, p, &self.copy_places));
+                .and_then(|p| {
+                    ContainerCopy::open(contid, &self.instance(contid), p, &self.copy_places)
+                });
             match opened {
                 Ok(copy) => {
                     self.pipeline.set_copy(contid, Some(copy));
                     kept.insert(contid);
                 }
-                Err(e) => warn!("container {contid}'s audit copy could not be opened: {e:#}"),
+                Err(e) => {
+                    warn!("container {contid}'s audit copy could not be opened: {e:#}");
+                    let body = format!(
+                        "op=audit-policy action=restore contid={contid} res=failed reason={}",
+                        ptags_audit::encode_untrusted(format!("{e:#}").as_bytes())
+                    );
+                    self.outcome("CONTAINER_OP", body, None);
+                }
             }
         }
         self.sync_copy_events();
@@ -68,6 +80,13 @@ impl Daemon<'_> {
             info!("restored the audit copies of {} containers", kept.len());
         }
         Ok(())
+    }
+
+    /// What tells this container from an earlier one with its ID.
+    fn instance(&self, contid: u64) -> String {
+        self.registry.0.get(&contid).map_or_else(String::new, |r| {
+            format!("{} {} {}\n", r.created, r.owner_pid, r.owner_start)
+        })
     }
 
     /// Asks the kernel for the exec and exit events of every container
@@ -106,18 +125,16 @@ impl Daemon<'_> {
     /// Whether the caller may set or clear `contid`'s policy:
     /// CAP_AUDIT_CONTROL on the host, or being the container's owner
     /// (the orchestrator that set its ID).
+    /// Whether a container exists is told only to those who may manage it.
     fn may_manage(&self, caller: &Caller, contid: u64) -> Result<(), Error> {
-        let record = self
-            .registry
-            .0
-            .get(&contid)
-            .ok_or_else(|| unknown(contid))?;
+        let record = self.registry.0.get(&contid);
         if caller.creds.has_cap(CAP_AUDIT_CONTROL) {
-            return Ok(());
+            return record.map(|_| ()).ok_or_else(|| unknown(contid));
         }
         let pid = caller.pid();
-        let owner = record.owner_pid == pid
-            && ptags_bpf::procfs::start_ticks(pid) == Some(record.owner_start);
+        let owner = record.is_some_and(|r| {
+            r.owner_pid == pid && ptags_bpf::procfs::start_ticks(pid) == Some(r.owner_start)
+        });
         if owner {
             return Ok(());
         }
@@ -130,8 +147,7 @@ impl Daemon<'_> {
     /// Whether the caller may read `contid`'s copy: on the host with
     /// CAP_AUDIT_READ or CAP_AUDIT_CONTROL, or as its owner; in a
     /// container, only its own container or one nested in it, and with
-    /// CAP_AUDIT_READ in a user namespace that root made (the container's
-    /// own, not one a user made to have capabilities in).
+    /// CAP_AUDIT_READ in the user namespace its own container was made in.
     fn may_read(&self, caller: &Caller, contid: u64) -> Result<(), Error> {
         let inside = self.contid_of(caller.pid());
         let Some(own) = inside else {
@@ -148,8 +164,12 @@ impl Daemon<'_> {
             // As if it did not exist: a container learns nothing of others.
             return Err(unknown(contid));
         }
+        // In the user namespace the container was made in: not one a
+        // process inside made to have capabilities in.
         let cap = caller.creds.cap_eff & (1 << CAP_AUDIT_READ) != 0;
-        if cap && host::userns_owner(caller.pid()) == Some(0) {
+        let made_in = self.registry.0.get(&own.get()).and_then(|r| r.userns);
+        let userns = host::namespace_inode(caller.pid(), "user").ok();
+        if cap && made_in.is_some() && userns == made_in {
             return Ok(());
         }
         Err(Error::new(
@@ -165,10 +185,24 @@ impl Daemon<'_> {
         text: &str,
     ) -> Result<Response, Error> {
         let result = self.set_policy(caller, contid, text);
-        let body =
-            records::audit_policy(contid, Some(text), &caller.subject, result.as_ref().err());
-        self.outcome("CONTAINER_OP", body, Some(contid));
+        self.record_policy_op(caller, contid, Some(text), &result);
         result
+    }
+
+    /// Records a policy set or cleared, or refused (within the caller's
+    /// rate of refusals, as any request that changed nothing).
+    fn record_policy_op(
+        &mut self,
+        caller: &Caller,
+        contid: u64,
+        text: Option<&str>,
+        result: &Result<Response, Error>,
+    ) {
+        if result.is_err() && !self.admit_unchanged(caller) {
+            return;
+        }
+        let body = records::audit_policy(contid, text, &caller.subject, result.as_ref().err());
+        self.outcome("CONTAINER_OP", body, Some(contid));
     }
 
     fn set_policy(&mut self, caller: &Caller, contid: u64, text: &str) -> Result<Response, Error> {
@@ -182,10 +216,30 @@ impl Daemon<'_> {
             }
         })?;
         let canonical = policy.to_text();
-        // Opened first: a policy whose log cannot be made is refused
-        // with nothing stored.
-        let copy = ContainerCopy::open(contid, policy, &self.copy_places)
-            .map_err(|e| Error::new(Errno::Eio, format!("opening the copy: {e:#}")))?;
+        // The copy it replaces ends first (its writer done with the log,
+        // which the new one continues); it comes back if the new one
+        // cannot be opened, and nothing is stored.
+        let old = self.pipeline.take_copy(contid);
+        let copy =
+            match ContainerCopy::open(contid, &self.instance(contid), policy, &self.copy_places) {
+                Ok(copy) => copy,
+                Err(e) => {
+                    if let Some(old) = old {
+                        let policy = old.policy().clone();
+                        drop(old);
+                        if let Ok(again) = ContainerCopy::open(
+                            contid,
+                            &self.instance(contid),
+                            policy,
+                            &self.copy_places,
+                        ) {
+                            self.pipeline.set_copy(contid, Some(again));
+                        }
+                    }
+                    return Err(Error::new(Errno::Eio, format!("opening the copy: {e:#}")));
+                }
+            };
+        drop(old);
         self.store
             .put_policy(contid, Some(&canonical))
             .map_err(|e| Error::internal(format!("storing the policy: {e:#}")))?;
@@ -206,8 +260,7 @@ impl Daemon<'_> {
             self.end_copy(contid);
             Ok(Response::Ended { dropped: false })
         });
-        let body = records::audit_policy(contid, None, &caller.subject, result.as_ref().err());
-        self.outcome("CONTAINER_OP", body, Some(contid));
+        self.record_policy_op(caller, contid, None, &result);
         result
     }
 
@@ -281,6 +334,14 @@ impl Daemon<'_> {
             .pipeline
             .copy_mut(contid)
             .ok_or_else(|| no_policy(contid))?;
+        // Each follower may hold the policy's queue: their number is
+        // bounded so that the memory a copy holds is.
+        if copy.counts().followers >= MAX_FOLLOWERS {
+            return Err(Error::new(
+                Errno::Eagain,
+                format!("container {contid}'s copy has {MAX_FOLLOWERS} followers already"),
+            ));
+        }
         let queue = copy.follow();
         self.follow = Some(FollowStream {
             contid,
@@ -334,26 +395,38 @@ impl Daemon<'_> {
         self.outcome("CONTAINER_OP", body, Some(contid));
     }
 
-    /// The live tasks (processes, by pid) of the containers in `subtree`.
-    fn members(&self, subtree: &HashSet<u64>) -> Vec<u32> {
+    /// The live processes of the containers in `subtree`: pid and start
+    /// time, from their threads (a process whose main thread has ended
+    /// is named by its pid and that thread's start, which it keeps).
+    fn members(&self, subtree: &HashSet<u64>) -> Vec<(u32, u64)> {
         let Ok(rows) = self.kernel.tasks() else {
             return Vec::new();
         };
-        let mut pids: Vec<u32> = rows
-            .iter()
-            .filter(|r| !r.state.exited && r.state.contid.is_some_and(|c| subtree.contains(&c)))
-            .map(|r| r.pid)
-            .collect();
-        pids.sort_unstable();
-        pids.dedup();
-        pids
+        let mut found: std::collections::BTreeMap<u32, Option<u64>> = Default::default();
+        for r in rows {
+            if r.state.exited || !r.state.contid.is_some_and(|c| subtree.contains(&c)) {
+                continue;
+            }
+            // The main thread's start, as the kernel listed it, is the
+            // process's.
+            let main = (r.id.tid == r.pid).then_some(r.id.start_ticks);
+            let start = found.entry(r.pid).or_insert(main);
+            *start = start.or(main);
+        }
+        found
+            .into_iter()
+            .filter_map(|(pid, start)| {
+                Some((pid, start.or_else(|| ptags_bpf::procfs::start_ticks(pid))?))
+            })
+            .collect()
     }
 
     fn kill_subtree(&self, subtree: &HashSet<u64>) -> Killed {
         let started = Instant::now();
         let first = self.members(subtree);
         let mut method = "sigkill";
-        if let Some(cgroup) = host::cgroup::own_cgroup(&first) {
+        let pids: Vec<u32> = first.iter().map(|&(pid, _)| pid).collect();
+        if let Some(cgroup) = host::cgroup::own_cgroup(&pids) {
             match host::cgroup::kill(&cgroup) {
                 Ok(()) => method = "cgroup.kill",
                 Err(e) => warn!("cgroup.kill of {}: {e}", cgroup.display()),
@@ -363,8 +436,8 @@ impl Daemon<'_> {
         let mut members = first.clone();
         while !members.is_empty() && rounds < KILL_ROUNDS {
             rounds += 1;
-            for &pid in &members {
-                host::kill(pid);
+            for &(pid, start) in &members {
+                host::kill(pid, start);
             }
             std::thread::sleep(std::time::Duration::from_millis(2));
             members = self.members(subtree);

@@ -201,6 +201,14 @@ impl<'k> Daemon<'k> {
     /// Answers one request. `peer` is the process that wrote it, as the
     /// kernel named it, and what its connection allows.
     pub fn handle(&mut self, peer: &Peer, req: &Request) -> Result<Response, Error> {
+        let caller_container = self.contid_of(peer.pid()).map(ContainerId::get);
+        self.pipeline.set_request(Some(caller_container));
+        let result = self.handle_as(peer, req);
+        self.pipeline.set_request(None);
+        result
+    }
+
+    fn handle_as(&mut self, peer: &Peer, req: &Request) -> Result<Response, Error> {
         // A caller in a container names processes as its namespace does.
         let result = match PidView::of(peer.pid()) {
             Ok(None) => self.decide(peer, req),

@@ -23,25 +23,18 @@ pub const CAP_AUDIT_CONTROL: u32 = 30;
 pub const CAP_MAC_ADMIN: u32 = 33;
 pub const CAP_AUDIT_READ: u32 = 37;
 
-/// `NS_GET_OWNER_UID` of linux/nsfs.h: `_IO(0xb7, 0x4)`.
-const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
-
-/// The uid (in the daemon's user namespace) that made process `pid`'s
-/// user namespace; 0 for the initial one. `None` once it is gone.
-pub fn userns_owner(pid: u32) -> Option<u32> {
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/user")).ok()?;
-    let mut uid: libc::uid_t = 0;
-    // SAFETY: an nsfs fd and a uid_t the kernel writes.
-    let r = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_OWNER_UID, &mut uid) };
-    (r == 0).then_some(uid)
-}
-
-/// Sends SIGKILL to process `pid` through a pidfd, so that a pid
-/// reused since it was listed is not hit. Gone already is fine.
-pub fn kill(pid: u32) {
+/// Sends SIGKILL to process `pid`, started at `start` (clock ticks since
+/// boot), through a pidfd: a pid reused since it was listed is not hit.
+/// Gone already is fine.
+pub fn kill(pid: u32, start: u64) {
     let Some(fd) = procfs::pidfd_open(pid, 0) else {
         return;
     };
+    // Held by the pidfd now: the start time read names the process the
+    // signal goes to.
+    if procfs::start_ticks(pid) != Some(start) {
+        return;
+    }
     // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
     unsafe {
         libc::syscall(

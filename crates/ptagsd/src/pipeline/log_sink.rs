@@ -119,10 +119,12 @@ fn free_bytes(path: &Path) -> Option<u64> {
 }
 
 fn open_append(path: &Path) -> Result<File> {
+    // Never through a link put in the file's place.
     let file = OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
     file.set_permissions(fs::Permissions::from_mode(0o600))?;

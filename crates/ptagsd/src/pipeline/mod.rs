@@ -119,6 +119,9 @@ pub struct Pipeline<'k> {
     scopes: HashMap<u64, Option<Arc<[u64]>>>,
     /// Containers their copies asked to stop, for the daemon.
     panics: Vec<(u64, PanicReason, Duration)>,
+    /// While a request is answered: its caller's container, whose copy
+    /// takes the request's records.
+    request_container: Option<Option<u64>>,
 }
 
 impl<'k> Pipeline<'k> {
@@ -171,6 +174,7 @@ impl<'k> Pipeline<'k> {
             nflog_overflows_unsaid: 0,
             scopes: HashMap::new(),
             panics: Vec::new(),
+            request_container: None,
         })
     }
 
@@ -201,12 +205,23 @@ impl<'k> Pipeline<'k> {
     ) {
         let mut record = Record::daemon(kind, host::now(), body);
         record.contid = contid;
-        record.scope = self.scope(contid.as_slice(), containers);
+        // A request's records are its caller's: they reach the copy of
+        // the caller's container, never that of a container an outsider
+        // asked about (which would tell it who asked, and let anyone
+        // spend its quota).
+        let copy_of = self.request_container.unwrap_or(contid);
+        record.scope = self.scope(copy_of.as_slice(), containers);
         let follower = follower.map(|(kind, body)| Record::follower(&record, kind, body));
         self.router.route(record);
         if let Some(f) = follower {
             self.router.route(f);
         }
+    }
+
+    /// A request from a caller in `caller` (its container, if any) is
+    /// being answered (`Some`), or none is (`None`).
+    pub fn set_request(&mut self, caller: Option<Option<u64>>) {
+        self.request_container = caller;
     }
 
     /// The containers with a copy that take a record about tasks in
@@ -265,6 +280,17 @@ impl<'k> Pipeline<'k> {
             }
         }
         self.scopes.clear();
+    }
+
+    /// Takes a container's copy out (its readers end with it), to replace
+    /// it.
+    pub fn take_copy(&mut self, contid: u64) -> Option<ContainerCopy> {
+        let mut taken = self.router.remove_copy(contid);
+        if let Some(said) = taken.as_mut().map(ContainerCopy::take_reports) {
+            self.copy_reports(said);
+        }
+        self.scopes.clear();
+        taken
     }
 
     pub fn copy(&self, contid: u64) -> Option<&ContainerCopy> {

@@ -268,7 +268,7 @@ mod tests {
         let mut followers = Vec::new();
         for id in [7, 8] {
             let policy = Policy::parse("log off\n").unwrap();
-            let mut copy = ContainerCopy::open(id, policy, &places).unwrap();
+            let mut copy = ContainerCopy::open(id, "test", policy, &places).unwrap();
             followers.push(copy.follow());
             router.set_copy(copy);
         }

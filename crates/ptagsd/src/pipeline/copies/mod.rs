@@ -135,12 +135,19 @@ pub struct CopyPlaces {
 
 impl ContainerCopy {
     /// Opens container `contid`'s copy under `policy`, with its log
-    /// unless the policy says `log off`.
-    pub fn open(contid: u64, policy: Policy, places: &CopyPlaces) -> Result<ContainerCopy> {
+    /// unless the policy says `log off`. `instance` names the container
+    /// (see [`LogWriter::start`]).
+    pub fn open(
+        contid: u64,
+        instance: &str,
+        policy: Policy,
+        places: &CopyPlaces,
+    ) -> Result<ContainerCopy> {
         let log = match policy.log {
             Some(budget) => Some(LogWriter::start(
                 contid,
                 (&places.log_root, &places.state_root),
+                instance,
                 &places.audit,
                 budget,
                 bounds(&policy),
@@ -422,7 +429,7 @@ mod tests {
     /// A copy of container 7 with no log, under `policy`, and a follower.
     fn copy(policy: &str) -> (ContainerCopy, Arc<Queue>) {
         let policy = Policy::parse(&format!("log off\n{policy}")).unwrap();
-        let mut c = ContainerCopy::open(7, policy, &places()).unwrap();
+        let mut c = ContainerCopy::open(7, "test", policy, &places()).unwrap();
         let q = c.follow();
         (c, q)
     }

@@ -39,10 +39,13 @@ pub struct LogWriter {
 
 impl LogWriter {
     /// Opens the log (its opening record is written now: an error is the
-    /// caller's to report) and starts its thread.
+    /// caller's to report) and starts its thread. `instance` names the
+    /// container (its creation): the log of an earlier container with the
+    /// same ID is put aside, never continued.
     pub fn start(
         contid: u64,
         dirs: (&Path, &Path),
+        instance: &str,
         host: &Audit,
         budget: LogBudget,
         bounds: Bounds,
@@ -50,7 +53,16 @@ impl LogWriter {
         let (log_root, state_root) = dirs;
         let dir = log_dir(log_root, contid);
         let state = state_dir(state_root, contid);
-        std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+        set_aside_another(&dir, &state, instance)?;
+        for d in [&dir, &state] {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            // A link put in its place would send the records elsewhere.
+            if std::fs::symlink_metadata(d)?.file_type().is_symlink() {
+                anyhow::bail!("{} is a symbolic link", d.display());
+            }
+        }
+        std::fs::write(state.join("instance"), instance)
+            .with_context(|| format!("writing {}", state.display()))?;
         let key = load_key(&state.join("audit.key"))?;
         let mut config = host.clone();
         config.max_log_file_mib = budget.file_mib;
@@ -79,6 +91,24 @@ impl LogWriter {
             thread: Some(thread),
         })
     }
+}
+
+/// Renames the log and state of an earlier container with this ID (to
+/// `ID.ended-SECONDS`), so that a new container's copy starts its own.
+fn set_aside_another(dir: &Path, state: &Path, instance: &str) -> Result<()> {
+    let was = std::fs::read_to_string(state.join("instance")).ok();
+    if was.as_deref() == Some(instance) || !(dir.exists() || state.exists()) {
+        return Ok(());
+    }
+    let secs = now().as_secs();
+    for d in [dir, state] {
+        if d.exists() {
+            let mut aside = d.as_os_str().to_owned();
+            aside.push(format!(".ended-{secs}"));
+            std::fs::rename(d, &aside).with_context(|| format!("setting {} aside", d.display()))?;
+        }
+    }
+    Ok(())
 }
 
 impl Drop for LogWriter {
