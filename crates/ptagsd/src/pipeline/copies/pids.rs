@@ -53,7 +53,8 @@ pub fn pid_field(key: &str, value: &str, local: impl FnOnce(u32) -> u32) -> Opti
 
 /// A `contid=` chain field as container `own` sees it, when that differs.
 pub fn chain_field(key: &str, value: &str, own: ContainerId) -> Option<String> {
-    if key != "contid" {
+    // Most records are the container's own: its ID alone, unchanged.
+    if key != "contid" || value.parse::<u64>().ok() == Some(own.get()) {
         return None;
     }
     let chains = parse_chains(value).ok()?;
