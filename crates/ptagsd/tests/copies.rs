@@ -453,6 +453,25 @@ fn members(d: &Daemon, contid: u64) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// A new cgroup under the cgroup v2 hierarchy, for a container of the
+/// test's; `None` (said) on a machine without one.
+fn own_cgroup() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = mounts.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        right
+            .starts_with("cgroup2 ")
+            .then(|| PathBuf::from(left.split(' ').nth(4).unwrap()))
+    });
+    let Some(root) = root else {
+        eprintln!("NOTE: no cgroup v2 here: the kill by cgroup.kill is not tested");
+        return None;
+    };
+    let cg = root.join(format!("ptags-test-kill-{}", std::process::id()));
+    std::fs::create_dir(&cg).unwrap();
+    Some(cg)
+}
+
 #[test]
 fn kill_stops_that_container_alone_on_quota_and_on_overflow() {
     let test = "kill_stops_that_container";
@@ -479,10 +498,15 @@ fn kill_stops_that_container_alone_on_quota_and_on_overflow() {
         // A flood from two processes, one of them in the background.
         let flood = "(while :; do /bin/true; done) & while :; do /bin/true; done";
         let g = d.dir.path().join(format!("go-{contid}"));
+        // The first has a cgroup (v2) of its own, which the kill uses.
+        let cgroup = (contid == 801).then(own_cgroup).flatten();
+        let enter = cgroup.as_ref().map_or(String::new(), |cg| {
+            format!("echo $$ > {}/cgroup.procs; ", cg.display())
+        });
         let mut child = spawn_sh(
             &d,
             &format!(
-                "ptags run --contid {contid} -- sh -c 'while [ ! -e {} ]; do sleep 0.02; done; {flood}'",
+                "ptags run --contid {contid} -- sh -c '{enter}while [ ! -e {} ]; do sleep 0.02; done; {flood}'",
                 g.display()
             ),
         );
@@ -505,6 +529,10 @@ fn kill_stops_that_container_alone_on_quota_and_on_overflow() {
             .find(|l| l.contains(&format!("op=panic contid={contid}")))
             .unwrap();
         assert!(panic.contains(" res=success"), "{panic}");
+        if let Some(cg) = cgroup {
+            assert!(panic.contains(" method=cgroup.kill "), "{panic}");
+            wait_until(|| std::fs::remove_dir(&cg).is_ok());
+        }
         for pid in tasks {
             assert!(!alive(pid), "{contid}: {pid} lives on after {panic}");
         }

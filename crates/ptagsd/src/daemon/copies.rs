@@ -426,7 +426,15 @@ impl Daemon<'_> {
         let first = self.members(subtree);
         let mut method = "sigkill";
         let pids: Vec<u32> = first.iter().map(|&(pid, _)| pid).collect();
-        if let Some(cgroup) = host::cgroup::own_cgroup(&pids) {
+        // A process forked since the listing is the container's if the
+        // kernel says so; one gone since harms nothing.
+        let belongs = |pid: u32| match self.kernel.process_state(pid) {
+            Ok(state) => state
+                .and_then(|s| s.contid)
+                .is_some_and(|c| subtree.contains(&c)),
+            Err(_) => true,
+        };
+        if let Some(cgroup) = host::cgroup::own_cgroup(&pids, belongs) {
             match host::cgroup::kill(&cgroup) {
                 Ok(()) => method = "cgroup.kill",
                 Err(e) => warn!("cgroup.kill of {}: {e}", cgroup.display()),

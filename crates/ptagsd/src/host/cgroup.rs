@@ -40,14 +40,15 @@ fn procs_under(dir: &Path, out: &mut HashSet<u32>) -> Option<()> {
 
 /// The cgroup holding `members` and nothing else (descendants included),
 /// when there is one; `None` when they are spread out, share it with
-/// others, or the machine has no cgroup v2 with `cgroup.kill`.
-pub fn own_cgroup(members: &[u32]) -> Option<PathBuf> {
-    let first = cgroup_of(*members.first()?)?;
-    if first == "/"
-        || !members
-            .iter()
-            .all(|&p| cgroup_of(p).as_deref() == Some(first.as_str()))
-    {
+/// others, or the machine has no cgroup v2 with `cgroup.kill`. A process
+/// found there that is not in `members` (forked since they were listed)
+/// must be one `belongs` accepts.
+pub fn own_cgroup(members: &[u32], belongs: impl Fn(u32) -> bool) -> Option<PathBuf> {
+    // Members gone since they were listed (a flood's short-lived
+    // processes) are in no cgroup any more, and harmless.
+    let cgroups: Vec<String> = members.iter().filter_map(|&p| cgroup_of(p)).collect();
+    let first = cgroups.first()?;
+    if first == "/" || cgroups.iter().any(|c| c != first) {
         return None;
     }
     let dir = v2_root()?.join(first.trim_start_matches('/'));
@@ -57,7 +58,10 @@ pub fn own_cgroup(members: &[u32]) -> Option<PathBuf> {
     let mut inside = HashSet::new();
     procs_under(&dir, &mut inside)?;
     let members: HashSet<u32> = members.iter().copied().collect();
-    inside.is_subset(&members).then_some(dir)
+    inside
+        .iter()
+        .all(|p| members.contains(p) || belongs(*p))
+        .then_some(dir)
 }
 
 /// Kills every task of a cgroup and its descendants.
@@ -75,11 +79,11 @@ mod tests {
         // and its threads' process is the only member listed), or sits
         // at the root: either way not another container's.
         let me = std::process::id();
-        if let Some(dir) = own_cgroup(&[me]) {
+        if let Some(dir) = own_cgroup(&[me], |_| false) {
             let mut inside = HashSet::new();
             procs_under(&dir, &mut inside).unwrap();
             assert_eq!(inside, HashSet::from([me]));
         }
-        assert_eq!(own_cgroup(&[]), None);
+        assert_eq!(own_cgroup(&[], |_| true), None);
     }
 }
