@@ -93,22 +93,9 @@ impl Daemon<'_> {
     /// whose copy, or an ancestor's, wants them (a nested container's
     /// tasks are its ancestors' too), and for none of the others'.
     pub(super) fn sync_copy_events(&self) {
-        let wanted = |id: u64| {
-            let Some(cid) = ContainerId::new(id) else {
-                return Events::default();
-            };
-            self.chain(cid)
-                .0
-                .iter()
-                .filter_map(|c| self.pipeline.copy(c.get()))
-                .fold(Events::default(), |acc, copy| Events {
-                    exec: acc.exec || copy.policy().events.exec,
-                    exit: acc.exit || copy.policy().events.exit,
-                })
-        };
         let mut asked: HashSet<u64> = self.kernel.copy_event_containers().into_iter().collect();
         for &id in self.registry.0.keys() {
-            let e = wanted(id);
+            let e = self.copy_events_wanted(id);
             if e.exec || e.exit || asked.contains(&id) {
                 if let Err(err) = self.kernel.set_copy_events(id, e.exec, e.exit) {
                     warn!("{err}");
@@ -119,6 +106,33 @@ impl Daemon<'_> {
         // Entries of containers gone (a daemon killed before it cleared them).
         for id in asked {
             let _ = self.kernel.set_copy_events(id, false, false);
+        }
+    }
+
+    /// The exec and exit events the copies of container `id` and of its
+    /// ancestors want.
+    fn copy_events_wanted(&self, id: u64) -> Events {
+        let Some(cid) = ContainerId::new(id) else {
+            return Events::default();
+        };
+        self.chain(cid)
+            .0
+            .iter()
+            .filter_map(|c| self.pipeline.copy(c.get()))
+            .fold(Events::default(), |acc, copy| Events {
+                exec: acc.exec || copy.policy().events.exec,
+                exit: acc.exit || copy.policy().events.exit,
+            })
+    }
+
+    /// Asks the kernel for the events a new container's ancestors' copies
+    /// want of its tasks.
+    pub(super) fn ask_copy_events(&self, id: u64) {
+        let e = self.copy_events_wanted(id);
+        if e.exec || e.exit {
+            if let Err(err) = self.kernel.set_copy_events(id, e.exec, e.exit) {
+                warn!("{err}");
+            }
         }
     }
 

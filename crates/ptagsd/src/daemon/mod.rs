@@ -110,6 +110,8 @@ pub struct Daemon<'k> {
     /// The follower the request being answered started, for its
     /// connection.
     follow: Option<FollowStream>,
+    /// While a request is answered: its caller's container.
+    request_container: Option<Option<u64>>,
 }
 
 fn now_secs() -> u64 {
@@ -177,6 +179,7 @@ impl<'k> Daemon<'k> {
             containers_dropped: 0,
             copy_places,
             follow: None,
+            request_container: None,
         };
         let rows = kernel.tasks().context("listing tasks")?;
         daemon.pipeline.namespaces_seen(&rows);
@@ -201,11 +204,25 @@ impl<'k> Daemon<'k> {
     /// Answers one request. `peer` is the process that wrote it, as the
     /// kernel named it, and what its connection allows.
     pub fn handle(&mut self, peer: &Peer, req: &Request) -> Result<Response, Error> {
-        let caller_container = self.contid_of(peer.pid()).map(ContainerId::get);
-        self.pipeline.set_request(Some(caller_container));
+        // Whose copy takes the request's records; asked of the kernel only
+        // while some container has a copy.
+        let caller_container = self
+            .pipeline
+            .has_copies()
+            .then(|| self.contid_of(peer.pid()))
+            .flatten()
+            .map(ContainerId::get);
+        self.request_container = Some(caller_container);
         let result = self.handle_as(peer, req);
-        self.pipeline.set_request(None);
+        self.request_container = None;
         result
+    }
+
+    /// The container whose copy takes a record about `contid`: while a
+    /// request is answered, its caller's (a container is not told who
+    /// asked about it, and no outsider spends its quota).
+    pub(super) fn copy_of(&self, contid: Option<u64>) -> Option<u64> {
+        self.request_container.unwrap_or(contid)
     }
 
     fn handle_as(&mut self, peer: &Peer, req: &Request) -> Result<Response, Error> {
@@ -421,12 +438,11 @@ impl<'k> Daemon<'k> {
         self.store
             .put_container(&record)
             .map_err(|e| Error::internal(format!("storing container {}: {e:#}", record.id)))?;
-        let nested = record.parent.is_some();
         self.registry.0.insert(record.id, record);
-        // A nested container's records reach its ancestors' copies.
-        self.pipeline.containers_changed();
-        if nested && self.pipeline.copies().next().is_some() {
-            self.sync_copy_events();
+        self.pipeline.container_added();
+        // A nested container's tasks are its ancestors' too.
+        if record.parent.is_some() && self.pipeline.has_copies() {
+            self.ask_copy_events(record.id);
         }
         Ok(())
     }

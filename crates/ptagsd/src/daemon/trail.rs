@@ -30,8 +30,9 @@ impl Daemon<'_> {
             Some(intents) => format!("{body} {intents}"),
             None => body,
         };
+        let copy_of = self.copy_of(contid);
         self.pipeline
-            .record_with(kind, body, contid, follower, &self.registry);
+            .record_with(kind, body, contid, copy_of, follower, &self.registry);
     }
 
     /// Records a tag operation, done, or refused within the caller's

@@ -71,8 +71,15 @@ impl Daemon<'_> {
     ) -> Result<(), Error> {
         let id = format!("{}-{}", self.intents.run, self.intents.next);
         self.intents.next += 1;
-        self.pipeline
-            .record("PTAGS_INTENT", body(&id), contid, &self.registry);
+        let copy_of = self.copy_of(contid);
+        self.pipeline.record_with(
+            "PTAGS_INTENT",
+            body(&id),
+            contid,
+            copy_of,
+            None,
+            &self.registry,
+        );
         self.pipeline.commit_written().map_err(|e| {
             Error::new(
                 Errno::Eio,

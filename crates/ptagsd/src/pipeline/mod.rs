@@ -119,9 +119,6 @@ pub struct Pipeline<'k> {
     scopes: HashMap<u64, Option<Arc<[u64]>>>,
     /// Containers their copies asked to stop, for the daemon.
     panics: Vec<(u64, PanicReason, Duration)>,
-    /// While a request is answered: its caller's container, whose copy
-    /// takes the request's records.
-    request_container: Option<Option<u64>>,
 }
 
 impl<'k> Pipeline<'k> {
@@ -174,7 +171,6 @@ impl<'k> Pipeline<'k> {
             nflog_overflows_unsaid: 0,
             scopes: HashMap::new(),
             panics: Vec::new(),
-            request_container: None,
         })
     }
 
@@ -190,38 +186,30 @@ impl<'k> Pipeline<'k> {
         contid: Option<u64>,
         containers: &impl Containers,
     ) {
-        self.record_with(kind, body, contid, None, containers);
+        self.record_with(kind, body, contid, contid, None, containers);
     }
 
     /// As [`Pipeline::record`], followed by an auxiliary record (type,
-    /// body) with the same stamp.
+    /// body) with the same stamp; the copies of `copy_of` (and its
+    /// ancestors) take them, which for a request's records is the
+    /// caller's container, not necessarily `contid`'s.
     pub fn record_with(
         &mut self,
         kind: &'static str,
         body: String,
         contid: Option<u64>,
+        copy_of: Option<u64>,
         follower: Option<(&'static str, String)>,
         containers: &impl Containers,
     ) {
         let mut record = Record::daemon(kind, host::now(), body);
         record.contid = contid;
-        // A request's records are its caller's: they reach the copy of
-        // the caller's container, never that of a container an outsider
-        // asked about (which would tell it who asked, and let anyone
-        // spend its quota).
-        let copy_of = self.request_container.unwrap_or(contid);
         record.scope = self.scope(copy_of.as_slice(), containers);
         let follower = follower.map(|(kind, body)| Record::follower(&record, kind, body));
         self.router.route(record);
         if let Some(f) = follower {
             self.router.route(f);
         }
-    }
-
-    /// A request from a caller in `caller` (its container, if any) is
-    /// being answered (`Some`), or none is (`None`).
-    pub fn set_request(&mut self, caller: Option<Option<u64>>) {
-        self.request_container = caller;
     }
 
     /// The containers with a copy that take a record about tasks in
@@ -271,15 +259,12 @@ impl<'k> Pipeline<'k> {
     /// Puts a container's copy in place, or ends it (`None`).
     pub fn set_copy(&mut self, contid: u64, copy: Option<ContainerCopy>) {
         match copy {
-            Some(copy) => self.router.set_copy(copy),
-            None => {
-                if let Some(mut ended) = self.router.remove_copy(contid) {
-                    let said = ended.take_reports();
-                    self.copy_reports(said);
-                }
+            Some(copy) => {
+                self.router.set_copy(copy);
+                self.scopes.clear();
             }
+            None => drop(self.take_copy(contid)),
         }
-        self.scopes.clear();
     }
 
     /// Takes a container's copy out (its readers end with it), to replace
@@ -299,6 +284,10 @@ impl<'k> Pipeline<'k> {
 
     pub fn copy_mut(&mut self, contid: u64) -> Option<&mut ContainerCopy> {
         self.router.copy_mut(contid)
+    }
+
+    pub fn has_copies(&self) -> bool {
+        self.router.has_copies()
     }
 
     pub fn copies(&self) -> impl Iterator<Item = &ContainerCopy> {
@@ -516,6 +505,12 @@ impl<'k> Pipeline<'k> {
         self.scopes.clear();
     }
 
+    /// A container was registered: the scope of its records (cached,
+    /// perhaps before its parent was known) is made again.
+    pub fn container_added(&mut self) {
+        self.scopes.clear();
+    }
+
     /// The daemon changed a task's container: what was learnt of live
     /// tasks is stale.
     pub fn containers_changed(&mut self) {
@@ -594,7 +589,11 @@ impl<'k> Pipeline<'k> {
             });
         self.counters.kernel_events += 1;
         let scope = self.scope(contid.as_slice(), containers);
-        let local = pid.and_then(|p| self.enricher.local_of(p));
+        // Only a copy names pids as a namespace sees them.
+        let local = scope
+            .as_ref()
+            .and(pid)
+            .and_then(|p| self.enricher.local_of(p));
         let kernel = |kind, stamp: Stamp, body| Record {
             kind,
             time: Duration::from_millis(stamp.epoch_millis()),

@@ -20,7 +20,6 @@ use ptags_core::Errno;
 use ptags_proto::{write_frame, Failure, Response, ResponseFrame};
 
 use super::queue::{Batch, Queue};
-use crate::pipeline::records;
 
 /// Where a follower starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,42 +88,23 @@ fn run(stream: &UnixStream, follow: FollowStream) -> Result<(), Option<Failure>>
 /// The lines of a batch, after a `PTAGS_LOST` line for what the queue
 /// could not take; events the replay sent are skipped.
 fn live_lines(batch: &Batch, replayed: &HashSet<u64>) -> Vec<String> {
-    let mut lines = Vec::new();
-    if batch.dropped > 0 {
-        let body = records::lost(
-            "follower",
-            "queue-full",
-            "records",
-            batch.dropped,
-            batch.dropped_total,
-        );
-        let now = crate::host::now();
-        let stamp = Stamp {
-            secs: now.as_secs(),
-            millis: now.subsec_millis() as u16,
-            serial: 0,
-        };
-        let mut line = String::new();
-        write_text(&mut line, "PTAGS_LOST", &stamp, &body);
-        lines.push(line);
-    }
-    for event in &batch.events {
-        for r in &event.records {
-            let serial = r.serial.unwrap_or(0);
-            if replayed.contains(&serial) {
-                continue;
-            }
+    let lost = batch.lost_record("follower");
+    let records = lost
+        .iter()
+        .chain(batch.events.iter().flat_map(|e| &e.records));
+    records
+        .filter(|r| !r.serial.is_some_and(|s| replayed.contains(&s)))
+        .map(|r| {
             let stamp = Stamp {
                 secs: r.time.as_secs(),
                 millis: r.time.subsec_millis() as u16,
-                serial,
+                serial: r.serial.unwrap_or(0),
             };
             let mut line = String::new();
             write_text(&mut line, &r.kind, &stamp, &r.body);
-            lines.push(line);
-        }
-    }
-    lines
+            line
+        })
+        .collect()
 }
 
 fn send(stream: &UnixStream, lines: Vec<String>) -> Result<(), Option<Failure>> {

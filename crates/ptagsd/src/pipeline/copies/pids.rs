@@ -14,7 +14,7 @@ use ptags_core::contid::{chains_within, format_chains, parse_chains, Style};
 use ptags_core::ContainerId;
 
 /// The fields that hold a pid, and the field that keeps the host's.
-pub const PID_FIELDS: [(&str, &str); 4] = [
+const PID_FIELDS: [(&str, &str); 4] = [
     ("pid", "host-pid"),
     ("ppid", "host-ppid"),
     ("opid", "host-opid"),

@@ -8,6 +8,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::CopyEvent;
+use crate::pipeline::records::lost;
+use crate::pipeline::Record;
 
 /// What a queue may hold at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +44,24 @@ pub struct Batch {
     pub dropped: u64,
     pub dropped_total: u64,
     pub events: Vec<Arc<CopyEvent>>,
+}
+
+impl Batch {
+    /// The `PTAGS_LOST` record that tells the reader (`source`: `copy`
+    /// for the log, `follower`) what its queue could not take since its
+    /// last batch; `None` when nothing was lost.
+    pub fn lost_record(&self, source: &str) -> Option<Record> {
+        (self.dropped > 0).then(|| {
+            let body = lost(
+                source,
+                "queue-full",
+                "records",
+                self.dropped,
+                self.dropped_total,
+            );
+            Record::daemon("PTAGS_LOST", crate::host::now(), body)
+        })
+    }
 }
 
 impl Queue {
@@ -122,7 +142,6 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::Record;
 
     fn event(n: usize, bytes: u64) -> Arc<CopyEvent> {
         let r = Record::daemon("PTAGS_OP", Duration::from_secs(1), "op=write".into());

@@ -17,8 +17,7 @@ use ptags_audit::policy::LogBudget;
 use super::queue::{Bounds, Queue};
 use crate::config::{Audit, DiskAction, Flush};
 use crate::pipeline::log_sink::{load_key, now, LogFile};
-use crate::pipeline::records;
-use crate::pipeline::router::{Record, Sink};
+use crate::pipeline::router::Sink;
 
 /// Where a container's copy is kept.
 pub fn log_dir(log_root: &Path, contid: u64) -> PathBuf {
@@ -124,15 +123,8 @@ impl Drop for LogWriter {
 fn write_loop(log: &mut LogFile, queue: &Queue, written: &AtomicU64) {
     let mut last_tick = Instant::now();
     while let Some(batch) = queue.take(Duration::from_secs(1)) {
-        if batch.dropped > 0 {
-            let body = records::lost(
-                "copy",
-                "queue-full",
-                "records",
-                batch.dropped,
-                batch.dropped_total,
-            );
-            log.push(Record::daemon("PTAGS_LOST", now(), body));
+        if let Some(lost) = batch.lost_record("copy") {
+            log.push(lost);
         }
         let mut n = 0;
         for event in &batch.events {
