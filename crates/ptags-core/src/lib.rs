@@ -15,6 +15,7 @@
 
 pub mod apply;
 pub mod contid;
+pub mod devices;
 pub mod digest;
 pub mod errno;
 pub mod intern;
