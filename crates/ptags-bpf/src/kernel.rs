@@ -15,9 +15,9 @@ use crate::namespaces::{Namespaces, NsChange};
 use crate::pins;
 use crate::procfs::{self, pidfd_open};
 use crate::skel::types::{
-    ptags_config, ptags_event, ptags_event_kind as K, ptags_event_mask as M, ptags_join,
-    ptags_layout, ptags_lost_reason as L, ptags_set_args, ptags_set_ops as O, ptags_task,
-    ptags_task_row,
+    ptags_config, ptags_device_key, ptags_device_list, ptags_event, ptags_event_kind as K,
+    ptags_event_mask as M, ptags_join, ptags_layout, ptags_lost_reason as L, ptags_set_args,
+    ptags_set_ops as O, ptags_task, ptags_task_row,
 };
 use crate::skel::PtagsSkelBuilder;
 use crate::task::{ContainerEntry, SetOp, TaskId, TaskRow, TaskState};
@@ -32,6 +32,10 @@ unsafe impl plain::Plain for ptags_event {}
 unsafe impl plain::Plain for ptags_config {}
 // SAFETY: as above.
 unsafe impl plain::Plain for ptags_task_row {}
+// SAFETY: as above.
+unsafe impl plain::Plain for ptags_device_key {}
+// SAFETY: as above.
+unsafe impl plain::Plain for ptags_device_list {}
 // SAFETY: as above.
 unsafe impl plain::Plain for crate::skel::types::ptags_container {}
 // SAFETY: as above.
@@ -78,6 +82,10 @@ pub struct LocalPids {
     pub tid: u32,
     pub ppid: u32,
 }
+
+/// A device list's exception for the kernel: type (`PTAGS_DEV_*`), major
+/// and minor (`u32::MAX`: `*`), and access (`BPF_DEVCG_ACC_*` bits).
+pub type DeviceException = (u32, u32, u32, u32);
 
 /// An event from the kernel programs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,9 +265,12 @@ pub struct Kernel {
     events: MapHandle,
     drops: MapHandle,
     copy_events: MapHandle,
+    device_lists: MapHandle,
+    device_rules: MapHandle,
     set_prog: OwnedFd,
     tasks_prog: OwnedFd,
     setns_prog: OwnedFd,
+    dev_prog: OwnedFd,
     /// The setns program's link while it is attached and not pinned.
     setns_link: std::sync::Mutex<Option<OwnedFd>>,
     /// Held while not pinned: dropping them detaches the programs.
@@ -321,6 +332,8 @@ impl Kernel {
             events: handle(&skel.maps.events, "events")?,
             drops: handle(&skel.maps.drops, "drops")?,
             copy_events: handle(&skel.maps.copy_events, "copy_events")?,
+            device_lists: handle(&skel.maps.device_lists, "device_lists")?,
+            device_rules: handle(&skel.maps.device_rules, "device_rules")?,
             set_prog: skel
                 .progs
                 .ptags_set
@@ -339,6 +352,12 @@ impl Kernel {
                 .as_fd()
                 .try_clone_to_owned()
                 .context(|| "duplicating the setns program".into())?,
+            dev_prog: skel
+                .progs
+                .ptags_dev
+                .as_fd()
+                .try_clone_to_owned()
+                .context(|| "duplicating the device program".into())?,
             setns_link: std::sync::Mutex::new(None),
             _links: Vec::new(),
             pin_dir: options.pin_dir.clone(),
@@ -378,6 +397,8 @@ impl Kernel {
             &mut self.events,
             &mut self.drops,
             &mut self.copy_events,
+            &mut self.device_lists,
+            &mut self.device_rules,
         ];
         for (map, name) in maps.into_iter().zip(pins::MAPS) {
             map.pin(pins::path(dir, name))
@@ -389,6 +410,7 @@ impl Kernel {
         }
         pins::pin_fd(&self.set_prog, dir, pins::SET_PROG)?;
         pins::pin_fd(&self.tasks_prog, dir, pins::TASKS_PROG)?;
+        pins::pin_fd(&self.dev_prog, dir, pins::DEV_PROG)?;
         pins::pin_fd(&self.setns_prog, dir, pins::SETNS_PROG)?;
         Ok(())
     }
@@ -422,6 +444,8 @@ impl Kernel {
             &mut maps.events,
             &mut maps.drops,
             &mut maps.copy_events,
+            &mut maps.device_lists,
+            &mut maps.device_rules,
         ]
         .into_iter()
         .zip(pins::MAPS)
@@ -464,6 +488,7 @@ impl Kernel {
             (progs.ptags_set.as_fd(), pins::SET_PROG),
             (progs.ptags_tasks.as_fd(), pins::TASKS_PROG),
             (progs.ptags_setns.as_fd(), pins::SETNS_PROG),
+            (progs.ptags_dev.as_fd(), pins::DEV_PROG),
         ] {
             pins::unpin(dir, name)?;
             pins::pin_fd(
@@ -520,6 +545,8 @@ impl Kernel {
             .map_err(|_| mismatch(format!("no pinned {}", pins::TASKS_PROG)))?;
         let setns_prog = pins::open_prog(dir, pins::SETNS_PROG)
             .map_err(|_| mismatch(format!("no pinned {}", pins::SETNS_PROG)))?;
+        let dev_prog = pins::open_prog(dir, pins::DEV_PROG)
+            .map_err(|_| mismatch(format!("no pinned {}", pins::DEV_PROG)))?;
         for name in pins::LINKS {
             if !pins::path(dir, name).exists() {
                 return Err(mismatch(format!("no pinned {name}")));
@@ -534,9 +561,12 @@ impl Kernel {
             events: open_map("events")?,
             drops: open_map("drops")?,
             copy_events: open_map("copy_events")?,
+            device_lists: open_map("device_lists")?,
+            device_rules: open_map("device_rules")?,
             set_prog,
             tasks_prog,
             setns_prog,
+            dev_prog,
             setns_link: std::sync::Mutex::new(None),
             _links: Vec::new(),
             pin_dir: Some(dir.to_owned()),
@@ -599,6 +629,77 @@ impl Kernel {
         self.copy_events
             .update(&key, &mask.to_ne_bytes(), MapFlags::ANY)
             .context(|| format!("asking for the events of container {contid}"))
+    }
+
+    /// Attaches the device program to the cgroup v2 directory `cgroup`
+    /// (beside what else is attached there): it runs for every task below
+    /// it. Dropping the link detaches it.
+    pub fn attach_devices(&self, cgroup: &Path) -> Result<OwnedFd> {
+        let dir =
+            std::fs::File::open(cgroup).context(|| format!("opening {}", cgroup.display()))?;
+        // SAFETY: valid program and cgroup fds; no options.
+        let fd = unsafe {
+            libbpf_sys::bpf_link_create(
+                self.dev_prog.as_raw_fd(),
+                dir.as_raw_fd(),
+                libbpf_sys::BPF_CGROUP_DEVICE,
+                std::ptr::null(),
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::from_raw_os_error(-fd))
+                .context(|| format!("attaching the device program to {}", cgroup.display()));
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Puts container `contid`'s device list in place (its default, and
+    /// its exceptions as type, major, minor with `u32::MAX` for `*`, and
+    /// the access as BPF_DEVCG_ACC_* bits), or removes it (`None`).
+    pub fn set_device_list(
+        &self,
+        contid: u64,
+        list: Option<(bool, &[DeviceException])>,
+    ) -> Result<()> {
+        // The old exceptions go first: the default alone, meanwhile, is
+        // the narrower of the two for a list of grants.
+        let old: Vec<Vec<u8>> = self
+            .device_rules
+            .keys()
+            .filter(|k| k.get(..8) == Some(&contid.to_ne_bytes()[..]))
+            .collect();
+        let key = contid.to_ne_bytes();
+        match list {
+            None => {
+                let _ = self.device_lists.delete(&key);
+            }
+            Some((default_allow, exceptions)) => {
+                let value = ptags_device_list {
+                    default_allow: default_allow.into(),
+                    exceptions: exceptions.len() as u32,
+                };
+                self.device_lists
+                    .update(&key, bytes_of(&value), MapFlags::ANY)
+                    .context(|| format!("writing container {contid}'s device list"))?;
+            }
+        }
+        for k in old {
+            let _ = self.device_rules.delete(&k);
+        }
+        for &(kind, major, minor, access) in list.map_or(&[][..], |(_, e)| e) {
+            let k = ptags_device_key {
+                contid,
+                r#type: kind,
+                major,
+                minor,
+                reserved: 0,
+            };
+            self.device_rules
+                .update(bytes_of(&k), &access.to_ne_bytes(), MapFlags::ANY)
+                .context(|| format!("writing container {contid}'s device rules"))?;
+        }
+        Ok(())
     }
 
     /// The containers whose events `set_copy_events` asked for (a

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::{Context, Result};
 
-pub(crate) const MAPS: [&str; 8] = [
+pub(crate) const MAPS: [&str; 10] = [
     "task_state",
     "containers",
     "joins",
@@ -16,10 +16,13 @@ pub(crate) const MAPS: [&str; 8] = [
     "events",
     "drops",
     "copy_events",
+    "device_lists",
+    "device_rules",
 ];
 pub(crate) const LINKS: [&str; 3] = ["link_fork", "link_exec", "link_exit"];
 pub(crate) const SET_PROG: &str = "prog_set";
 pub(crate) const TASKS_PROG: &str = "prog_tasks";
+pub(crate) const DEV_PROG: &str = "prog_dev";
 pub(crate) const SETNS_PROG: &str = "prog_setns";
 /// Present only while some container has a setns policy.
 pub(crate) const SETNS_LINK: &str = "link_setns";
@@ -68,7 +71,7 @@ pub(crate) fn remove_all(dir: &Path) -> Result<()> {
     for name in MAPS
         .iter()
         .chain(LINKS.iter())
-        .chain([SET_PROG, TASKS_PROG, SETNS_PROG, SETNS_LINK].iter())
+        .chain([SET_PROG, TASKS_PROG, SETNS_PROG, SETNS_LINK, DEV_PROG].iter())
     {
         unpin(dir, name)?;
     }

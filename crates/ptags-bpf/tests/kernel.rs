@@ -1210,3 +1210,78 @@ fn exec_events_a_containers_copy_asks_for_come_for_it_alone() {
         .iter()
         .any(|e| e.pid == again && e.kind == ptags_bpf::EventKind::Exec));
 }
+
+/// A cgroup v2 directory of the test's, removed when dropped.
+struct TestCgroup(std::path::PathBuf);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_device_list_fences_the_container_not_the_cgroup() {
+    let Some(k) = kernel_or_skip("a_device_list_fences_the_container") else {
+        return;
+    };
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = mounts
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            right
+                .starts_with("cgroup2 ")
+                .then(|| std::path::PathBuf::from(left.split(' ').nth(4).unwrap()))
+        })
+        .expect("a cgroup v2 hierarchy");
+    // Tried on a child cgroup: a program at the root fences the machine.
+    let cg = TestCgroup(root.join(format!("ptags-test-dev-{}", std::process::id())));
+    std::fs::create_dir(&cg.0).unwrap();
+    let link = k.attach_devices(&cg.0).unwrap();
+    let mut fenced = Shell::start();
+    let mut free = Shell::start();
+    for sh in [&fenced, &free] {
+        std::fs::write(cg.0.join("cgroup.procs"), sh.child.id().to_string()).unwrap();
+    }
+    k.set(
+        fenced.task(),
+        &SetOp {
+            contid: Some((7401, None)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // Deny all but char 1:3 (/dev/null), as a runtime's default list.
+    const CHAR: u32 = 2;
+    const ACC_ALL: u32 = 7;
+    k.set_device_list(7401, Some((false, &[(CHAR, 1, 3, ACC_ALL)])))
+        .unwrap();
+    let open = |sh: &mut Shell, dev: &str| -> String {
+        sh.run(&format!("(head -c1 {dev} >/dev/null) 2>/dev/null; echo $?"))
+    };
+    assert_eq!(open(&mut fenced, "/dev/null"), "0");
+    assert_ne!(open(&mut fenced, "/dev/zero"), "0", "char 1:5 denied");
+    assert_eq!(open(&mut free, "/dev/zero"), "0", "no container: untouched");
+    // A rule added takes effect at once for the running task; removed,
+    // it denies again.
+    k.set_device_list(
+        7401,
+        Some((false, &[(CHAR, 1, 3, ACC_ALL), (CHAR, 1, u32::MAX, 2)])),
+    )
+    .unwrap();
+    assert_eq!(open(&mut fenced, "/dev/zero"), "0", "char 1:* r granted");
+    k.set_device_list(7401, None).unwrap();
+    assert_eq!(open(&mut fenced, "/dev/zero"), "0", "no list: untouched");
+    k.set_device_list(7401, Some((false, &[]))).unwrap();
+    assert_ne!(open(&mut fenced, "/dev/null"), "0", "deny all");
+    k.set_device_list(7401, None).unwrap();
+    drop(link);
+    // Detached: nothing fences it any more.
+    k.set_device_list(7401, Some((false, &[]))).unwrap();
+    assert_eq!(open(&mut fenced, "/dev/null"), "0", "detached");
+    k.set_device_list(7401, None).unwrap();
+    drop((fenced, free));
+    // The shells' cgroup empties once they are reaped.
+    std::thread::sleep(Duration::from_millis(100));
+}

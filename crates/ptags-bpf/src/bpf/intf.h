@@ -12,7 +12,7 @@
 enum ptags_layout {
 	/* Bump when any struct or map below changes: pins of another
 	 * layout are refused instead of misread. */
-	PTAGS_LAYOUT_VERSION = 6,
+	PTAGS_LAYOUT_VERSION = 7,
 };
 
 enum ptags_task_flags {
@@ -259,3 +259,24 @@ struct ptags_task_row {
 };
 
 #endif
+
+/* Device allow-lists per container (issue 19; branch work in progress).
+ * A container's list: its default, and its exceptions in
+ * `device_rules`, keyed by type, major and minor, PTAGS_DEV_ANY for `*`. */
+enum ptags_device_type {
+	PTAGS_DEV_BLOCK = 1,	/* as BPF_DEVCG_DEV_BLOCK */
+	PTAGS_DEV_CHAR = 2,	/* as BPF_DEVCG_DEV_CHAR */
+	PTAGS_DEV_ALL = 3,	/* an `a` rule */
+	PTAGS_DEV_ANY = 0xffffffff,
+};
+struct ptags_device_list {
+	__u32 default_allow;
+	__u32 exceptions;
+};
+struct ptags_device_key {
+	__u64 contid;
+	__u32 type;
+	__u32 major;
+	__u32 minor;
+	__u32 reserved;		/* zero */
+};

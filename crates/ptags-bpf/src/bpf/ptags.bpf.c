@@ -236,6 +236,7 @@ static void emit(struct task_struct *t, __u32 kind, __u64 contid, __u64 set_id, 
 }
 
 #include "namespaces.bpf.h"
+#include "devices.bpf.h"
 
 /*
  * A change of a container's members (PTAGS_MEMBER_* units, one atomic
