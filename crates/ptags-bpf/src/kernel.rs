@@ -15,9 +15,9 @@ use crate::namespaces::{Namespaces, NsChange};
 use crate::pins;
 use crate::procfs::{self, pidfd_open};
 use crate::skel::types::{
-    ptags_config, ptags_device_key, ptags_device_list, ptags_event, ptags_event_kind as K,
-    ptags_event_mask as M, ptags_join, ptags_layout, ptags_lost_reason as L, ptags_set_args,
-    ptags_set_ops as O, ptags_task, ptags_task_row,
+    ptags_config, ptags_event, ptags_event_kind as K, ptags_event_mask as M, ptags_join,
+    ptags_layout, ptags_lost_reason as L, ptags_set_args, ptags_set_ops as O, ptags_task,
+    ptags_task_row,
 };
 use crate::skel::PtagsSkelBuilder;
 use crate::task::{ContainerEntry, SetOp, TaskId, TaskRow, TaskState};
@@ -33,15 +33,15 @@ unsafe impl plain::Plain for ptags_config {}
 // SAFETY: as above.
 unsafe impl plain::Plain for ptags_task_row {}
 // SAFETY: as above.
-unsafe impl plain::Plain for ptags_device_key {}
+unsafe impl plain::Plain for crate::skel::types::ptags_device_key {}
 // SAFETY: as above.
-unsafe impl plain::Plain for ptags_device_list {}
+unsafe impl plain::Plain for crate::skel::types::ptags_device_list {}
 // SAFETY: as above.
 unsafe impl plain::Plain for crate::skel::types::ptags_container {}
 // SAFETY: as above.
 unsafe impl plain::Plain for ptags_join {}
 
-fn bytes_of<T: plain::Plain>(v: &T) -> &[u8] {
+pub(crate) fn bytes_of<T: plain::Plain>(v: &T) -> &[u8] {
     // SAFETY: T is Plain: any byte of it may be read.
     unsafe { plain::as_bytes(v) }
 }
@@ -83,10 +83,6 @@ pub struct LocalPids {
     pub ppid: u32,
 }
 
-/// A device list's exception for the kernel: type (`PTAGS_DEV_*`), major
-/// and minor (`u32::MAX`: `*`), and access (`BPF_DEVCG_ACC_*` bits).
-pub type DeviceException = (u32, u32, u32, u32);
-
 /// An event from the kernel programs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -111,6 +107,24 @@ pub struct Event {
     pub namespaces: Option<Namespaces>,
     /// For namespace changes: what changed, and where it was seen.
     pub ns_change: Option<NsChange>,
+    /// For device denials: which device, what access, whose list.
+    pub device: Option<DeviceDenial>,
+}
+
+/// A device access a container's list refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceDenial {
+    /// The container whose list refused (the task's, or an ancestor's).
+    pub list: u64,
+    /// `BPF_DEVCG_DEV_BLOCK` (1) or `BPF_DEVCG_DEV_CHAR` (2).
+    pub kind: u32,
+    pub major: u32,
+    pub minor: u32,
+    /// `BPF_DEVCG_ACC_*` bits: mknod 1, read 2, write 4.
+    pub access: u32,
+    /// Denials of the same list not sent before this one (over the
+    /// kernel's rate of events).
+    pub suppressed: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +140,8 @@ pub enum EventKind {
     /// A watched task's namespaces changed. `contid` is its container,
     /// `u64::MAX` for none (a host task, when those are watched).
     Namespaces,
+    /// A container's device list refused a task's open or mknod.
+    Device,
 }
 
 /// Whose namespace changes the programs watch.
@@ -174,6 +190,7 @@ impl Event {
             K::PTAGS_EVENT_JOIN => EventKind::Join,
             K::PTAGS_EVENT_JOIN_REFUSED => EventKind::JoinRefused,
             K::PTAGS_EVENT_NS => EventKind::Namespaces,
+            K::PTAGS_EVENT_DEVICE => EventKind::Device,
             _ => return None,
         };
         let namespaces = Namespaces::from_raw(&raw.ns);
@@ -207,6 +224,14 @@ impl Event {
             comm: crate::task::comm(&raw.comm),
             namespaces: namespaces.known().then_some(namespaces),
             ns_change,
+            device: (kind == EventKind::Device).then_some(DeviceDenial {
+                list: raw.dev.list,
+                kind: raw.dev.r#type,
+                major: raw.dev.major,
+                minor: raw.dev.minor,
+                access: raw.dev.access,
+                suppressed: raw.dev.suppressed,
+            }),
         })
     }
 }
@@ -236,18 +261,21 @@ pub struct LostCounts {
     pub container_underflow: u64,
     /// Namespace changes the ring buffer had no room for.
     pub ns_events: u64,
+    /// Device denials the ring buffer had no room for.
+    pub device_events: u64,
 }
 
 impl LostCounts {
     /// Each counter by its field name, for reports that list them all.
     /// Those named `*_events` are events that never reached user space.
-    pub fn named(&self) -> [(&'static str, u64); 8] {
+    pub fn named(&self) -> [(&'static str, u64); 9] {
         [
             ("drop_events", self.drop_events),
             ("exec_events", self.exec_events),
             ("exit_events", self.exit_events),
             ("join_events", self.join_events),
             ("ns_events", self.ns_events),
+            ("device_events", self.device_events),
             ("task_storage", self.task_storage),
             ("container_missing", self.container_missing),
             ("container_underflow", self.container_underflow),
@@ -265,17 +293,20 @@ pub struct Kernel {
     events: MapHandle,
     drops: MapHandle,
     copy_events: MapHandle,
-    device_lists: MapHandle,
-    device_rules: MapHandle,
+    pub(crate) device_lists: MapHandle,
+    pub(crate) device_rules: MapHandle,
     set_prog: OwnedFd,
     tasks_prog: OwnedFd,
     setns_prog: OwnedFd,
-    dev_prog: OwnedFd,
+    pub(crate) dev_prog: OwnedFd,
+    /// The device program's link at the cgroup root while it is
+    /// attached and not pinned.
+    pub(crate) dev_link: std::sync::Mutex<Option<OwnedFd>>,
     /// The setns program's link while it is attached and not pinned.
     setns_link: std::sync::Mutex<Option<OwnedFd>>,
     /// Held while not pinned: dropping them detaches the programs.
     _links: Vec<Link>,
-    pin_dir: Option<PathBuf>,
+    pub(crate) pin_dir: Option<PathBuf>,
 }
 
 /// The version of the programs this build carries (build.rs).
@@ -359,6 +390,7 @@ impl Kernel {
                 .try_clone_to_owned()
                 .context(|| "duplicating the device program".into())?,
             setns_link: std::sync::Mutex::new(None),
+            dev_link: std::sync::Mutex::new(None),
             _links: Vec::new(),
             pin_dir: options.pin_dir.clone(),
         };
@@ -499,6 +531,22 @@ impl Kernel {
                 name,
             )?;
         }
+        // The device fence swaps its program in place: no instant without one.
+        if pins::path(dir, pins::DEV_LINK).exists() {
+            let link = pins::open_prog(dir, pins::DEV_LINK)?;
+            // SAFETY: valid link and program fds; no options.
+            let ret = unsafe {
+                libbpf_sys::bpf_link_update(
+                    link.as_raw_fd(),
+                    progs.ptags_dev.as_fd().as_raw_fd(),
+                    std::ptr::null(),
+                )
+            };
+            if ret < 0 {
+                return Err(std::io::Error::from_raw_os_error(-ret))
+                    .context(|| "replacing the device program".into());
+            }
+        }
         let cfg = ptags_config {
             programs: programs_version(),
             ..cfg
@@ -568,6 +616,7 @@ impl Kernel {
             setns_prog,
             dev_prog,
             setns_link: std::sync::Mutex::new(None),
+            dev_link: std::sync::Mutex::new(None),
             _links: Vec::new(),
             pin_dir: Some(dir.to_owned()),
         })
@@ -629,77 +678,6 @@ impl Kernel {
         self.copy_events
             .update(&key, &mask.to_ne_bytes(), MapFlags::ANY)
             .context(|| format!("asking for the events of container {contid}"))
-    }
-
-    /// Attaches the device program to the cgroup v2 directory `cgroup`
-    /// (beside what else is attached there): it runs for every task below
-    /// it. Dropping the link detaches it.
-    pub fn attach_devices(&self, cgroup: &Path) -> Result<OwnedFd> {
-        let dir =
-            std::fs::File::open(cgroup).context(|| format!("opening {}", cgroup.display()))?;
-        // SAFETY: valid program and cgroup fds; no options.
-        let fd = unsafe {
-            libbpf_sys::bpf_link_create(
-                self.dev_prog.as_raw_fd(),
-                dir.as_raw_fd(),
-                libbpf_sys::BPF_CGROUP_DEVICE,
-                std::ptr::null(),
-            )
-        };
-        if fd < 0 {
-            return Err(std::io::Error::from_raw_os_error(-fd))
-                .context(|| format!("attaching the device program to {}", cgroup.display()));
-        }
-        // SAFETY: a fresh fd that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-
-    /// Puts container `contid`'s device list in place (its default, and
-    /// its exceptions as type, major, minor with `u32::MAX` for `*`, and
-    /// the access as BPF_DEVCG_ACC_* bits), or removes it (`None`).
-    pub fn set_device_list(
-        &self,
-        contid: u64,
-        list: Option<(bool, &[DeviceException])>,
-    ) -> Result<()> {
-        // The old exceptions go first: the default alone, meanwhile, is
-        // the narrower of the two for a list of grants.
-        let old: Vec<Vec<u8>> = self
-            .device_rules
-            .keys()
-            .filter(|k| k.get(..8) == Some(&contid.to_ne_bytes()[..]))
-            .collect();
-        let key = contid.to_ne_bytes();
-        match list {
-            None => {
-                let _ = self.device_lists.delete(&key);
-            }
-            Some((default_allow, exceptions)) => {
-                let value = ptags_device_list {
-                    default_allow: default_allow.into(),
-                    exceptions: exceptions.len() as u32,
-                };
-                self.device_lists
-                    .update(&key, bytes_of(&value), MapFlags::ANY)
-                    .context(|| format!("writing container {contid}'s device list"))?;
-            }
-        }
-        for k in old {
-            let _ = self.device_rules.delete(&k);
-        }
-        for &(kind, major, minor, access) in list.map_or(&[][..], |(_, e)| e) {
-            let k = ptags_device_key {
-                contid,
-                r#type: kind,
-                major,
-                minor,
-                reserved: 0,
-            };
-            self.device_rules
-                .update(bytes_of(&k), &access.to_ne_bytes(), MapFlags::ANY)
-                .context(|| format!("writing container {contid}'s device rules"))?;
-        }
-        Ok(())
     }
 
     /// The containers whose events `set_copy_events` asked for (a
@@ -1004,6 +982,7 @@ impl Kernel {
             join_events: read(L::PTAGS_LOST_RINGBUF_JOIN)?,
             container_underflow: read(L::PTAGS_LOST_UNDERFLOW)?,
             ns_events: read(L::PTAGS_LOST_RINGBUF_NS)?,
+            device_events: read(L::PTAGS_LOST_RINGBUF_DEVICE)?,
         })
     }
 

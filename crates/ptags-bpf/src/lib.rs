@@ -6,6 +6,7 @@
 //! account them on fork, exec and exit by themselves; user space only
 //! sets state, through [`Kernel::set`], and reads it.
 
+mod devices;
 mod kernel;
 mod memcg;
 pub mod namespaces;
@@ -14,9 +15,10 @@ pub mod probe;
 pub mod procfs;
 mod task;
 
+pub use devices::DeviceException;
 pub use kernel::{
-    Event, EventKind, EventReader, Join, Kernel, LocalPids, LostCounts, NsWatch, Options, Set,
-    ATTACHED, SETNS_ATTACH,
+    DeviceDenial, Event, EventKind, EventReader, Join, Kernel, LocalPids, LostCounts, NsWatch,
+    Options, Set, ATTACHED, SETNS_ATTACH,
 };
 pub use namespaces::{Namespaces, NsChange, Seen};
 pub use probe::Features;

@@ -26,6 +26,9 @@ pub(crate) const DEV_PROG: &str = "prog_dev";
 pub(crate) const SETNS_PROG: &str = "prog_setns";
 /// Present only while some container has a setns policy.
 pub(crate) const SETNS_LINK: &str = "link_setns";
+/// The device program's link at the cgroup v2 root: present only while a
+/// container has a device list. Removing it detaches the program.
+pub(crate) const DEV_LINK: &str = "link_dev";
 
 pub(crate) fn path(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
@@ -68,11 +71,12 @@ pub(crate) fn ensure_bpffs(dir: &Path) -> Result<()> {
 /// empty. Programs whose links were pinned detach when the last reference
 /// goes.
 pub(crate) fn remove_all(dir: &Path) -> Result<()> {
-    for name in MAPS
-        .iter()
-        .chain(LINKS.iter())
-        .chain([SET_PROG, TASKS_PROG, SETNS_PROG, SETNS_LINK, DEV_PROG].iter())
-    {
+    for name in MAPS.iter().chain(LINKS.iter()).chain(
+        [
+            SET_PROG, TASKS_PROG, SETNS_PROG, SETNS_LINK, DEV_PROG, DEV_LINK,
+        ]
+        .iter(),
+    ) {
         unpin(dir, name)?;
     }
     match std::fs::remove_dir(dir) {

@@ -1252,25 +1252,72 @@ fn a_device_list_fences_the_container_not_the_cgroup() {
         },
     )
     .unwrap();
+    let reader = k.events().unwrap();
     // Deny all but char 1:3 (/dev/null), as a runtime's default list.
-    const CHAR: u32 = 2;
-    const ACC_ALL: u32 = 7;
-    k.set_device_list(7401, Some((false, &[(CHAR, 1, 3, ACC_ALL)])))
-        .unwrap();
+    let rule = |major, minor, access| ptags_bpf::DeviceException {
+        kind: 2, // char
+        major,
+        minor,
+        access,
+    };
+    let null = rule(Some(1), Some(3), 7);
+    k.set_device_list(7401, Some((false, &[null]))).unwrap();
     let open = |sh: &mut Shell, dev: &str| -> String {
         sh.run(&format!("(head -c1 {dev} >/dev/null) 2>/dev/null; echo $?"))
     };
     assert_eq!(open(&mut fenced, "/dev/null"), "0");
     assert_ne!(open(&mut fenced, "/dev/zero"), "0", "char 1:5 denied");
     assert_eq!(open(&mut free, "/dev/zero"), "0", "no container: untouched");
+    // The denial is told, naming the device, the access and the list.
+    let denials = |reader: &ptags_bpf::EventReader<'_>| -> Vec<ptags_bpf::Event> {
+        std::thread::sleep(Duration::from_millis(20));
+        reader
+            .drain()
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == ptags_bpf::EventKind::Device)
+            .collect()
+    };
+    let told = denials(&reader);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0].contid, 7401);
+    assert_eq!(
+        told[0].device,
+        Some(ptags_bpf::DeviceDenial {
+            list: 7401,
+            kind: 2,
+            major: 1,
+            minor: 5,
+            access: 2, // read
+            suppressed: 0,
+        })
+    );
     // A rule added takes effect at once for the running task; removed,
     // it denies again.
-    k.set_device_list(
-        7401,
-        Some((false, &[(CHAR, 1, 3, ACC_ALL), (CHAR, 1, u32::MAX, 2)])),
-    )
-    .unwrap();
+    k.set_device_list(7401, Some((false, &[null, rule(Some(1), None, 2)])))
+        .unwrap();
     assert_eq!(open(&mut fenced, "/dev/zero"), "0", "char 1:* r granted");
+    k.set_device_list(7401, Some((false, &[null]))).unwrap();
+    assert_ne!(open(&mut fenced, "/dev/zero"), "0", "denied again");
+    // A flood of denials: at most the kernel's rate is sent, the rest
+    // counted and told with the next one sent.
+    let _ = denials(&reader);
+    fenced.run("for i in $(seq 100); do head -c1 /dev/zero 2>/dev/null; done; echo");
+    let flood = denials(&reader);
+    assert!(
+        (1..=20).contains(&flood.len()),
+        "{} events for 100 denials",
+        flood.len()
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_ne!(open(&mut fenced, "/dev/zero"), "0");
+    let next = denials(&reader);
+    let suppressed = next[0].device.unwrap().suppressed as usize;
+    assert_eq!(
+        flood.len() + suppressed,
+        100,
+        "every denial sent or counted"
+    );
     k.set_device_list(7401, None).unwrap();
     assert_eq!(open(&mut fenced, "/dev/zero"), "0", "no list: untouched");
     k.set_device_list(7401, Some((false, &[]))).unwrap();
@@ -1281,6 +1328,7 @@ fn a_device_list_fences_the_container_not_the_cgroup() {
     k.set_device_list(7401, Some((false, &[]))).unwrap();
     assert_eq!(open(&mut fenced, "/dev/null"), "0", "detached");
     k.set_device_list(7401, None).unwrap();
+    assert!(k.device_list_containers().is_empty());
     drop((fenced, free));
     // The shells' cgroup empties once they are reaped.
     std::thread::sleep(Duration::from_millis(100));

@@ -137,8 +137,12 @@ impl DeviceRule {
             bits |= bit;
         }
         let access = Access::from_bits(bits).ok_or_else(|| refuse("the access is empty"))?;
-        if kind == DeviceType::All && (major.is_some() || minor.is_some()) {
-            return Err(refuse("an `a` rule names every device (*:*)"));
+        // As the devices cgroup, an `a` rule sets the default and is
+        // nothing else: written otherwise, it would not mean what it says.
+        if kind == DeviceType::All && (major.is_some() || minor.is_some() || bits != 7) {
+            return Err(refuse(
+                "an `a` rule names every device and access (a *:* rwm)",
+            ));
         }
         Ok(DeviceRule {
             kind,
@@ -194,6 +198,22 @@ impl fmt::Display for DeviceRule {
     }
 }
 
+/// One write to a list: `allow RULE` or `deny RULE`, as a line written
+/// to the devices cgroup's `devices.allow` or `devices.deny`.
+pub fn parse_write(line: &str) -> Result<(bool, DeviceRule), RuleError> {
+    let (allow, rule) = match line.split_once(' ') {
+        Some(("allow", rule)) => (true, rule),
+        Some(("deny", rule)) => (false, rule),
+        _ => {
+            return Err(RuleError {
+                rule: line.to_owned(),
+                why: "a write is `allow RULE` or `deny RULE`",
+            })
+        }
+    };
+    Ok((allow, DeviceRule::parse(rule)?))
+}
+
 /// A container's list: a default and its exceptions, as the devices
 /// cgroup keeps them. With `default_allow`, the exceptions deny; without,
 /// they allow.
@@ -223,14 +243,20 @@ impl DeviceList {
     /// adds an exception to a default of the other kind, or takes its
     /// access back from the exception naming exactly the same devices.
     pub fn write(&mut self, allow: bool, rule: DeviceRule) -> Result<(), &'static str> {
-        let all = rule.kind == DeviceType::All && rule.major.is_none() && rule.minor.is_none();
-        if all && rule.access == Access::ALL {
+        if rule.kind == DeviceType::All {
             self.default_allow = allow;
             self.exceptions.clear();
             return Ok(());
         }
         if self.default_allow != allow {
-            if !self.exceptions.contains(&rule) {
+            // As the kernel: an exception naming the same devices gains
+            // the access, so that one exception names each.
+            let same = |e: &&mut DeviceRule| {
+                (e.kind, e.major, e.minor) == (rule.kind, rule.major, rule.minor)
+            };
+            if let Some(e) = self.exceptions.iter_mut().find(same) {
+                e.access = Access(e.access.bits() | rule.access.bits());
+            } else {
                 if self.exceptions.len() >= MAX_EXCEPTIONS {
                     return Err("a list holds at most 256 exceptions");
                 }
@@ -305,9 +331,9 @@ impl DeviceList {
         }
     }
 
-    /// The list as the devices cgroup's `devices.list` prints it: the
-    /// rules that are allowed (`a *:* rwm` for a default of allow with no
-    /// exceptions).
+    /// The list as lines that write it again: `default allow|deny`, then
+    /// each exception as `allow RULE` or `deny RULE` (the list opposite
+    /// the default). [`DeviceList::parse_listing`] reads them back.
     pub fn rules(&self) -> Vec<String> {
         let mut out = vec![format!(
             "default {}",
@@ -316,6 +342,32 @@ impl DeviceList {
         let verb = if self.default_allow { "deny" } else { "allow" };
         out.extend(self.exceptions.iter().map(|e| format!("{verb} {e}")));
         out
+    }
+
+    /// Reads what [`DeviceList::rules`] printed (a stored list).
+    pub fn parse_listing(text: &str) -> Result<DeviceList, String> {
+        let mut lines = text.lines();
+        let default_allow = match lines.next() {
+            Some("default allow") => true,
+            Some("default deny") => false,
+            other => return Err(format!("a listing starts with its default, not {other:?}")),
+        };
+        let mut list = DeviceList {
+            default_allow,
+            exceptions: Vec::new(),
+        };
+        let verb = if default_allow { "deny " } else { "allow " };
+        for line in lines {
+            let rule = line
+                .strip_prefix(verb)
+                .ok_or_else(|| format!("{line:?} is not an exception of the default"))?;
+            let rule = DeviceRule::parse(rule).map_err(|e| e.to_string())?;
+            if rule.kind == DeviceType::All {
+                return Err(format!("{line:?} is a default, not an exception"));
+            }
+            list.write(!default_allow, rule).map_err(str::to_owned)?;
+        }
+        Ok(list)
     }
 }
 
@@ -363,11 +415,31 @@ mod tests {
             ("c 1:1048576 r", "largest"),
             ("c  1:3 r", "TYPE MAJOR:MINOR ACCESS"),
             ("a 1:3 r", "every device"),
+            ("a *:* r", "every device"),
             ("", "the type"),
         ] {
             let e = DeviceRule::parse(bad).unwrap_err();
             assert!(e.to_string().contains(why), "{bad:?}: {e}");
             assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn writes_name_their_list() {
+        assert_eq!(
+            parse_write("allow c 1:3 rwm").unwrap(),
+            (true, rule("c 1:3 rwm"))
+        );
+        assert_eq!(parse_write("deny a").unwrap(), (false, rule("a")));
+        for bad in [
+            "permit c 1:3 r",
+            "allow",
+            "allow ",
+            "deny  a",
+            "c 1:3 r",
+            "",
+        ] {
+            assert!(parse_write(bad).is_err(), "{bad:?}");
         }
     }
 
@@ -424,5 +496,84 @@ mod tests {
         assert!(list(&[(false, "a"), (true, "b 8:0 r")])
             .narrows(&parent)
             .is_err());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Rules over a small universe of devices, so that every device a
+    /// rule can name is checked: types b and c, numbers 1 and 2 or `*`.
+    fn a_rule() -> impl Strategy<Value = DeviceRule> {
+        let kind = prop_oneof![
+            1 => Just(DeviceType::All),
+            3 => Just(DeviceType::Block),
+            3 => Just(DeviceType::Char)
+        ];
+        let n = prop_oneof![Just(None), Just(Some(1u32)), Just(Some(2u32))];
+        (kind, n.clone(), n, 1u8..8).prop_map(|(kind, major, minor, bits)| {
+            let (major, minor, bits) = match kind {
+                DeviceType::All => (None, None, 7),
+                _ => (major, minor, bits),
+            };
+            DeviceRule {
+                kind,
+                major,
+                minor,
+                access: Access(bits),
+            }
+        })
+    }
+
+    fn a_list() -> impl Strategy<Value = DeviceList> {
+        (
+            any::<bool>(),
+            proptest::collection::vec((any::<bool>(), a_rule()), 0..6),
+        )
+            .prop_map(|(default_allow, writes)| {
+                let mut l = DeviceList {
+                    default_allow,
+                    exceptions: Vec::new(),
+                };
+                for (allow, r) in writes {
+                    l.write(allow, r).unwrap();
+                }
+                l
+            })
+    }
+
+    fn universe() -> impl Iterator<Item = (DeviceType, u32, u32, Access)> {
+        [DeviceType::Block, DeviceType::Char]
+            .into_iter()
+            .flat_map(|k| {
+                (1..=3).flat_map(move |major| {
+                    (1..=3).flat_map(move |minor| (1..8).map(move |a| (k, major, minor, Access(a))))
+                })
+            })
+    }
+
+    proptest! {
+        /// A list accepted as narrowing its parent grants nothing the
+        /// parent refuses, on every device and access of the universe.
+        #[test]
+        fn a_narrowing_list_grants_nothing_its_parent_refuses(parent in a_list(), child in a_list()) {
+            if child.narrows(&parent).is_ok() {
+                for (k, major, minor, a) in universe() {
+                    prop_assert!(
+                        !child.allows(k, major, minor, a) || parent.allows(k, major, minor, a),
+                        "{k:?} {major}:{minor} {a}: child {child:?} parent {parent:?}"
+                    );
+                }
+            }
+        }
+
+        /// A list is itself, read back from its listing.
+        #[test]
+        fn a_listing_reads_back(list in a_list()) {
+            let text = list.rules().join("\n");
+            prop_assert_eq!(DeviceList::parse_listing(&text).unwrap(), list);
+        }
     }
 }

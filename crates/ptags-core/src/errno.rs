@@ -42,11 +42,13 @@ pub enum Errno {
     Eagain,
     /// The daemon failed internally (its database, the kernel side).
     Eio,
+    /// Not supported here (a device list on a machine without cgroup v2).
+    Eopnotsupp,
 }
 
 impl Errno {
     /// Every errno, for exhaustive tests and for parsing names.
-    pub const ALL: [Errno; 16] = [
+    pub const ALL: [Errno; 17] = [
         Errno::Eperm,
         Errno::Enoent,
         Errno::Enomem,
@@ -63,6 +65,7 @@ impl Errno {
         Errno::E2big,
         Errno::Eagain,
         Errno::Eio,
+        Errno::Eopnotsupp,
     ];
 
     /// The Linux (x86_64, generic) errno number.
@@ -84,6 +87,7 @@ impl Errno {
             Errno::E2big => 7,
             Errno::Eagain => 11,
             Errno::Eio => 5,
+            Errno::Eopnotsupp => 95,
         }
     }
 
@@ -106,6 +110,7 @@ impl Errno {
             Errno::E2big => "E2BIG",
             Errno::Eagain => "EAGAIN",
             Errno::Eio => "EIO",
+            Errno::Eopnotsupp => "EOPNOTSUPP",
         }
     }
 

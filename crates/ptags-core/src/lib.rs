@@ -21,6 +21,7 @@ pub mod errno;
 pub mod intern;
 pub mod line;
 pub mod oci;
+pub mod oci_devices;
 pub mod perm;
 pub mod tag;
 pub mod tagset;

@@ -19,6 +19,10 @@ pub const TAGS_ANNOTATION: &str = "io.ptags.tags";
 /// entering it later keep their own labels, and no system call pays for
 /// the policy. `true` is the default.
 pub const JOIN_ANNOTATION: &str = "io.ptags.join";
+/// `off` leaves the container without a device list of ptags' (its
+/// runtime's cgroup rules alone apply); `runtime`, the default, holds it
+/// to the list its bundle's config.json gives the runtime.
+pub const DEVICES_ANNOTATION: &str = "io.ptags.devices";
 /// More than any runtime writes; a bigger input is refused unread.
 pub const MAX_STATE_BYTES: usize = 4 << 20;
 /// runc allows far shorter IDs; this only bounds what is hashed and shown.
@@ -47,6 +51,8 @@ pub enum OciError {
     Contid(String),
     #[error("annotation {JOIN_ANNOTATION}: {0:?} is neither true nor false")]
     Join(String),
+    #[error("annotation {DEVICES_ANNOTATION}: {0:?} is neither runtime nor off")]
+    Devices(String),
     #[error("annotation {TAGS_ANNOTATION}, line {line}: {reason}")]
     Tags { line: usize, reason: String },
 }
@@ -155,6 +161,8 @@ pub struct Label {
     pub tags: Option<String>,
     /// Whether processes entering the container later join it.
     pub join: bool,
+    /// Whether it gets the device list of its bundle's config.json.
+    pub devices: bool,
 }
 
 /// The container ID of an OCI container without the annotation: the
@@ -198,11 +206,21 @@ pub fn label(state: &State) -> Result<Label, OciError> {
         Some("false") => false,
         Some(other) => return Err(OciError::Join(other.to_owned())),
     };
+    let devices = match state
+        .annotations
+        .get(DEVICES_ANNOTATION)
+        .map(String::as_str)
+    {
+        None | Some("runtime") => true,
+        Some("off") => false,
+        Some(other) => return Err(OciError::Devices(other.to_owned())),
+    };
     Ok(Label {
         contid,
         source,
         tags,
         join,
+        devices,
     })
 }
 

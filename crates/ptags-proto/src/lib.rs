@@ -12,9 +12,9 @@ mod message;
 
 pub use frame::{read_frame, write_frame, FrameError};
 pub use message::{
-    AuditCounters, AuditStatus, ContainerInfo, ContidAnswer, Failure, PolicyInfo, PsFilter, PsRow,
-    Request, RequestFrame, Response, ResponseFrame, Status, Target, MAX_POLICY_TEXT,
-    PROTOCOL_VERSION,
+    AuditCounters, AuditStatus, ContainerInfo, ContidAnswer, DeviceInfo, Failure, PolicyInfo,
+    PsFilter, PsRow, Request, RequestFrame, Response, ResponseFrame, Status, Target,
+    MAX_POLICY_TEXT, PROTOCOL_VERSION,
 };
 
 /// Size limits of the protocol.

@@ -120,7 +120,20 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         since_ms: Option<u64>,
     },
+    /// Writes to container `contid`'s device list, in order, as lines
+    /// written to the devices cgroup's `devices.allow` and `devices.deny`:
+    /// each `allow RULE` or `deny RULE` (docs/devices.md). A container
+    /// without a list starts from allow-all. All or nothing.
+    DeviceWrite { contid: u64, writes: Vec<String> },
+    /// A container's device list.
+    DeviceGet { contid: u64 },
+    /// Removes a container's device list: ptags no longer fences it.
+    DeviceClear { contid: u64 },
 }
+
+/// The most writes one device request may carry: enough to give a list
+/// its default and every exception it may hold.
+pub const MAX_DEVICE_WRITES: usize = 2 * ptags_core::devices::MAX_EXCEPTIONS + 1;
 
 /// The longest policy text accepted.
 pub const MAX_POLICY_TEXT: usize = 64 << 10;
@@ -160,10 +173,13 @@ impl Request {
             | Request::ContainerCreate { .. }
             | Request::ContainerEnd { .. }
             | Request::AuditPolicySet { .. }
-            | Request::AuditPolicyClear { .. } => true,
+            | Request::AuditPolicyClear { .. }
+            | Request::DeviceWrite { .. }
+            | Request::DeviceClear { .. } => true,
             Request::AuditPolicyGet { .. }
             | Request::AuditPolicyList {}
             | Request::AuditFollow { .. }
+            | Request::DeviceGet { .. }
             | Request::Read { .. }
             | Request::ContidGet { .. }
             | Request::Ps { .. }
@@ -214,8 +230,25 @@ impl Request {
                 }
                 Ok(())
             }
-            Request::AuditPolicyGet { contid } | Request::AuditPolicyClear { contid } => {
-                check_contid(*contid)
+            Request::AuditPolicyGet { contid }
+            | Request::AuditPolicyClear { contid }
+            | Request::DeviceGet { contid }
+            | Request::DeviceClear { contid } => check_contid(*contid),
+            Request::DeviceWrite { contid, writes } => {
+                check_contid(*contid)?;
+                if writes.is_empty() || writes.len() > MAX_DEVICE_WRITES {
+                    return Err(Failure::new(
+                        Errno::Einval,
+                        format!("a device request carries 1 to {MAX_DEVICE_WRITES} writes"),
+                    ));
+                }
+                for (i, w) in writes.iter().enumerate() {
+                    ptags_core::devices::parse_write(w).map_err(|e| Failure {
+                        line: Some(i + 1),
+                        ..Failure::new(Errno::Einval, e.to_string())
+                    })?;
+                }
+                Ok(())
             }
             Request::AuditFollow {
                 contid,
@@ -253,6 +286,9 @@ impl Request {
             Request::AuditPolicyList {} => "audit_policy_list",
             Request::AuditPolicyClear { .. } => "audit_policy_clear",
             Request::AuditFollow { .. } => "audit_follow",
+            Request::DeviceWrite { .. } => "device_write",
+            Request::DeviceGet { .. } => "device_get",
+            Request::DeviceClear { .. } => "device_clear",
         }
     }
 }
@@ -550,6 +586,16 @@ pub enum Response {
     Records {
         lines: Vec<String>,
     },
+    Devices(DeviceInfo),
+}
+
+/// A container's device list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub contid: u64,
+    /// `default allow|deny`, then its exceptions as `allow RULE` or
+    /// `deny RULE`; empty when the container has no list (not fenced).
+    pub rules: Vec<String>,
 }
 
 /// A container's audit policy and what its copy did.

@@ -4,6 +4,7 @@ mod audit;
 mod audit_copy;
 mod client;
 mod commands;
+mod device;
 mod oci;
 mod run;
 mod simulate;
@@ -114,6 +115,10 @@ enum Command {
     /// containers' own copies (policy, follow) through ptagsd.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Containers' device allow-lists: what a container's tasks may open
+    /// or create, wherever their cgroup is (docs/devices.md).
+    #[command(subcommand)]
+    Device(device::DeviceCommand),
     Simulate(simulate::Args),
 }
 
@@ -148,6 +153,7 @@ fn main() -> ExitCode {
         }
         Command::Audit(command) => audit::run(command, out),
         Command::OciHook(args) => oci::run(&cli.socket, args),
+        Command::Device(command) => device::run(&cli.socket, out, command),
         command => client::Client::connect(&cli.socket).and_then(|mut c| match command {
             Command::Read { task } => commands::read(&mut c, out, task),
             Command::Write { task, lines } => commands::write(&mut c, out, task, &lines),
@@ -180,7 +186,7 @@ fn main() -> ExitCode {
                 command,
             } => run::run(&mut c, out, &writes, contid, &command),
             Command::Status => commands::status(&mut c, out),
-            Command::Simulate(_) | Command::Audit(_) | Command::OciHook(_) => {
+            Command::Simulate(_) | Command::Audit(_) | Command::OciHook(_) | Command::Device(_) => {
                 unreachable!("handled above")
             }
         }),

@@ -25,7 +25,7 @@ In config.json (runc), or a hooks.d file (podman, CRI-O, containerd with NRI):\n
 Annotations: io.ptags.contid (the ID; without it one is derived from the container's \
 name), io.ptags.tags (lines of the write language; use +@ for tags that must survive \
 the container's first exec), io.ptags.join (false: processes entering the container \
-later, as with runc exec, keep their own labels), io.ptags.audit (the container's own copy of its records: a policy's text, or the absolute path of a policy file on the host; see `ptags audit policy set --help`).")]
+later, as with runc exec, keep their own labels), io.ptags.audit (the container's own copy of its records: a policy's text, or the absolute path of a policy file on the host; see `ptags audit policy set --help`), io.ptags.devices (runtime, the default: the container is held to the device list its bundle's config.json gives the runtime, wherever its cgroup goes; off: no list of ptags').")]
 pub struct Args {
     /// The hook's stage; without it, taken from the state's status
     /// (creating: createRuntime, stopped: poststop).
@@ -61,6 +61,13 @@ pub fn run(socket: &Path, args: Args) -> Result<ExitCode> {
         Stage::CreateRuntime => Some(state.pid(stage)?),
         Stage::Poststop => None,
     };
+    let devices = match stage {
+        Stage::CreateRuntime if label.devices => Some(
+            bundle_devices(&state.bundle)
+                .with_context(|| format!("container {:?}: its device list", state.id))?,
+        ),
+        _ => None,
+    };
     let audit = match (stage, state.annotations.get(AUDIT_ANNOTATION)) {
         (Stage::CreateRuntime, Some(value)) => Some(
             audit_policy(value, &args.policy_dir)
@@ -94,6 +101,14 @@ pub fn run(socket: &Path, args: Args) -> Result<ExitCode> {
         )
     };
     ask(socket, deadline, &what, request).with_context(context)?;
+    // Before the container's program starts: the runtime waits for the hook.
+    if let Some(writes) = devices {
+        let request = Request::DeviceWrite {
+            contid: label.contid.get(),
+            writes,
+        };
+        ask(socket, deadline, "setting its device list", request).with_context(context)?;
+    }
     if let Some(text) = audit {
         let request = Request::AuditPolicySet {
             contid: label.contid.get(),
@@ -102,6 +117,30 @@ pub fn run(socket: &Path, args: Args) -> Result<ExitCode> {
         ask(socket, deadline, "setting its audit policy", request).with_context(context)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The writes that give a container the device list its bundle's
+/// config.json gives the runtime: the default, then the exceptions.
+fn bundle_devices(bundle: &str) -> Result<Vec<String>> {
+    if !bundle.starts_with('/') {
+        bail!("the state's bundle {bundle:?} is not an absolute path");
+    }
+    let path = Path::new(bundle).join("config.json");
+    let mut config = Vec::new();
+    std::fs::File::open(&path)
+        .with_context(|| format!("opening {}", path.display()))?
+        .take(ptags_core::oci_devices::MAX_CONFIG_BYTES as u64 + 1)
+        .read_to_end(&mut config)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let list = ptags_core::oci_devices::runtime_device_list(&config)?;
+    let default = if list.default_allow {
+        "allow a"
+    } else {
+        "deny a"
+    };
+    Ok(std::iter::once(default.to_owned())
+        .chain(list.rules().into_iter().skip(1))
+        .collect())
 }
 
 /// The annotation that gives a container its own copy of its records:

@@ -22,7 +22,7 @@ fn hook(args: &[&str], state: &str) -> (i32, String) {
         .stdin
         .take()
         .unwrap()
-        .write_all(state.as_bytes())
+        .write_all(state.replace("BUNDLE", BUNDLE).as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
     (
@@ -31,15 +31,18 @@ fn hook(args: &[&str], state: &str) -> (i32, String) {
     )
 }
 
+/// A bundle whose config.json gives a device list.
+const BUNDLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bundle");
+
 const STATE: &str =
-    r#"{"ociVersion":"1.2.0","id":"web","status":"creating","pid":4242,"bundle":"/b"}"#;
+    r#"{"ociVersion":"1.2.0","id":"web","status":"creating","pid":4242,"bundle":"BUNDLE"}"#;
 
 #[test]
 fn bad_input_fails_with_the_reason() {
     let with_annotation = |k: &str, v: &str| {
         STATE.replace(
-            r#""bundle":"/b""#,
-            &format!(r#""bundle":"/b","annotations":{{"{k}":{v:?}}}"#),
+            r#""bundle":"BUNDLE""#,
+            &format!(r#""bundle":"BUNDLE","annotations":{{"{k}":{v:?}}}"#),
         )
     };
     let cases = [
@@ -69,6 +72,21 @@ fn bad_input_fails_with_the_reason() {
             vec![],
             with_annotation("io.ptags.tags", "+@ok\n%bad"),
             "io.ptags.tags, line 2",
+        ),
+        (
+            vec![],
+            with_annotation("io.ptags.devices", "yes"),
+            "io.ptags.devices: \"yes\" is neither runtime nor off",
+        ),
+        (
+            vec![],
+            STATE.replace("BUNDLE", "/nonexistent"),
+            "its device list: opening /nonexistent/config.json",
+        ),
+        (
+            vec![],
+            STATE.replace("BUNDLE", "relative"),
+            "is not an absolute path",
         ),
     ];
     for (args, state, why) in cases {
@@ -103,8 +121,8 @@ fn an_audit_policy_is_checked_and_read_only_from_its_directory() {
         .success());
     let state = |v: &str| {
         STATE.replace(
-            r#""bundle":"/b""#,
-            &format!(r#""bundle":"/b","annotations":{{"io.ptags.audit":{v:?}}}"#),
+            r#""bundle":"BUNDLE""#,
+            &format!(r#""bundle":"BUNDLE","annotations":{{"io.ptags.audit":{v:?}}}"#),
         )
     };
     let dir_arg = policies.to_str().unwrap();

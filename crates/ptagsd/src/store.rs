@@ -32,6 +32,9 @@ const CONTAINERS: TableDefinition<u64, &[u8]> = TableDefinition::new("containers
 /// Each container's audit policy, as its text: it lives and ends with
 /// the container.
 const AUDIT_POLICIES: TableDefinition<u64, &str> = TableDefinition::new("audit_policies");
+/// Each container's device list, as its listing (`DeviceList::rules`):
+/// it lives and ends with the container.
+const DEVICE_LISTS: TableDefinition<u64, &str> = TableDefinition::new("device_lists");
 /// Counters that must survive restarts.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The next set ID to hand out: IDs are never reused, even after a
@@ -314,6 +317,7 @@ impl Store {
         txn.open_table(TAG_SETS)?;
         txn.open_table(CONTAINERS)?;
         txn.open_table(AUDIT_POLICIES)?;
+        txn.open_table(DEVICE_LISTS)?;
         txn.open_table(META)?;
         migrate_legacy(&txn).context("converting the tag sets stored whole")?;
         txn.commit()?;
@@ -544,14 +548,36 @@ impl Store {
         let txn = self.db.begin_write()?;
         txn.open_table(CONTAINERS)?.remove(id)?;
         txn.open_table(AUDIT_POLICIES)?.remove(id)?;
+        txn.open_table(DEVICE_LISTS)?.remove(id)?;
         txn.commit().context("committing a dropped container")?;
         Ok(())
     }
 
     /// The audit policies, by container.
     pub fn load_policies(&self) -> Result<Vec<(u64, String)>> {
+        self.load_texts(AUDIT_POLICIES)
+    }
+
+    /// Stores container `id`'s audit policy (`None`: clears it).
+    pub fn put_policy(&self, id: u64, text: Option<&str>) -> Result<()> {
+        self.put_text(AUDIT_POLICIES, id, text)
+            .context("committing an audit policy")
+    }
+
+    /// The device lists, by container, as their listings.
+    pub fn load_device_lists(&self) -> Result<Vec<(u64, String)>> {
+        self.load_texts(DEVICE_LISTS)
+    }
+
+    /// Stores container `id`'s device list (`None`: clears it).
+    pub fn put_device_list(&self, id: u64, listing: Option<&str>) -> Result<()> {
+        self.put_text(DEVICE_LISTS, id, listing)
+            .context("committing a device list")
+    }
+
+    fn load_texts(&self, def: TableDefinition<'_, u64, &str>) -> Result<Vec<(u64, String)>> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(AUDIT_POLICIES)?;
+        let table = txn.open_table(def)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
             let (id, text) = entry?;
@@ -560,17 +586,21 @@ impl Store {
         Ok(out)
     }
 
-    /// Stores container `id`'s audit policy (`None`: clears it).
-    pub fn put_policy(&self, id: u64, text: Option<&str>) -> Result<()> {
+    fn put_text(
+        &self,
+        def: TableDefinition<'_, u64, &str>,
+        id: u64,
+        text: Option<&str>,
+    ) -> Result<()> {
         let txn = self.db.begin_write()?;
         {
-            let mut table = txn.open_table(AUDIT_POLICIES)?;
+            let mut table = txn.open_table(def)?;
             match text {
                 Some(text) => drop(table.insert(id, text)?),
                 None => drop(table.remove(id)?),
             }
         }
-        txn.commit().context("committing an audit policy")?;
+        txn.commit()?;
         Ok(())
     }
 }

@@ -183,7 +183,7 @@ fn stale_drop_once(d: &Daemon, contid: u64) -> bool {
         format!(
             "while [ \"$(readlink /proc/{pid}/ns/mnt)\" = \"$(readlink /proc/self/ns/mnt)\" ]; do sleep 0.01; done; \
              echo '{{\"ociVersion\":\"1.0.2\",\"id\":\"c{pid}\",\"status\":\"creating\",\"pid\":'{pid}',\"bundle\":\"/tmp\",\
-             \"annotations\":{{\"io.ptags.contid\":\"{contid}\",\"io.ptags.join\":\"false\"}}}}' | ptags oci-hook --stage createRuntime"
+             \"annotations\":{{\"io.ptags.contid\":\"{contid}\",\"io.ptags.join\":\"false\",\"io.ptags.devices\":\"off\"}}}}' | ptags oci-hook --stage createRuntime"
         )
     };
     let out = d.sh(&format!(

@@ -534,7 +534,7 @@ fn containers_start_labelled_while_a_user_floods_the_socket() {
             "for i in $(seq 0 49); do rm -f fifo; mkfifo fifo; \
                unshare -m sh -c 'read x; exec sleep 1000' <fifo >/dev/null 2>&1 & P=$!; exec 3>fifo; \
                while [ \"$(readlink /proc/$P/ns/mnt)\" = \"$(readlink /proc/self/ns/mnt)\" ]; do sleep 0.01; done; \
-               state='{{\"ociVersion\":\"1.0.2\",\"id\":\"h'$i'\",\"status\":\"creating\",\"pid\":'$P',\"bundle\":\"/tmp\",\"annotations\":{{\"io.ptags.contid\":\"'$(({first} + i))'\",\"io.ptags.join\":\"false\"}}}}'; \
+               state='{{\"ociVersion\":\"1.0.2\",\"id\":\"h'$i'\",\"status\":\"creating\",\"pid\":'$P',\"bundle\":\"/tmp\",\"annotations\":{{\"io.ptags.contid\":\"'$(({first} + i))'\",\"io.ptags.join\":\"false\",\"io.ptags.devices\":\"off\"}}}}'; \
                t0=$(date +%s%N); echo \"$state\" | ptags oci-hook --stage createRuntime || echo FAILED; t1=$(date +%s%N); \
                echo ns=$((t1 - t0)); kill $P; exec 3>&-; wait $P 2>/dev/null; done"
         ));

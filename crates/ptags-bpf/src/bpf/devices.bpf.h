@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: (MIT OR GPL-2.0) */
 /*
- * Device access fenced per container (issue 19; work in progress): one
- * cgroup/dev program, attached with BPF_F_ALLOW_MULTI semantics (a link)
- * at the root of the cgroup v2 hierarchy, so that it runs beside whatever
- * the runtime attaches and access needs both to agree. It keys the fence
- * on the task's container ID, which follows the task wherever its cgroup
- * goes. A task without an ID, or whose containers have no list, is let
- * through at once.
+ * Device access fenced per container: one cgroup/dev program, attached by
+ * a link (BPF_F_ALLOW_MULTI semantics) at the root of the cgroup v2
+ * hierarchy, so that it runs for every task beside whatever the runtime
+ * attaches, and access needs both to agree. It keys the fence on the
+ * task's container ID, which follows the task wherever its cgroup goes.
+ * A task without an ID, or whose containers have no list, is let through
+ * at once.
  */
 
 struct {
@@ -26,12 +26,15 @@ struct {
 struct ptags_device_key ptags_device_key_type;
 struct ptags_device_list ptags_device_list_type;
 enum ptags_device_type ptags_device_type_type;
+enum ptags_device_events ptags_device_events_type;
 
-/* The access of container `id`'s exceptions that name the device: the
- * union (for denials) and whether one grants all of `access` (for grants),
- * over the eight ways a rule can name it (type or `a`, number or `*`). */
+/* Whether one of container `id`'s exceptions names the device with any
+ * of `access` (for a list that allows by default) or grants all of it
+ * (for one that denies by default), over the eight ways a rule can name
+ * a device (its type or `a`, each number or `*`): eight hash lookups,
+ * whatever the number of rules. */
 static __always_inline bool device_matches(__u64 id, __u32 type, __u32 major, __u32 minor,
-			   __u32 access, bool all_of)
+					   __u32 access, bool all_of)
 {
 	struct ptags_device_key k = { .contid = id };
 	__u32 types[2] = { type, PTAGS_DEV_ALL };
@@ -56,13 +59,49 @@ static __always_inline bool device_matches(__u64 id, __u32 type, __u32 major, __
 	return false;
 }
 
-/* Whether container `id`'s own list lets the access through. */
+/* Whether container `id`'s own list lets the access through. As the
+ * devices cgroup: a grant must hold all of the access in one exception
+ * (v1's `match_exception`), a denial needs any of it
+ * (`match_exception_partial`). */
 static __always_inline bool device_allowed_by(__u64 id, const struct ptags_device_list *list,
-			      __u32 type, __u32 major, __u32 minor, __u32 access)
+					      __u32 type, __u32 major, __u32 minor, __u32 access)
 {
 	if (list->default_allow)
 		return !device_matches(id, type, major, minor, access, false);
 	return device_matches(id, type, major, minor, access, true);
+}
+
+/* Tells the daemon of a denial, at most PTAGS_DEVICE_EVENTS_PER_SEC per
+ * list and second: a container probing every device must not flood the
+ * ring the other events share. The rest are counted, and the count goes
+ * with the next event sent. */
+static __always_inline void device_denied(struct bpf_cgroup_dev_ctx *ctx, struct ptags_task *s,
+					  struct ptags_device_list *list, __u64 list_id,
+					  __u32 type, __u32 access)
+{
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct ptags_event *e;
+
+	if (now - list->window_ns >= 1000000000ULL) {
+		list->window_ns = now;
+		list->in_window = 0;
+	}
+	if (__sync_fetch_and_add(&list->in_window, 1) >= PTAGS_DEVICE_EVENTS_PER_SEC) {
+		__sync_fetch_and_add(&list->suppressed, 1);
+		return;
+	}
+	e = reserve(PTAGS_EVENT_DEVICE);
+	if (!e)
+		return;
+	describe(e, bpf_get_current_task_btf(), PTAGS_EVENT_DEVICE, s->state.contid,
+		 s->state.set_id, (__u64)-1);
+	e->dev.list = list_id;
+	e->dev.type = type;
+	e->dev.major = ctx->major;
+	e->dev.minor = ctx->minor;
+	e->dev.access = access;
+	e->dev.suppressed = __sync_lock_test_and_set(&list->suppressed, 0);
+	submit(e);
 }
 
 SEC("cgroup/dev")
@@ -77,13 +116,16 @@ int ptags_dev(struct bpf_cgroup_dev_ctx *ctx)
 	if (!s || !(s->state.flags & PTAGS_TASK_HAS_CONTID))
 		return 1;
 	id = s->state.contid;
-	/* Every list along the chain must agree: a nested list only narrows. */
+	/* Every list along the chain must agree: a nested list only narrows,
+	 * whatever was checked when it was set. */
 	for (i = 0; i < MAX_DEPTH; i++) {
 		struct ptags_device_list *list = bpf_map_lookup_elem(&device_lists, &id);
 		struct ptags_container *c;
 
-		if (list && !device_allowed_by(id, list, type, ctx->major, ctx->minor, access))
+		if (list && !device_allowed_by(id, list, type, ctx->major, ctx->minor, access)) {
+			device_denied(ctx, s, list, id, type, access);
 			return 0;
+		}
 		c = bpf_map_lookup_elem(&containers, &id);
 		if (!c || c->parent == (__u64)-1)
 			break;

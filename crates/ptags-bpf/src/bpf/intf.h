@@ -152,6 +152,51 @@ enum ptags_event_kind {
 	 * holds the new ones, `old_ns_inum` the old inode numbers, and
 	 * `ns_changed` a bit per slot that differs. */
 	PTAGS_EVENT_NS = 6,
+	/* A container's device list refused a task's open or mknod:
+	 * `dev` says which device, what access, and whose list. */
+	PTAGS_EVENT_DEVICE = 7,
+};
+
+/* Device allow-lists per container. A container's list: its default,
+ * and its exceptions in `device_rules`, keyed by type, major and minor,
+ * PTAGS_DEV_ANY for `*`. */
+enum ptags_device_type {
+	PTAGS_DEV_BLOCK = 1,	/* as BPF_DEVCG_DEV_BLOCK */
+	PTAGS_DEV_CHAR = 2,	/* as BPF_DEVCG_DEV_CHAR */
+	PTAGS_DEV_ALL = 3,	/* an `a` rule */
+	PTAGS_DEV_ANY = 0xffffffff,
+};
+enum ptags_device_events {
+	/* Denial events per container list and second; more are counted
+	 * and the count rides on the next event. */
+	PTAGS_DEVICE_EVENTS_PER_SEC = 20,
+};
+struct ptags_device_list {
+	__u32 default_allow;
+	__u32 exceptions;
+	/* The kernel's: the current second's events, and those suppressed
+	 * since the last one emitted (written racily: a bound, not a count
+	 * to the unit). */
+	__u64 window_ns;
+	__u64 in_window;
+	__u64 suppressed;
+};
+struct ptags_device_key {
+	__u64 contid;
+	__u32 type;
+	__u32 major;
+	__u32 minor;
+	__u32 reserved;		/* zero */
+};
+/* What a device event names. */
+struct ptags_device_denial {
+	__u64 list;		/* the container whose list refused */
+	__u32 type;		/* BPF_DEVCG_DEV_* */
+	__u32 major;
+	__u32 minor;
+	__u32 access;		/* BPF_DEVCG_ACC_* bits asked */
+	__u32 suppressed;	/* events of this list not sent before this one */
+	__u32 reserved;
 };
 
 /* One ring-buffer record: what an audit record needs. */
@@ -183,6 +228,7 @@ struct ptags_event {
 	__u32 pid_level;
 	__u32 ns_tgid;
 	__u32 ns_ppid;
+	struct ptags_device_denial dev;	/* PTAGS_EVENT_DEVICE */
 };
 
 /* config map, index 0. */
@@ -213,7 +259,8 @@ enum ptags_lost_reason {
 	/* A container's count went below zero: a task counted out twice. */
 	PTAGS_LOST_UNDERFLOW = 6,
 	PTAGS_LOST_RINGBUF_NS = 7,
-	PTAGS_LOST_REASONS = 8,
+	PTAGS_LOST_RINGBUF_DEVICE = 8,
+	PTAGS_LOST_REASONS = 9,
 };
 
 /* The ops of the ptags_set syscall program. */
@@ -259,24 +306,3 @@ struct ptags_task_row {
 };
 
 #endif
-
-/* Device allow-lists per container (issue 19; branch work in progress).
- * A container's list: its default, and its exceptions in
- * `device_rules`, keyed by type, major and minor, PTAGS_DEV_ANY for `*`. */
-enum ptags_device_type {
-	PTAGS_DEV_BLOCK = 1,	/* as BPF_DEVCG_DEV_BLOCK */
-	PTAGS_DEV_CHAR = 2,	/* as BPF_DEVCG_DEV_CHAR */
-	PTAGS_DEV_ALL = 3,	/* an `a` rule */
-	PTAGS_DEV_ANY = 0xffffffff,
-};
-struct ptags_device_list {
-	__u32 default_allow;
-	__u32 exceptions;
-};
-struct ptags_device_key {
-	__u64 contid;
-	__u32 type;
-	__u32 major;
-	__u32 minor;
-	__u32 reserved;		/* zero */
-};

@@ -165,6 +165,8 @@ static __u32 lost_reason_of(__u32 kind)
 		return PTAGS_LOST_RINGBUF_EXIT;
 	case PTAGS_EVENT_NS:
 		return PTAGS_LOST_RINGBUF_NS;
+	case PTAGS_EVENT_DEVICE:
+		return PTAGS_LOST_RINGBUF_DEVICE;
 	default:
 		return PTAGS_LOST_RINGBUF_JOIN;
 	}

@@ -145,11 +145,7 @@ impl Daemon<'_> {
         if caller.creds.has_cap(CAP_AUDIT_CONTROL) {
             return record.map(|_| ()).ok_or_else(|| unknown(contid));
         }
-        let pid = caller.pid();
-        let owner = record.is_some_and(|r| {
-            r.owner_pid == pid && ptags_bpf::procfs::start_ticks(pid) == Some(r.owner_start)
-        });
-        if owner {
+        if self.is_owner(caller, contid) {
             return Ok(());
         }
         Err(Error::new(

@@ -8,6 +8,7 @@
 
 mod contid;
 mod copies;
+mod devices;
 mod repair;
 mod runtime;
 mod tags;
@@ -112,6 +113,8 @@ pub struct Daemon<'k> {
     follow: Option<FollowStream>,
     /// While a request is answered: its caller's container.
     request_container: Option<Option<u64>>,
+    /// The containers' device lists, as stored and as the kernel holds them.
+    device_lists: HashMap<u64, ptags_core::devices::DeviceList>,
 }
 
 fn now_secs() -> u64 {
@@ -180,6 +183,7 @@ impl<'k> Daemon<'k> {
             copy_places,
             follow: None,
             request_container: None,
+            device_lists: HashMap::new(),
         };
         let rows = kernel.tasks().context("listing tasks")?;
         daemon.pipeline.namespaces_seen(&rows);
@@ -198,6 +202,9 @@ impl<'k> Daemon<'k> {
         daemon
             .restore_copies()
             .context("restoring containers' audit copies")?;
+        daemon
+            .restore_device_lists()
+            .context("restoring containers' device lists")?;
         Ok(daemon)
     }
 
@@ -352,6 +359,18 @@ impl<'k> Daemon<'k> {
                 let caller = self.caller(peer)?;
                 self.audit_policy_clear(&caller, *contid)
             }
+            Request::DeviceWrite { contid, writes } => {
+                let caller = self.caller(peer)?;
+                self.device_write(&caller, *contid, writes)
+            }
+            Request::DeviceGet { contid } => {
+                let caller = self.caller(peer)?;
+                self.device_get(&caller, *contid)
+            }
+            Request::DeviceClear { contid } => {
+                let caller = self.caller(peer)?;
+                self.device_clear(&caller, *contid)
+            }
             Request::AuditFollow {
                 contid,
                 after_serial,
@@ -475,6 +494,7 @@ impl<'k> Daemon<'k> {
                 self.outcome("CONTAINER_OP", records::drop(id), Some(id));
             }
         }
+        self.forget_device_list(id);
         // After its end is on record: the copy's last record.
         self.end_copy(id);
     }

@@ -67,6 +67,15 @@ impl Daemon<'_> {
         self.outcome("PTAGS_OP", body, contid);
     }
 
+    /// Whether the caller is container `contid`'s owner: the process
+    /// (the same one, by its start time) that set its ID.
+    pub(super) fn is_owner(&self, caller: &Caller, contid: u64) -> bool {
+        let pid = caller.pid();
+        self.registry.0.get(&contid).is_some_and(|r| {
+            r.owner_pid == pid && ptags_bpf::procfs::start_ticks(pid) == Some(r.owner_start)
+        })
+    }
+
     /// A live process's container, for records of requests about it.
     pub(super) fn contid_of(&self, pid: u32) -> Option<ContainerId> {
         let state = self.kernel.process_state(pid).ok().flatten()?;

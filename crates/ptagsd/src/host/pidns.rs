@@ -171,7 +171,10 @@ impl PidView {
             | Request::AuditPolicyGet { .. }
             | Request::AuditPolicyList {}
             | Request::AuditPolicyClear { .. }
-            | Request::AuditFollow { .. } => {}
+            | Request::AuditFollow { .. }
+            | Request::DeviceWrite { .. }
+            | Request::DeviceGet { .. }
+            | Request::DeviceClear { .. } => {}
         }
         Ok(req)
     }

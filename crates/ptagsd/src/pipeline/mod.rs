@@ -729,6 +729,18 @@ impl<'k> Pipeline<'k> {
                     }
                     continue;
                 }
+                // Always recorded: the kernel bounds their rate.
+                EventKind::Device => {
+                    let chain = ContainerId::new(e.contid).map(|id| self.chain(id, containers));
+                    let body = records::device_denial(e, chain.as_ref());
+                    let mut record = Record::daemon("PTAGS_DEVICE", at, body);
+                    record.pid = Some(e.pid);
+                    record.contid = contid;
+                    record.scope = self.scope(contid.as_slice(), containers);
+                    record.local = Some(e.local);
+                    self.router.route(record);
+                    continue;
+                }
                 EventKind::Exit => {
                     self.enricher.exited(e.tid, e.contid, at_ms, e.local);
                     "PTAGS_EXIT"

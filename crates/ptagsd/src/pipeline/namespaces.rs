@@ -317,6 +317,7 @@ mod tests {
                 old_inum: before.inum,
                 child_pid: (seen == Seen::Clone).then_some(51),
             }),
+            device: None,
         }
     }
 

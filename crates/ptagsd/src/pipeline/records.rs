@@ -175,6 +175,87 @@ pub fn audit_policy(
     format_fields(&fields)
 }
 
+/// `CONTAINER_OP op=devices`: writes to a container's device list
+/// (`writes`, one per line), or its clearing; the list after (its
+/// default and number of exceptions; `default=none`: not fenced).
+pub fn devices(
+    contid: u64,
+    writes: Option<&[String]>,
+    after: Option<&ptags_core::devices::DeviceList>,
+    caller: &Subject,
+    failure: Option<&Error>,
+) -> String {
+    let mut fields = vec![
+        ("op".to_owned(), "devices".to_owned()),
+        (
+            "action".to_owned(),
+            if writes.is_some() { "write" } else { "clear" }.to_owned(),
+        ),
+        ("contid".to_owned(), contid.to_string()),
+    ];
+    if let Some(writes) = writes {
+        text_fields(&mut fields, &writes.join("\n"));
+    }
+    let default = match after {
+        None => "none",
+        Some(l) if l.default_allow => "allow",
+        Some(_) => "deny",
+    };
+    fields.push(("default".into(), default.into()));
+    fields.push((
+        "exceptions".into(),
+        after.map_or(0, |l| l.exceptions.len()).to_string(),
+    ));
+    caller.push_fields(&mut fields);
+    result_fields(&mut fields, failure);
+    format_fields(&fields)
+}
+
+/// `PTAGS_DEVICE`: a container's device list refused a task's open or
+/// mknod: the task, its container, the list that refused (the task's
+/// container's or an ancestor's), the device and the access asked.
+pub fn device_denial(e: &Event, chain: Option<&Chain>) -> String {
+    let d = e.device.unwrap_or(ptags_bpf::DeviceDenial {
+        list: e.contid,
+        kind: 0,
+        major: 0,
+        minor: 0,
+        access: 0,
+        suppressed: 0,
+    });
+    let kind = match d.kind {
+        1 => "b",
+        2 => "c",
+        _ => "?",
+    };
+    // BPF_DEVCG_ACC_*: mknod 1, read 2, write 4; written as rwm.
+    let access: String = [(2, 'r'), (4, 'w'), (1, 'm')]
+        .iter()
+        .filter(|(bit, _)| d.access & bit != 0)
+        .map(|&(_, c)| c)
+        .collect();
+    let mut fields = vec![
+        ("pid".to_owned(), e.pid.to_string()),
+        ("tid".to_owned(), e.tid.to_string()),
+        ("ppid".to_owned(), e.ppid.to_string()),
+        ("uid".to_owned(), e.uid.to_string()),
+        ("auid".to_owned(), e.loginuid.to_string()),
+        ("ses".to_owned(), e.sessionid.to_string()),
+        ("comm".to_owned(), encode_untrusted(e.comm.as_bytes())),
+        ("contid".to_owned(), chain_text(chain)),
+        ("list".to_owned(), d.list.to_string()),
+        ("devtype".to_owned(), kind.to_owned()),
+        ("major".to_owned(), d.major.to_string()),
+        ("minor".to_owned(), d.minor.to_string()),
+        ("access".to_owned(), access),
+        ("res".to_owned(), "denied".to_owned()),
+    ];
+    if d.suppressed > 0 {
+        fields.push(("suppressed".into(), d.suppressed.to_string()));
+    }
+    format_fields(&fields)
+}
+
 /// `CONTAINER_OP op=panic`: a container stopped because its copy could
 /// not keep up (`reason=queue-full`) or it went over its rate quota
 /// (`reason=rate`): how, how many tasks, and how long it took.

@@ -95,7 +95,9 @@ impl Runc {
             std::fs::create_dir_all(rootfs.join(dir)).unwrap();
         }
         std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "sleep", "cat", "true", "unshare"] {
+        for applet in [
+            "sh", "sleep", "cat", "true", "unshare", "mknod", "head", "wc", "grep",
+        ] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
         std::fs::copy(cli_path(), rootfs.join("ptags")).unwrap();
