@@ -272,3 +272,58 @@ pub fn audit_policy(data: &[u8]) {
         }
     }
 }
+
+/// Device rules and lists (issue 19), from any bytes: as writes (one per
+/// line), the first byte choosing between a device request's writes, a
+/// stored listing and a bundle's config.json. A write that parses prints
+/// back as a rule that parses to itself; a list built from writes lists
+/// back to itself; a list that narrows another grants nothing it refuses
+/// on the devices its rules name.
+pub fn device_rules(data: &[u8]) {
+    use ptags_core::devices::{parse_write, DeviceList, DeviceRule, DeviceType};
+    use ptags_core::oci_devices::runtime_device_list;
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode % 3 == 2 {
+        if let Ok(list) = runtime_device_list(rest) {
+            let text = list.rules().join("\n");
+            assert_eq!(DeviceList::parse_listing(&text).as_ref(), Ok(&list));
+        }
+        return;
+    }
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return;
+    };
+    if mode % 3 == 1 {
+        if let Ok(list) = DeviceList::parse_listing(text) {
+            let again = list.rules().join("\n");
+            assert_eq!(DeviceList::parse_listing(&again).as_ref(), Ok(&list));
+        }
+        return;
+    }
+    let (mut one, mut two) = (DeviceList::default(), DeviceList::default());
+    for (i, line) in text.lines().enumerate() {
+        let Ok((allow, rule)) = parse_write(line) else {
+            continue;
+        };
+        assert_eq!(DeviceRule::parse(&rule.to_string()), Ok(rule));
+        let list = if i % 2 == 0 { &mut one } else { &mut two };
+        if list.write(allow, rule).is_err() {
+            return;
+        }
+    }
+    for list in [&one, &two] {
+        let text = list.rules().join("\n");
+        assert_eq!(DeviceList::parse_listing(&text).as_ref(), Ok(list));
+    }
+    if two.narrows(&one).is_ok() {
+        for rule in one.exceptions.iter().chain(&two.exceptions) {
+            for kind in [DeviceType::Block, DeviceType::Char] {
+                let (major, minor) = (rule.major.unwrap_or(0), rule.minor.unwrap_or(0));
+                let asked = rule.access;
+                assert!(!two.allows(kind, major, minor, asked) || one.allows(kind, major, minor, asked));
+            }
+        }
+    }
+}

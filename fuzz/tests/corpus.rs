@@ -52,3 +52,8 @@ fn oci_state_corpus() {
 fn audit_policy_corpus() {
     replay("audit_policy", ptags_fuzz::audit_policy);
 }
+
+#[test]
+fn device_rules_corpus() {
+    replay("device_rules", ptags_fuzz::device_rules);
+}

@@ -135,6 +135,11 @@ impl Daemon<'_> {
                 .unfence_devices()
                 .map_err(|e| Error::internal(format!("{e}")));
         }
+        self.fence()
+    }
+
+    /// Attaches the program at the cgroup v2 root, unless it is.
+    fn fence(&self) -> Result<(), Error> {
         let root = host::cgroup::v2_root().ok_or_else(|| {
             Error::new(
                 Errno::Eopnotsupp,
@@ -143,14 +148,18 @@ impl Daemon<'_> {
         })?;
         self.kernel
             .fence_devices(&root)
-            .map_err(|e| Error::internal(format!("{e}")))
+            .map_err(|e| Error::internal(format!("attaching the device program: {e}")))
     }
 
+    /// The owner's standing goes to its helpers too (its children, as a
+    /// runtime's hook, whom the container-ID rules let set the ID on the
+    /// runtime's behalf): an owner may only narrow.
     fn standing(&self, caller: &Caller, contid: u64) -> Standing {
+        let helper = parent_of(caller.pid()).is_some_and(|p| self.owned_by(p, contid));
         Standing {
             host_admin: caller.creds.has_cap(CAP_SYS_ADMIN)
                 && self.contid_of(caller.pid()).is_none(),
-            owner: self.is_owner(caller, contid),
+            owner: helper || self.is_owner(caller, contid),
         }
     }
 
@@ -219,13 +228,11 @@ impl Daemon<'_> {
                 }
             }
         }
-        if new.is_some() && host::cgroup::v2_root().is_none() {
-            return Err(Error::new(
-                Errno::Eopnotsupp,
-                "this machine has no cgroup v2 hierarchy: device lists cannot be enforced",
-            ));
+        // Enforceable, then durable, then enforced: a list is never
+        // stored that the kernel cannot hold the container to.
+        if new.is_some() {
+            self.fence()?;
         }
-        // Durable, then enforced.
         let listing = new.as_ref().map(|l| l.rules().join("\n"));
         self.store
             .put_device_list(contid, listing.as_deref())
@@ -316,6 +323,17 @@ impl Daemon<'_> {
             warn!("{e}");
         }
     }
+}
+
+/// Process `pid`'s parent (`/proc/PID/stat`, after the name).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn unknown(contid: u64) -> Error {

@@ -70,7 +70,12 @@ impl Daemon<'_> {
     /// Whether the caller is container `contid`'s owner: the process
     /// (the same one, by its start time) that set its ID.
     pub(super) fn is_owner(&self, caller: &Caller, contid: u64) -> bool {
-        let pid = caller.pid();
+        self.owned_by(caller.pid(), contid)
+    }
+
+    /// Whether process `pid` (the same one, by its start time) set
+    /// container `contid`'s ID.
+    pub(super) fn owned_by(&self, pid: u32, contid: u64) -> bool {
         self.registry.0.get(&contid).is_some_and(|r| {
             r.owner_pid == pid && ptags_bpf::procfs::start_ticks(pid) == Some(r.owner_start)
         })
