@@ -13,6 +13,9 @@ use crate::pins;
 use crate::skel::types::{ptags_device_key, ptags_device_list};
 use crate::{Context, Result};
 
+/// The device program's attach point, while any container has a list.
+pub const DEVICES_ATTACH: &str = "cgroup/dev (cgroup v2 root)";
+
 /// `PTAGS_DEV_ANY`: a `*` major or minor.
 const ANY: u32 = u32::MAX;
 
@@ -54,14 +57,7 @@ impl Kernel {
 
     /// Whether the device program is attached at the cgroup root.
     pub fn devices_fenced(&self) -> bool {
-        self.dev_link
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
-            || self
-                .pin_dir
-                .as_ref()
-                .is_some_and(|d| pins::path(d, pins::DEV_LINK).exists())
+        self.link_present(&self.dev_link, pins::DEV_LINK)
     }
 
     /// Attaches the device program at `root`, the root of the cgroup v2

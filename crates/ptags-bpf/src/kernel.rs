@@ -890,14 +890,20 @@ impl Kernel {
 
     /// Whether the setns program is attached.
     pub fn setns_attached(&self) -> bool {
-        self.setns_link
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.link_present(&self.setns_link, pins::SETNS_LINK)
+    }
+
+    /// Whether a link attached on demand is: held, or pinned as `name`.
+    pub(crate) fn link_present(
+        &self,
+        held: &std::sync::Mutex<Option<OwnedFd>>,
+        name: &str,
+    ) -> bool {
+        held.lock().unwrap_or_else(|e| e.into_inner()).is_some()
             || self
                 .pin_dir
                 .as_ref()
-                .is_some_and(|d| pins::path(d, pins::SETNS_LINK).exists())
+                .is_some_and(|d| pins::path(d, name).exists())
     }
 
     fn attach_setns(&self) -> Result<()> {

@@ -15,7 +15,7 @@ pub mod probe;
 pub mod procfs;
 mod task;
 
-pub use devices::DeviceException;
+pub use devices::{DeviceException, DEVICES_ATTACH};
 pub use kernel::{
     DeviceDenial, Event, EventKind, EventReader, Join, Kernel, LocalPids, LostCounts, NsWatch,
     Options, Set, ATTACHED, SETNS_ATTACH,

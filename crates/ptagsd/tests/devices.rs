@@ -166,6 +166,7 @@ fn a_runc_container_is_held_to_its_device_list_wherever_its_cgroup_goes() {
         d.pin_dir.join("link_dev").exists(),
         "attached at the cgroup root"
     );
+    assert!(stdout(&d.ptags(&["status"])).contains("cgroup/dev"));
 
     // Root inside makes a node of the disk and cannot open it.
     let open_disk = "head -c1 /tmp/disk >/dev/null && echo opened || echo refused";
@@ -275,6 +276,7 @@ fn a_runc_container_is_held_to_its_device_list_wherever_its_cgroup_goes() {
     runc.delete("fenced");
     runc.delete("granted");
     common::wait_until(|| !d.pin_dir.join("link_dev").exists());
+    assert!(!stdout(&d.ptags(&["status"])).contains("cgroup/dev"));
     let gone = d.ptags(&["device", "list", "7701"]);
     assert!(stderr(&gone).contains("ENOENT"), "{}", stderr(&gone));
     drop(cg);

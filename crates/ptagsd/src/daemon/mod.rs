@@ -678,6 +678,11 @@ impl<'k> Daemon<'k> {
                         .setns_attached()
                         .then_some(&ptags_bpf::SETNS_ATTACH),
                 )
+                .chain(
+                    self.kernel
+                        .devices_fenced()
+                        .then_some(&ptags_bpf::DEVICES_ATTACH),
+                )
                 .map(|s| s.to_string())
                 .collect(),
             tag_sets: self.interner.count(),

@@ -151,6 +151,26 @@ pub fn container_op(
     format_fields(&fields)
 }
 
+/// The head of a `CONTAINER_OP` about a setting of a container's: `op`,
+/// `action` (`changed` with a text, `clear` without), `contid`, the text.
+fn setting_fields(
+    op: &str,
+    changed: &str,
+    contid: u64,
+    text: Option<&str>,
+) -> Vec<(String, String)> {
+    let action = if text.is_some() { changed } else { "clear" };
+    let mut fields = vec![
+        ("op".to_owned(), op.to_owned()),
+        ("action".to_owned(), action.to_owned()),
+        ("contid".to_owned(), contid.to_string()),
+    ];
+    if let Some(text) = text {
+        text_fields(&mut fields, text);
+    }
+    fields
+}
+
 /// `CONTAINER_OP op=audit-policy`: a container's copy set (with its
 /// policy's text) or cleared (`text` none).
 pub fn audit_policy(
@@ -159,17 +179,7 @@ pub fn audit_policy(
     caller: &Subject,
     failure: Option<&Error>,
 ) -> String {
-    let mut fields = vec![
-        ("op".to_owned(), "audit-policy".to_owned()),
-        (
-            "action".to_owned(),
-            if text.is_some() { "set" } else { "clear" }.to_owned(),
-        ),
-        ("contid".to_owned(), contid.to_string()),
-    ];
-    if let Some(text) = text {
-        text_fields(&mut fields, text);
-    }
+    let mut fields = setting_fields("audit-policy", "set", contid, text);
     caller.push_fields(&mut fields);
     result_fields(&mut fields, failure);
     format_fields(&fields)
@@ -185,17 +195,8 @@ pub fn devices(
     caller: &Subject,
     failure: Option<&Error>,
 ) -> String {
-    let mut fields = vec![
-        ("op".to_owned(), "devices".to_owned()),
-        (
-            "action".to_owned(),
-            if writes.is_some() { "write" } else { "clear" }.to_owned(),
-        ),
-        ("contid".to_owned(), contid.to_string()),
-    ];
-    if let Some(writes) = writes {
-        text_fields(&mut fields, &writes.join("\n"));
-    }
+    let text = writes.map(|w| w.join("\n"));
+    let mut fields = setting_fields("devices", "write", contid, text.as_deref());
     let default = match after {
         None => "none",
         Some(l) if l.default_allow => "allow",
