@@ -1299,6 +1299,26 @@ fn a_device_list_fences_the_container_not_the_cgroup() {
     assert_eq!(open(&mut fenced, "/dev/zero"), "0", "char 1:* r granted");
     k.set_device_list(7401, Some((false, &[null]))).unwrap();
     assert_ne!(open(&mut fenced, "/dev/zero"), "0", "denied again");
+    // Through io_uring too, inline and by a worker thread (which the fork
+    // tracepoint never saw: judged by its process's leader).
+    let bin = std::env::temp_dir().join(format!("ptags-uring-open-{}", std::process::id()));
+    let built = std::process::Command::new("cc")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/uring_open.c"))
+        .arg("-o")
+        .arg(&bin)
+        .status()
+        .expect("cc, to build the io_uring helper");
+    assert!(built.success(), "building tests/uring_open.c");
+    for mode in ["0", "1"] {
+        let said = fenced.run(&format!("{} /dev/zero {mode}", bin.display()));
+        assert_eq!(said, "Operation not permitted", "io_uring, async={mode}");
+        let said = free.run(&format!("{} /dev/zero {mode}", bin.display()));
+        assert_eq!(
+            said, "opened",
+            "io_uring from an unlabelled task, async={mode}"
+        );
+    }
+    let _ = std::fs::remove_file(&bin);
     // A flood of denials: at most the kernel's rate is sent, the rest
     // counted and told with the next one sent.
     let _ = denials(&reader);

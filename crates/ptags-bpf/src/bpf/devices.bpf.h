@@ -104,15 +104,25 @@ static __always_inline void device_denied(struct bpf_cgroup_dev_ctx *ctx, struct
 	submit(e);
 }
 
+/* PF_IO_WORKER (include/linux/sched.h): an io_uring worker thread. */
+#define PTAGS_PF_IO_WORKER 0x00000010
+
 SEC("cgroup/dev")
 int ptags_dev(struct bpf_cgroup_dev_ctx *ctx)
 {
 	struct task_struct *t = bpf_get_current_task_btf();
-	struct ptags_task *s = bpf_task_storage_get(&task_state, t, 0, 0);
+	struct ptags_task *s;
 	__u32 type = ctx->access_type & 0xffff, access = ctx->access_type >> 16;
 	__u64 id;
 	int i;
 
+	/* io_uring's workers are threads of the process whose requests they
+	 * run, made by create_io_thread(), which the fork tracepoint never
+	 * sees: they hold no label of their own. An open they run is the
+	 * process's, judged by its leader's container. */
+	if (t->flags & PTAGS_PF_IO_WORKER)
+		t = t->group_leader;
+	s = bpf_task_storage_get(&task_state, t, 0, 0);
 	if (!s || !(s->state.flags & PTAGS_TASK_HAS_CONTID))
 		return 1;
 	id = s->state.contid;
