@@ -22,6 +22,26 @@ pub struct Config {
     pub collect: Collect,
     pub audit: Audit,
     pub namespaces: Namespaces,
+    pub files: Files,
+}
+
+/// The 2016 interface as files (docs/files.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Files {
+    pub mount: FilesMount,
+    pub mountpoint: PathBuf,
+}
+
+/// Whether ptagsd mounts the files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FilesMount {
+    /// When the machine has FUSE (/dev/fuse).
+    Auto,
+    /// Always; failing to start without FUSE.
+    Always,
+    Never,
 }
 
 /// The trail's namespace records (NS_INFO, NS_CREATE, NS_CHANGE,
@@ -218,6 +238,7 @@ impl Config {
             ("state_dir", &self.state_dir),
             ("pin_dir", &self.pin_dir),
             ("log_dir", &self.log_dir),
+            ("files.mountpoint", &self.files.mountpoint),
         ] {
             if !path.is_absolute() {
                 bail!("{key} must be an absolute path, not {}", path.display());

@@ -153,7 +153,7 @@ fn serve(config: Config) -> Result<()> {
     // Requests through the root-only socket have a queue of their own,
     // served before anything else: no user's queued requests delay them.
     let (priority, priority_jobs) = sync_channel::<Job>(64);
-    let submit: server::Submit = Box::new(move |job: Job| {
+    let submit: control::files::SubmitFn = Arc::new(move |job: Job| {
         if job.priority {
             let sent = priority.send(job).is_ok();
             // The daemon's queue full means it is busy: it looks at the
@@ -164,7 +164,12 @@ fn serve(config: Config) -> Result<()> {
             inputs.send(Input::Request(job)).is_ok()
         }
     });
-    server::start(&config, Arc::clone(&counters), submit)?;
+    let files = mount_files(&config, Arc::clone(&submit))?;
+    server::start(
+        &config,
+        Arc::clone(&counters),
+        Box::new(move |job| submit(job)),
+    )?;
     warn_of_ptrace_scope();
     raise_file_limit();
     info!(
@@ -188,6 +193,8 @@ fn serve(config: Config) -> Result<()> {
     if let Err(e) = kernel.set_events(false, false, config.ns_watch()) {
         warn!("switching exec and exit events off: {e}");
     }
+    // Unmounted while the daemon is still there to fail what waits.
+    drop(files);
     drop(daemon);
     server::remove_socket(&config.socket);
     info!(
@@ -195,6 +202,26 @@ fn serve(config: Config) -> Result<()> {
         config.pin_dir.display()
     );
     result
+}
+
+/// Mounts the 2016 files when the configuration asks.
+fn mount_files(
+    config: &Config,
+    submit: control::files::SubmitFn,
+) -> Result<Option<control::files::Files>> {
+    use config::FilesMount;
+    let fuse = std::path::Path::new("/dev/fuse").exists();
+    match config.files.mount {
+        FilesMount::Never => return Ok(None),
+        FilesMount::Auto if !fuse => {
+            info!("no /dev/fuse: the files are not mounted (files.mount = \"auto\")");
+            return Ok(None);
+        }
+        _ => {}
+    }
+    let files = control::files::Files::mount(&config.files.mountpoint, submit)?;
+    info!("the files are at {}", config.files.mountpoint.display());
+    Ok(Some(files))
 }
 
 /// Raises the soft limit of open files to the hard one: connections and

@@ -3,6 +3,7 @@
 //! go one way, to the daemon's thread (`crate::daemon`), which alone
 //! changes the kernel's state; answers come back on the same connection.
 
+pub mod files;
 pub mod peer;
 mod quota;
 pub mod server;

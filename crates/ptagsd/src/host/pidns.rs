@@ -119,7 +119,7 @@ impl PidView {
 
     /// What task `tid` (a daemon pid) is called in this namespace, if it
     /// is in it or below it.
-    fn local(&self, tid: u32, status_path: &str) -> Option<u32> {
+    pub(crate) fn local(&self, tid: u32, status_path: &str) -> Option<u32> {
         let pids = nspids(tid, status_path)?;
         let local = *pids.get(self.level)?;
         let up = pids.len() - 1 - self.level;

@@ -116,10 +116,16 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "socket = {:?}\nstate_dir = {:?}\npin_dir = {:?}\n{}{}{}",
+                "socket = {:?}\nstate_dir = {:?}\npin_dir = {:?}\n{}{}{}{}",
                 self.socket(),
                 d.join("state"),
                 self.pin_dir,
+                // Each daemon's files in its own directory.
+                if self.extra.contains("[files]") {
+                    String::new()
+                } else {
+                    format!("files.mountpoint = {:?}\n", d.join("proc"))
+                },
                 if self.extra.contains("log_dir") {
                     String::new()
                 } else {
@@ -282,6 +288,17 @@ impl Drop for Daemon {
             }
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // A killed daemon's files stay mounted, stale, until detached.
+        if let Ok(c) = std::ffi::CString::new(
+            self.dir
+                .path()
+                .join("proc")
+                .into_os_string()
+                .into_encoded_bytes(),
+        ) {
+            // SAFETY: a NUL-terminated path; MNT_DETACH, best effort.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         }
         ptags_bpf::Kernel::reset(&self.pin_dir).expect("removing the test's pins");
         assert!(
