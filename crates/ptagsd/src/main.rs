@@ -219,7 +219,7 @@ fn mount_files(
         }
         _ => {}
     }
-    let files = control::files::Files::mount(&config.files.mountpoint, submit)?;
+    let files = control::files::Files::mount(&config.files.mountpoint, submit, &config.limits)?;
     info!("the files are at {}", config.files.mountpoint.display());
     Ok(Some(files))
 }

@@ -11,6 +11,19 @@ use std::path::{Path, PathBuf};
 use common::trail::{read_trail, wait_for_trail};
 use common::{can_run, test_user, Daemon};
 
+/// Whether the machine has FUSE; a loud skip (a failure in CI) if not.
+fn has_fuse(test: &str) -> bool {
+    if Path::new("/dev/fuse").exists() {
+        return true;
+    }
+    assert!(
+        !common::skips_fail(),
+        "{test}: FUSE (/dev/fuse) is required"
+    );
+    eprintln!("SKIPPED {test}: no /dev/fuse (modprobe fuse)");
+    false
+}
+
 fn mnt(d: &Daemon) -> PathBuf {
     d.dir.path().join("proc")
 }
@@ -33,7 +46,7 @@ fn mounted(path: &Path) -> bool {
 
 #[test]
 fn writes_through_the_files_are_the_writers_requests() {
-    if !can_run("files_writes") {
+    if !can_run("files_writes") || !has_fuse("files_writes") {
         return;
     }
     let d = Daemon::start("files-writes", "");
@@ -113,6 +126,47 @@ fn writes_through_the_files_are_the_writers_requests() {
         PathBuf::from(me.to_string())
     );
 
+    // A thread that dropped its IDs alone (the raw system call changes
+    // the calling thread's credentials only) is judged as itself, not as
+    // its root process.
+    let mut root_target = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let target_tags = mnt(&d).join(format!("{}/attr/ptags", root_target.id()));
+    let target_contid = mnt(&d).join(format!("{}/audit_containerid", root_target.id()));
+    let dropped = std::thread::spawn(move || {
+        // SAFETY: a raw setresuid changes this thread's credentials alone.
+        let r = unsafe { libc::syscall(libc::SYS_setresuid, u, u, u) };
+        assert_eq!(r, 0);
+        let wrote = std::fs::write(&target_tags, "+DROPPED\n");
+        let read = std::fs::read_to_string(&target_contid);
+        (
+            wrote.map_err(|e| e.raw_os_error()),
+            read.map_err(|e| e.raw_os_error()),
+        )
+    })
+    .join()
+    .unwrap();
+    assert_eq!(dropped, (Err(Some(libc::EPERM)), Err(Some(libc::EPERM))));
+    let _ = root_target.kill();
+    let _ = root_target.wait();
+
+    // A user's changes are held to its rate, as through the socket.
+    let out = bash(
+        &d,
+        &format!(
+            "ptags run --write +@ptags:UMCM:add -- setpriv --reuid {u} --regid {u} --clear-groups \
+               bash -c 'n=0; for i in $(seq 300); do echo +UMCM:r$i > $M/$$/attr/ptags 2>/dev/null || n=$((n+1)); done; echo refused=$n'"
+        ),
+    );
+    let refused: u32 = out
+        .split("refused=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(refused > 0, "300 changes at once, none held back: {out}");
+
     // A reader in a PID namespace of its own names processes by its
     // pids, and sees only its own.
     let out = bash(
@@ -142,7 +196,7 @@ fn writes_through_the_files_are_the_writers_requests() {
 
 #[test]
 fn audit_containerid_takes_a_decimal_id_by_the_rules() {
-    if !can_run("files_contid") {
+    if !can_run("files_contid") || !has_fuse("files_contid") {
         return;
     }
     let d = Daemon::start("files-contid", "");
@@ -181,7 +235,7 @@ fn audit_containerid_takes_a_decimal_id_by_the_rules() {
 
 #[test]
 fn the_files_survive_heavy_use_and_a_killed_daemon() {
-    if !can_run("files_heavy") {
+    if !can_run("files_heavy") || !has_fuse("files_heavy") {
         return;
     }
     let mut d = Daemon::start("files-heavy", "");

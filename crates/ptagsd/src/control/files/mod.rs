@@ -11,7 +11,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use fuser::{
@@ -23,9 +23,11 @@ use ptags_proto::{Request, Response, Target};
 
 use self::nodes::{Kind, Node};
 use super::peer::{Ceiling, Peer};
+use super::quota::{ChangeRate, Holder};
 use super::server::Job;
-use crate::host::pidns::PidView;
-use crate::host::Pidfd;
+use crate::config::Limits;
+use crate::host::pidns::{share_namespace, PidView};
+use crate::host::{Creds, Pidfd};
 
 /// Hands a job to the daemon's thread; false when it has stopped.
 pub type SubmitFn = Arc<dyn Fn(Job) -> bool + Send + Sync>;
@@ -51,7 +53,7 @@ pub struct Files {
 impl Files {
     /// Mounts the files at `mountpoint` (made if missing), after
     /// detaching a stale mount a killed daemon left there.
-    pub fn mount(mountpoint: &Path, submit: SubmitFn) -> Result<Files> {
+    pub fn mount(mountpoint: &Path, submit: SubmitFn, limits: &Limits) -> Result<Files> {
         // A killed daemon's mount answers nothing (ENOTCONN) until
         // detached.
         if mounted_at(mountpoint) {
@@ -71,7 +73,11 @@ impl Files {
         // Every user reaches the files; the daemon judges each request.
         config.acl = fuser::SessionACL::All;
         config.n_threads = Some(2);
-        let session = fuser::spawn_mount(Tree { submit }, mountpoint, &config)
+        let tree = Tree {
+            submit,
+            changes: ChangeRate::new(limits.changes_per_sec_per_uid, limits.changes_burst_per_uid),
+        };
+        let session = fuser::spawn_mount(tree, mountpoint, &config)
             .with_context(|| format!("mounting the files at {}", mountpoint.display()))?;
         Ok(Files {
             session: Some(session),
@@ -121,6 +127,8 @@ fn detach(path: &Path) {
 
 struct Tree {
     submit: SubmitFn,
+    /// Each user's rate of changes, as the socket's (counted apart).
+    changes: ChangeRate,
 }
 
 /// The errno of a daemon error, for the kernel.
@@ -135,15 +143,44 @@ impl Tree {
     fn ask(&self, req: &fuser::Request, request: Request) -> Result<Response, crate::error::Error> {
         let tid = req.pid();
         let pid = ptags_bpf::procfs::tgid_of(tid).ok_or_else(|| crate::error::Error::gone(tid))?;
+        let writer = Pidfd::open(pid)?;
+        // Credentials are a thread's: the daemon judges the process's, so
+        // a thread whose own differ (one that dropped its IDs or
+        // capabilities alone) is judged without capabilities and tags,
+        // as a socket's writer that is not its connector.
+        let thread = Creds::read(tid)?;
+        let process = Creds::read(pid)?;
+        let same = (thread.uids, thread.gids, thread.cap_eff, thread.init_userns)
+            == (
+                process.uids,
+                process.gids,
+                process.cap_eff,
+                process.init_userns,
+            );
+        let (ceiling, connector_wrote) = match same {
+            true => (
+                Ceiling {
+                    cap_eff: thread.cap_eff,
+                    init_userns: thread.init_userns,
+                },
+                true,
+            ),
+            false => (Ceiling::NOTHING, false),
+        };
+        if request.changes() {
+            let holder = Holder::of(thread.uids[0], share_namespace(pid).unwrap_or(0));
+            let privileged = same && thread.privileged();
+            if !privileged && !self.changes.allow(holder, Instant::now()) {
+                return Err(crate::error::Error::new(
+                    ptags_core::Errno::Eagain,
+                    "more changes than limits.changes_per_sec_per_uid allows; try again",
+                ));
+            }
+        }
         let peer = Peer {
-            writer: Pidfd::open(pid)?,
-            // The process's own capabilities, nothing above them: it made
-            // the system call itself.
-            ceiling: Ceiling {
-                cap_eff: u64::MAX,
-                init_userns: true,
-            },
-            connector_wrote: true,
+            writer,
+            ceiling,
+            connector_wrote,
         };
         let (reply, answer) = sync_channel(1);
         let job = Job {
@@ -313,17 +350,18 @@ impl Filesystem for Tree {
     }
 
     /// A truncation (`>` opens with O_TRUNC) changes nothing: these files
-    /// hold no bytes of their own.
+    /// hold no bytes of their own. Their mode, owner and times are not
+    /// anyone's to change.
     fn setattr(
         &self,
         _req: &fuser::Request,
         ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         _size: Option<u64>,
-        _atime: Option<fuser::TimeOrNow>,
-        _mtime: Option<fuser::TimeOrNow>,
+        atime: Option<fuser::TimeOrNow>,
+        mtime: Option<fuser::TimeOrNow>,
         _ctime: Option<std::time::SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<std::time::SystemTime>,
@@ -332,6 +370,9 @@ impl Filesystem for Tree {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        if mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some() {
+            return reply.error(Errno::EPERM);
+        }
         match Node::from_ino(ino.0) {
             Some(node) if Tree::exists(node) => reply.attr(&NO_CACHE, &Tree::attr(node)),
             _ => reply.error(Errno::ENOENT),
