@@ -13,15 +13,8 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ptags_proto::{read_frame, write_frame, Request, RequestFrame, ResponseFrame, Target};
-
-fn exchange(s: &mut UnixStream, req: &Request) {
-    write_frame(s, &RequestFrame::new(req.clone()).encode()).unwrap();
-    let (body, ()) = read_frame(s, 1 << 30, |_| Ok(())).unwrap();
-    ResponseFrame::decode(&body)
-        .unwrap()
-        .unwrap_or_else(|f| panic!("{req:?}: {f}"));
-}
+use common::exchange;
+use ptags_proto::{Request, Target};
 
 fn timed(n: usize, mut op: impl FnMut(usize)) -> Vec<Duration> {
     (0..n)

@@ -355,3 +355,14 @@ pub fn wait_until(mut cond: impl FnMut() -> bool) {
     }
     panic!("condition not reached in 10 s");
 }
+
+/// Sends one request on a connection and waits for its answer, which
+/// must be a success (for the benchmarks).
+pub fn exchange(s: &mut std::os::unix::net::UnixStream, req: &ptags_proto::Request) {
+    use ptags_proto::{read_frame, write_frame, RequestFrame, ResponseFrame};
+    write_frame(s, &RequestFrame::new(req.clone()).encode()).unwrap();
+    let (body, ()) = read_frame(s, 1 << 30, |_| Ok(())).unwrap();
+    ResponseFrame::decode(&body)
+        .unwrap()
+        .unwrap_or_else(|f| panic!("{req:?}: {f}"));
+}
