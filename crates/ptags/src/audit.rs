@@ -20,7 +20,8 @@ pub enum AuditCommand {
     /// Print the events that match every filter given.
     #[command(after_help = "Examples:\n  ptags audit search --contid 7 --nested\n  \
         ptags audit search --type CONTAINER_OP --since 2026-11-22T08:00 --format interpreted\n  \
-        ptags audit search -i /var/log/ptags/audit.log.1 --pid 1234 --format json\n\
+        ptags audit search -i /var/log/ptags/audit.log.1 --pid 1234 --format json\n  \
+        ptags audit search --contid 7 audit.log.2 audit.log.1   (files as ausearch -if takes them)\n\
         Exit status: 0 when something matched, 1 when nothing did, 2 on error.")]
     Search(SearchArgs),
     /// Per container: its creation, processes, execs, tag changes, records; and losses.
@@ -44,6 +45,9 @@ pub struct Files {
     /// of --log-dir, rotated ones first.
     #[arg(short = 'i', long = "input", value_name = "FILE")]
     inputs: Vec<PathBuf>,
+    /// Log files, as with -i (after those of -i, in the order given).
+    #[arg(value_name = "FILE")]
+    named: Vec<PathBuf>,
     /// Where ptagsd writes the trail.
     #[arg(long, value_name = "DIR", default_value = "/var/log/ptags")]
     log_dir: PathBuf,
@@ -69,9 +73,15 @@ impl Files {
             .collect()
     }
 
+    /// The files named on the command line (-i and positional).
+    fn chosen(&self) -> Vec<PathBuf> {
+        self.inputs.iter().chain(&self.named).cloned().collect()
+    }
+
     fn list(&self) -> Result<Vec<PathBuf>> {
-        if !self.inputs.is_empty() {
-            return Ok(self.inputs.clone());
+        let chosen = self.chosen();
+        if !chosen.is_empty() {
+            return Ok(chosen);
         }
         let mut rotated: Vec<(u32, PathBuf)> = Vec::new();
         let entries = std::fs::read_dir(&self.log_dir)
@@ -518,7 +528,7 @@ fn verify(args: VerifyArgs) -> Result<ExitCode> {
             to,
             recorded: true,
         },
-    ) = (&broken, args.files.inputs.is_empty(), &beginning)
+    ) = (&broken, args.files.chosen().is_empty(), &beginning)
     {
         let first = files
             .first()
