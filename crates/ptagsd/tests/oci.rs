@@ -617,3 +617,47 @@ fn containers_start_labelled_while_a_user_floods_the_socket() {
         "{records} PTAGS_REFUSED records in {seconds} s"
     );
 }
+
+/// Issue 21, section 4: a runtime that fails after createRuntime (the
+/// container's process cannot start) leaves no container behind: its ID
+/// is free and its setns program detached within a second, before any
+/// `runc delete`.
+#[test]
+fn a_container_whose_process_cannot_start_frees_its_id_at_once() {
+    let test = "a_container_whose_process_cannot_start";
+    if !can_run(test) || !has_runc(test) {
+        return;
+    }
+    let d = Daemon::start("oci-failed", "");
+    let runc = Runc::new();
+    let bundle = runc.bundle(
+        &d,
+        "broken",
+        &["/nonexistent"],
+        &[("io.ptags.contid", "6363")],
+    );
+    let out = runc
+        .cmd()
+        .args(["run", "-d", "--bundle", bundle.to_str().unwrap(), "broken"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the process cannot start");
+    let trail = common::trail::read_trail(&d.log_dir);
+    assert!(
+        trail.contains("op=set") && trail.contains("contid=6363 "),
+        "the hook labelled it first: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        trail
+    );
+    let started = std::time::Instant::now();
+    let status = || stdout(&d.ptags(&["status", "--json"]));
+    let gone = |s: &str| s.contains("\"container_count\":0") && !s.contains("sys_exit");
+    while !gone(&status()) && started.elapsed() < std::time::Duration::from_secs(1) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(gone(&status()), "after 1 s: {}\n{}", status(), d.log());
+    // Its end is on record: the ID is free again.
+    assert!(read_trail(&d.log_dir).contains("op=drop contid=6363 "));
+    let _ = runc.cmd().args(["delete", "--force", "broken"]).output();
+}
