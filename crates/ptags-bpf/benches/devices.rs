@@ -77,7 +77,7 @@ fn main() {
         eprintln!("SKIPPED devices benchmark: needs root to load BPF programs");
         return;
     }
-    let Some(root) = cgroup_v2_root() else {
+    let Some(root) = ptags_bpf::procfs::cgroup_v2_root() else {
         assert!(
             std::env::var("PTAGS_REQUIRE_BPF").as_deref() != Ok("1"),
             "the devices benchmark needs a cgroup v2 hierarchy"
@@ -123,16 +123,6 @@ fn main() {
     }
     // SAFETY: the fd bpf_enable_stats returned.
     unsafe { libc::close(stats) };
-}
-
-fn cgroup_v2_root() -> Option<std::path::PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mounts.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        right
-            .starts_with("cgroup2 ")
-            .then(|| std::path::PathBuf::from(left.split(' ').nth(4).unwrap()))
-    })
 }
 
 /// Nanoseconds the device program has run, in all.

@@ -93,6 +93,19 @@ pub fn tgid_of(tid: u32) -> Option<u32> {
     Some(Status::read(&format!("/proc/{tid}/status"))?.tgid)
 }
 
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on a
+/// unified machine, `/sys/fs/cgroup/unified` on a hybrid one), from
+/// `/proc/self/mountinfo`; `None` without one.
+pub fn cgroup_v2_root() -> Option<std::path::PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounts.lines().find_map(|line| {
+        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS ... - FSTYPE SOURCE SUPER
+        let (left, right) = line.split_once(" - ")?;
+        (right.split_whitespace().next() == Some("cgroup2"))
+            .then(|| left.split_whitespace().nth(4).map(std::path::PathBuf::from))?
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1225,16 +1225,7 @@ fn a_device_list_fences_the_container_not_the_cgroup() {
     let Some(k) = kernel_or_skip("a_device_list_fences_the_container") else {
         return;
     };
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let root = mounts
-        .lines()
-        .find_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            right
-                .starts_with("cgroup2 ")
-                .then(|| std::path::PathBuf::from(left.split(' ').nth(4).unwrap()))
-        })
-        .expect("a cgroup v2 hierarchy");
+    let root = ptags_bpf::procfs::cgroup_v2_root().expect("a cgroup v2 hierarchy");
     // Tried on a child cgroup: a program at the root fences the machine.
     let cg = TestCgroup(root.join(format!("ptags-test-dev-{}", std::process::id())));
     std::fs::create_dir(&cg.0).unwrap();

@@ -455,14 +455,7 @@ fn members(d: &Daemon, contid: u64) -> Vec<u32> {
 /// A new cgroup under the cgroup v2 hierarchy, for a container of the
 /// test's; `None` (said) on a machine without one.
 fn own_cgroup() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let root = mounts.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        right
-            .starts_with("cgroup2 ")
-            .then(|| PathBuf::from(left.split(' ').nth(4).unwrap()))
-    });
-    let Some(root) = root else {
+    let Some(root) = ptags_bpf::procfs::cgroup_v2_root() else {
         eprintln!("NOTE: no cgroup v2 here: the kill by cgroup.kill is not tested");
         return None;
     };

@@ -47,16 +47,7 @@ struct Cgroups(PathBuf);
 
 impl Cgroups {
     fn new() -> Cgroups {
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let root = mounts
-            .lines()
-            .find_map(|l| {
-                let (left, right) = l.split_once(" - ")?;
-                right
-                    .starts_with("cgroup2 ")
-                    .then(|| PathBuf::from(left.split(' ').nth(4).unwrap()))
-            })
-            .expect("a cgroup v2 hierarchy");
+        let root = ptags_bpf::procfs::cgroup_v2_root().expect("a cgroup v2 hierarchy");
         let dir = root.join(format!("ptags-test-devices-{}", std::process::id()));
         for child in ["a", "b"] {
             std::fs::create_dir_all(dir.join(child)).unwrap();

@@ -6,17 +6,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on a
-/// unified machine, `/sys/fs/cgroup/unified` on a hybrid one).
-pub fn v2_root() -> Option<PathBuf> {
-    let mounts = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mounts.lines().find_map(|line| {
-        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS ... - FSTYPE SOURCE SUPER
-        let (left, right) = line.split_once(" - ")?;
-        (right.split_whitespace().next() == Some("cgroup2"))
-            .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
-    })
-}
+pub use ptags_bpf::procfs::cgroup_v2_root as v2_root;
 
 /// A task's cgroup v2 path (`0::/path` of `/proc/PID/cgroup`).
 fn cgroup_of(pid: u32) -> Option<String> {

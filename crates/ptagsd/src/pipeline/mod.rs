@@ -731,8 +731,11 @@ impl<'k> Pipeline<'k> {
                 }
                 // Always recorded: the kernel bounds their rate.
                 EventKind::Device => {
+                    let Some(denial) = &e.device else {
+                        continue;
+                    };
                     let chain = ContainerId::new(e.contid).map(|id| self.chain(id, containers));
-                    let body = records::device_denial(e, chain.as_ref());
+                    let body = records::device_denial(e, denial, chain.as_ref());
                     let mut record = Record::daemon("PTAGS_DEVICE", at, body);
                     record.pid = Some(e.pid);
                     record.contid = contid;

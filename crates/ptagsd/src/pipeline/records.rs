@@ -215,15 +215,7 @@ pub fn devices(
 /// `PTAGS_DEVICE`: a container's device list refused a task's open or
 /// mknod: the task, its container, the list that refused (the task's
 /// container's or an ancestor's), the device and the access asked.
-pub fn device_denial(e: &Event, chain: Option<&Chain>) -> String {
-    let d = e.device.unwrap_or(ptags_bpf::DeviceDenial {
-        list: e.contid,
-        kind: 0,
-        major: 0,
-        minor: 0,
-        access: 0,
-        suppressed: 0,
-    });
+pub fn device_denial(e: &Event, d: &ptags_bpf::DeviceDenial, chain: Option<&Chain>) -> String {
     let kind = match d.kind {
         1 => "b",
         2 => "c",
@@ -235,22 +227,15 @@ pub fn device_denial(e: &Event, chain: Option<&Chain>) -> String {
         .filter(|(bit, _)| d.access & bit != 0)
         .map(|&(_, c)| c)
         .collect();
-    let mut fields = vec![
-        ("pid".to_owned(), e.pid.to_string()),
-        ("tid".to_owned(), e.tid.to_string()),
-        ("ppid".to_owned(), e.ppid.to_string()),
-        ("uid".to_owned(), e.uid.to_string()),
-        ("auid".to_owned(), e.loginuid.to_string()),
-        ("ses".to_owned(), e.sessionid.to_string()),
-        ("comm".to_owned(), encode_untrusted(e.comm.as_bytes())),
-        ("contid".to_owned(), chain_text(chain)),
+    let mut fields = task_fields(e, chain);
+    fields.extend([
         ("list".to_owned(), d.list.to_string()),
         ("devtype".to_owned(), kind.to_owned()),
         ("major".to_owned(), d.major.to_string()),
         ("minor".to_owned(), d.minor.to_string()),
         ("access".to_owned(), access),
         ("res".to_owned(), "denied".to_owned()),
-    ];
+    ]);
     if d.suppressed > 0 {
         fields.push(("suppressed".into(), d.suppressed.to_string()));
     }
@@ -457,7 +442,12 @@ pub fn repair(
 /// `PTAGS_EXEC`, `PTAGS_EXIT`: a task in a container started a program
 /// or exited.
 pub fn process_record(e: &Event, chain: Option<&Chain>) -> String {
-    let fields = vec![
+    format_fields(&task_fields(e, chain))
+}
+
+/// The task a kernel event is about, and its container chain.
+fn task_fields(e: &Event, chain: Option<&Chain>) -> Vec<(String, String)> {
+    vec![
         ("pid".to_owned(), e.pid.to_string()),
         ("tid".to_owned(), e.tid.to_string()),
         ("ppid".to_owned(), e.ppid.to_string()),
@@ -466,8 +456,7 @@ pub fn process_record(e: &Event, chain: Option<&Chain>) -> String {
         ("ses".to_owned(), e.sessionid.to_string()),
         ("comm".to_owned(), encode_untrusted(e.comm.as_bytes())),
         ("contid".to_owned(), chain_text(chain)),
-    ];
-    format_fields(&fields)
+    ]
 }
 
 #[cfg(test)]
