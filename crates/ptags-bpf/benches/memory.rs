@@ -1,7 +1,9 @@
-//! Kernel memory per labelled task: N sleeping processes, then each given
-//! a tag set and a container ID (one task-storage element each), with the
-//! kernel's slab accounting (/proc/meminfo `Slab`, and the objects of
-//! every slab cache, from /proc/slabinfo) read before and after.
+//! Kernel memory per labelled task: N sleeping processes, unlabelled, then
+//! each given a tag set and a container ID (one task-storage element
+//! each), with the kernel's slab accounting (/proc/meminfo `Slab`, and the
+//! objects of every slab cache, from /proc/slabinfo) read before the
+//! processes exist, with them unlabelled, and with them labelled: what a
+//! label adds, set beside what the kernel spends on a task anyway.
 //!
 //!     sudo cargo bench -p ptags-bpf --bench memory [-- TASKS]
 
@@ -52,6 +54,8 @@ fn main() {
         return;
     }
     let k = Kernel::open(&Options::default()).unwrap();
+    settle();
+    let none_kib = slab_kib();
     let mut children: Vec<Child> = (0..tasks)
         .map(|_| {
             Command::new("sleep")
@@ -97,6 +101,10 @@ fn main() {
         .collect();
     grown.sort_by_key(|(_, d)| -d);
     println!("{tasks} sleeping processes, then each labelled (tag set and container ID)");
+    println!(
+        "Slab (/proc/meminfo): {none_kib} KiB -> {before_kib} KiB: {:.0} bytes per unlabelled task (the kernel's own)",
+        (before_kib - none_kib) as f64 * 1024.0 / tasks as f64
+    );
     println!(
         "Slab (/proc/meminfo): {before_kib} KiB -> {after_kib} KiB: {:.0} bytes per labelled task",
         (after_kib - before_kib) as f64 * 1024.0 / tasks as f64

@@ -238,15 +238,12 @@ impl Event {
 
 /// The programs [`Kernel::open`] attaches (or finds attached through
 /// their pins), by attach point.
-pub const ATTACHED: [&str; 3] = [
+pub const ATTACHED: [&str; 4] = [
     "tp_btf/sched_process_fork",
     "tp_btf/sched_process_exec",
     "tp_btf/sched_process_exit",
+    "tp_btf/cgroup_attach_task",
 ];
-
-/// The setns program's attach point: attached only while a container has
-/// a setns policy, since it runs at the exit of every system call.
-pub const SETNS_ATTACH: &str = "tp_btf/sys_exit (setns)";
 
 /// What the kernel side could not do, per reason, summed over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -297,16 +294,27 @@ pub struct Kernel {
     pub(crate) device_rules: MapHandle,
     set_prog: OwnedFd,
     tasks_prog: OwnedFd,
-    setns_prog: OwnedFd,
     pub(crate) dev_prog: OwnedFd,
     /// The device program's link at the cgroup root while it is
     /// attached and not pinned.
     pub(crate) dev_link: std::sync::Mutex<Option<OwnedFd>>,
-    /// The setns program's link while it is attached and not pinned.
-    setns_link: std::sync::Mutex<Option<OwnedFd>>,
     /// Held while not pinned: dropping them detaches the programs.
     _links: Vec<Link>,
     pub(crate) pin_dir: Option<PathBuf>,
+}
+
+/// Attaches the programs that always run, in the order of
+/// [`pins::LINKS`] and [`ATTACHED`].
+fn attach_tracepoints(progs: &crate::skel::PtagsProgs<'_>) -> Result<[Link; 4]> {
+    let attach = |prog: &libbpf_rs::ProgramMut<'_>, point: &str| {
+        prog.attach().context(|| format!("attaching to {point}"))
+    };
+    Ok([
+        attach(&progs.ptags_fork, ATTACHED[0])?,
+        attach(&progs.ptags_exec, ATTACHED[1])?,
+        attach(&progs.ptags_exit, ATTACHED[2])?,
+        attach(&progs.ptags_cgroup_attach, ATTACHED[3])?,
+    ])
 }
 
 /// The version of the programs this build carries (build.rs).
@@ -377,44 +385,24 @@ impl Kernel {
                 .as_fd()
                 .try_clone_to_owned()
                 .context(|| "duplicating the task iterator".into())?,
-            setns_prog: skel
-                .progs
-                .ptags_setns
-                .as_fd()
-                .try_clone_to_owned()
-                .context(|| "duplicating the setns program".into())?,
             dev_prog: skel
                 .progs
                 .ptags_dev
                 .as_fd()
                 .try_clone_to_owned()
                 .context(|| "duplicating the device program".into())?,
-            setns_link: std::sync::Mutex::new(None),
             dev_link: std::sync::Mutex::new(None),
             _links: Vec::new(),
             pin_dir: options.pin_dir.clone(),
         };
         kernel.write_config(0)?;
-        let mut links = vec![
-            skel.progs
-                .ptags_fork
-                .attach()
-                .context(|| "attaching to sched_process_fork".into())?,
-            skel.progs
-                .ptags_exec
-                .attach()
-                .context(|| "attaching to sched_process_exec".into())?,
-            skel.progs
-                .ptags_exit
-                .attach()
-                .context(|| "attaching to sched_process_exit".into())?,
-        ];
+        let mut links = attach_tracepoints(&skel.progs)?;
         if let Some(dir) = &options.pin_dir {
             kernel.pin_all(dir, &mut links).inspect_err(|_| {
                 let _ = pins::remove_all(dir);
             })?;
         }
-        kernel._links = links;
+        kernel._links = links.into();
         Ok(kernel)
     }
 
@@ -443,7 +431,6 @@ impl Kernel {
         pins::pin_fd(&self.set_prog, dir, pins::SET_PROG)?;
         pins::pin_fd(&self.tasks_prog, dir, pins::TASKS_PROG)?;
         pins::pin_fd(&self.dev_prog, dir, pins::DEV_PROG)?;
-        pins::pin_fd(&self.setns_prog, dir, pins::SETNS_PROG)?;
         Ok(())
     }
 
@@ -457,11 +444,9 @@ impl Kernel {
         // The old links stay attached while these fds are held.
         let old: Vec<OwnedFd> = pins::LINKS
             .iter()
-            .chain([&pins::SETNS_LINK])
             .filter(|name| pins::path(dir, name).exists())
             .map(|name| pins::open_prog(dir, name))
             .collect::<Result<_>>()?;
-        let setns_was_on = pins::path(dir, pins::SETNS_LINK).exists();
         let mut storage = MaybeUninit::uninit();
         let mut open = PtagsSkelBuilder::default()
             .open(&mut storage)
@@ -487,31 +472,8 @@ impl Kernel {
         }
         let skel = open.load().context(|| "loading the BPF programs".into())?;
         let progs = &skel.progs;
-        let mut links = vec![
-            progs
-                .ptags_fork
-                .attach()
-                .context(|| "attaching to sched_process_fork".into())?,
-            progs
-                .ptags_exec
-                .attach()
-                .context(|| "attaching to sched_process_exec".into())?,
-            progs
-                .ptags_exit
-                .attach()
-                .context(|| "attaching to sched_process_exit".into())?,
-        ];
-        let mut names = pins::LINKS.to_vec();
-        if setns_was_on {
-            links.push(
-                progs
-                    .ptags_setns
-                    .attach()
-                    .context(|| "attaching the setns program".into())?,
-            );
-            names.push(pins::SETNS_LINK);
-        }
-        for (link, name) in links.iter_mut().zip(names) {
+        let mut links = attach_tracepoints(progs)?;
+        for (link, name) in links.iter_mut().zip(pins::LINKS) {
             pins::unpin(dir, name)?;
             link.pin(pins::path(dir, name))
                 .context(|| format!("pinning {name}"))?;
@@ -519,7 +481,6 @@ impl Kernel {
         for (prog, name) in [
             (progs.ptags_set.as_fd(), pins::SET_PROG),
             (progs.ptags_tasks.as_fd(), pins::TASKS_PROG),
-            (progs.ptags_setns.as_fd(), pins::SETNS_PROG),
             (progs.ptags_dev.as_fd(), pins::DEV_PROG),
         ] {
             pins::unpin(dir, name)?;
@@ -591,8 +552,6 @@ impl Kernel {
             .map_err(|_| mismatch(format!("no pinned {}", pins::SET_PROG)))?;
         let tasks_prog = pins::open_prog(dir, pins::TASKS_PROG)
             .map_err(|_| mismatch(format!("no pinned {}", pins::TASKS_PROG)))?;
-        let setns_prog = pins::open_prog(dir, pins::SETNS_PROG)
-            .map_err(|_| mismatch(format!("no pinned {}", pins::SETNS_PROG)))?;
         let dev_prog = pins::open_prog(dir, pins::DEV_PROG)
             .map_err(|_| mismatch(format!("no pinned {}", pins::DEV_PROG)))?;
         for name in pins::LINKS {
@@ -613,9 +572,7 @@ impl Kernel {
             device_rules: open_map("device_rules")?,
             set_prog,
             tasks_prog,
-            setns_prog,
             dev_prog,
-            setns_link: std::sync::Mutex::new(None),
             dev_link: std::sync::Mutex::new(None),
             _links: Vec::new(),
             pin_dir: Some(dir.to_owned()),
@@ -870,27 +827,17 @@ impl Kernel {
         };
         self.joins
             .update(&mnt_ns.to_ne_bytes(), bytes_of(&raw), MapFlags::ANY)
-            .context(|| format!("setting the setns policy of mount namespace {mnt_ns}"))?;
-        self.attach_setns()
+            .context(|| format!("setting the setns policy of mount namespace {mnt_ns}"))
     }
 
-    /// Switches it off; whether it was on. The setns program is detached
-    /// with the last policy.
+    /// Switches it off; whether it was on.
     pub fn remove_join(&self, mnt_ns: u64) -> Result<bool> {
         let removed = match self.joins.delete(&mnt_ns.to_ne_bytes()) {
             Ok(()) => true,
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => false,
             Err(e) => return Err(e).context(|| format!("removing the setns policy of {mnt_ns}")),
         };
-        if self.joins.keys().next().is_none() {
-            self.detach_setns()?;
-        }
         Ok(removed)
-    }
-
-    /// Whether the setns program is attached.
-    pub fn setns_attached(&self) -> bool {
-        self.link_present(&self.setns_link, pins::SETNS_LINK)
     }
 
     /// Whether a link attached on demand is: held, or pinned as `name`.
@@ -904,46 +851,6 @@ impl Kernel {
                 .pin_dir
                 .as_ref()
                 .is_some_and(|d| pins::path(d, name).exists())
-    }
-
-    fn attach_setns(&self) -> Result<()> {
-        if self.setns_attached() {
-            return Ok(());
-        }
-        // SAFETY: a valid tp_btf program fd; a NULL name attaches it to
-        // the tracepoint its BTF names. Returns a new link fd or -errno.
-        let fd = unsafe {
-            libbpf_sys::bpf_raw_tracepoint_open(std::ptr::null(), self.setns_prog.as_raw_fd())
-        };
-        if fd < 0 {
-            return Err(std::io::Error::from_raw_os_error(-fd))
-                .context(|| "attaching the setns program to sys_exit".into());
-        }
-        // SAFETY: a fresh fd that nothing else owns.
-        let link = unsafe { OwnedFd::from_raw_fd(fd) };
-        match &self.pin_dir {
-            // Pinned, it stays attached across restarts of the daemon.
-            Some(dir) => pins::pin_fd(&link, dir, pins::SETNS_LINK)?,
-            None => *self.setns_link.lock().unwrap_or_else(|e| e.into_inner()) = Some(link),
-        }
-        Ok(())
-    }
-
-    fn detach_setns(&self) -> Result<()> {
-        self.setns_link
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(dir) = &self.pin_dir {
-            let p = pins::path(dir, pins::SETNS_LINK);
-            match std::fs::remove_file(&p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(e).context(|| format!("removing {}", p.display()))
-                }
-                _ => {}
-            }
-        }
-        Ok(())
     }
 
     /// Every mount namespace with a setns policy, and the policy.

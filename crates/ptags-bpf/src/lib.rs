@@ -18,7 +18,7 @@ mod task;
 pub use devices::{DeviceException, DEVICES_ATTACH};
 pub use kernel::{
     DeviceDenial, Event, EventKind, EventReader, Join, Kernel, LocalPids, LostCounts, NsWatch,
-    Options, Set, ATTACHED, SETNS_ATTACH,
+    Options, Set, ATTACHED,
 };
 pub use namespaces::{Namespaces, NsChange, Seen};
 pub use probe::Features;

@@ -90,8 +90,6 @@ pub enum Seen {
     Sweep,
     /// When the daemon set its container.
     Set,
-    /// At the setns itself (the setns policy's program).
-    Setns,
 }
 
 impl Seen {
@@ -103,7 +101,6 @@ impl Seen {
             S::PTAGS_NS_SEEN_EXIT => Seen::Exit,
             S::PTAGS_NS_SEEN_SWEEP => Seen::Sweep,
             S::PTAGS_NS_SEEN_SET => Seen::Set,
-            S::PTAGS_NS_SEEN_SETNS => Seen::Setns,
             _ => return None,
         })
     }
@@ -117,7 +114,6 @@ impl Seen {
             Seen::Exit => "exit",
             Seen::Sweep => "sweep",
             Seen::Set => "set",
-            Seen::Setns => "setns",
         }
     }
 }

@@ -19,16 +19,16 @@ pub(crate) const MAPS: [&str; 10] = [
     "device_lists",
     "device_rules",
 ];
-pub(crate) const LINKS: [&str; 3] = ["link_fork", "link_exec", "link_exit"];
+pub(crate) const LINKS: [&str; 4] = ["link_fork", "link_exec", "link_exit", "link_cgroup_attach"];
 pub(crate) const SET_PROG: &str = "prog_set";
 pub(crate) const TASKS_PROG: &str = "prog_tasks";
 pub(crate) const DEV_PROG: &str = "prog_dev";
-pub(crate) const SETNS_PROG: &str = "prog_setns";
-/// Present only while some container has a setns policy.
-pub(crate) const SETNS_LINK: &str = "link_setns";
 /// The device program's link at the cgroup v2 root: present only while a
 /// container has a device list. Removing it detaches the program.
 pub(crate) const DEV_LINK: &str = "link_dev";
+/// Pins of layouts before 8, whose setns program ran at every system
+/// call's exit: removed with the rest, so that a reset clears them too.
+const OLD_SETNS_PINS: [&str; 2] = ["prog_setns", "link_setns"];
 
 pub(crate) fn path(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
@@ -71,12 +71,12 @@ pub(crate) fn ensure_bpffs(dir: &Path) -> Result<()> {
 /// empty. Programs whose links were pinned detach when the last reference
 /// goes.
 pub(crate) fn remove_all(dir: &Path) -> Result<()> {
-    for name in MAPS.iter().chain(LINKS.iter()).chain(
-        [
-            SET_PROG, TASKS_PROG, SETNS_PROG, SETNS_LINK, DEV_PROG, DEV_LINK,
-        ]
-        .iter(),
-    ) {
+    for name in MAPS
+        .iter()
+        .chain(LINKS.iter())
+        .chain([SET_PROG, TASKS_PROG, DEV_PROG, DEV_LINK].iter())
+        .chain(OLD_SETNS_PINS.iter())
+    {
         unpin(dir, name)?;
     }
     match std::fs::remove_dir(dir) {

@@ -433,6 +433,9 @@ pub struct Status {
     /// Containers that exist now.
     #[serde(default)]
     pub container_count: usize,
+    /// Mount namespaces with a setns policy (one per container at most).
+    #[serde(default)]
+    pub join_policies: usize,
     /// Each container, for callers that may read container IDs
     /// (CAP_AUDIT_CONTROL); empty for the others.
     pub containers: Vec<ContainerInfo>,

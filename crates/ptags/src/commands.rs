@@ -230,9 +230,10 @@ fn print_status(s: &Status) {
         c.suppressed_refusals
     );
     println!(
-        "containers: {} ({} dropped){}",
+        "containers: {} ({} dropped, {} with a setns policy){}",
         s.container_count,
         s.containers_dropped,
+        s.join_policies,
         if s.containers.len() < s.container_count {
             "; listing them needs CAP_AUDIT_CONTROL"
         } else {

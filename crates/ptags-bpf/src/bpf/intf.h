@@ -12,7 +12,7 @@
 enum ptags_layout {
 	/* Bump when any struct or map below changes: pins of another
 	 * layout are refused instead of misread. */
-	PTAGS_LAYOUT_VERSION = 7,
+	PTAGS_LAYOUT_VERSION = 8,
 };
 
 enum ptags_task_flags {
@@ -86,9 +86,6 @@ enum ptags_ns_seen {
 	PTAGS_NS_SEEN_SWEEP = 5,
 	/* When the daemon set the task's container. */
 	PTAGS_NS_SEEN_SET = 6,
-	/* At the setns itself: by the setns policy's program, attached while
-	 * a container asks for joins. */
-	PTAGS_NS_SEEN_SETNS = 7,
 };
 
 /* The namespaces a watched task was last seen in, kept small so that a
@@ -107,6 +104,10 @@ struct ptags_ns_mark {
  * in (for tasks whose namespace changes are watched). */
 struct ptags_task {
 	struct bpf_spin_lock lock;
+	/* The low half of the ID of the mount namespace whose setns policy
+	 * this task (or the parent it was forked from) was last refused by:
+	 * refused once, reported once (joins.bpf.h). In the lock's padding. */
+	__u32 join_refused_ns;
 	struct ptags_state state;
 	struct ptags_ns_mark ns;
 };
@@ -144,7 +145,7 @@ enum ptags_event_kind {
 	PTAGS_EVENT_DROP = 1,	/* a container's last task exited */
 	PTAGS_EVENT_EXEC = 2,	/* a task in a container exec'd */
 	PTAGS_EVENT_EXIT = 3,	/* a task in a container exited */
-	PTAGS_EVENT_JOIN = 4,	/* a task joined a container at setns */
+	PTAGS_EVENT_JOIN = 4,	/* a task joined a container by its setns policy */
 	/* A task in another container entered a container's namespace and
 	 * kept its own ID: it may not leave its container that way. */
 	PTAGS_EVENT_JOIN_REFUSED = 5,

@@ -25,15 +25,6 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define TASK_NEW 0x800
 #define ENOMEM 12
 #define USER_HZ 100
-#ifndef __TARGET_ARCH_x86
-#error "the setns policy reads the syscall numbers of x86 (orig_ax, __NR_setns)"
-#endif
-/* setns has one number per x86 system-call ABI; a 64-bit process may
- * use all of them (`int $0x80` enters the i386 table). */
-#define NR_SETNS_64 308
-#define NR_SETNS_IA32 346
-#define X32_SYSCALL_BIT 0x40000000
-#define TS_COMPAT 0x0002
 /* One live and one pending member, in a container's `members` word. */
 #define PTAGS_MEMBER_LIVE 1LL
 #define PTAGS_MEMBER_PENDING (1LL << PTAGS_MEMBER_PENDING_SHIFT)
@@ -283,6 +274,8 @@ static bool has_live_members(const struct ptags_container *c)
 	return (__s32)c->members > 0;
 }
 
+#include "joins.bpf.h"
+
 /*
  * The fork of a task without state. When the namespaces of host tasks
  * are watched, the child gets storage holding only them, so that its
@@ -317,7 +310,11 @@ int BPF_PROG(ptags_fork, struct task_struct *parent, struct task_struct *child)
 	/* A new thread copies the pending state too: whichever thread
 	 * execs replaces the whole process, so all of them are prepared. */
 	bool thread = BPF_CORE_READ(child, tgid) == BPF_CORE_READ(parent, tgid);
+	__u32 join_refused_ns;
 
+	/* A parent that entered a container's namespaces joins before its
+	 * child is made, so that the child starts in it too. */
+	join_by_policy(parent);
 	/* The creating task, which for a thread is the thread that called
 	 * clone, not the group leader. Most forks end here: an unlabelled
 	 * parent has no state to hand down. */
@@ -330,6 +327,7 @@ int BPF_PROG(ptags_fork, struct task_struct *parent, struct task_struct *child)
 		return 0;
 	bpf_spin_lock(&ps->lock);
 	state = ps->state;
+	join_refused_ns = ps->join_refused_ns;
 	bpf_spin_unlock(&ps->lock);
 	/* An unshare or setns of the parent since it was last seen is found
 	 * now, before the clone's own namespaces are told apart. */
@@ -359,6 +357,7 @@ int BPF_PROG(ptags_fork, struct task_struct *parent, struct task_struct *child)
 		container_add(child, state.pending_contid, PTAGS_MEMBER_PENDING, true);
 	bpf_spin_lock(&cs->lock);
 	cs->state = state;
+	cs->join_refused_ns = join_refused_ns;
 	bpf_spin_unlock(&cs->lock);
 	if (watched)
 		ns_at_clone(parent, child, cs, &parent_ns,
@@ -369,10 +368,14 @@ int BPF_PROG(ptags_fork, struct task_struct *parent, struct task_struct *child)
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(ptags_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	struct ptags_task *s = bpf_task_storage_get(&task_state, p, 0, 0);
+	struct ptags_task *s;
 	__u64 set_id, old_contid = 0, new_contid = 0;
 	bool moved = false, had = false, has;
 
+	/* Joined before the exec prunes, as if it had joined at its setns:
+	 * the program starts in the container with the kept tags. */
+	join_by_policy(p);
+	s = bpf_task_storage_get(&task_state, p, 0, 0);
 	if (!s)
 		return 0;
 	bpf_spin_lock(&s->lock);
@@ -452,118 +455,6 @@ int BPF_PROG(ptags_exit, struct task_struct *p)
 	if (process_event_wanted(PTAGS_EVENTS_EXIT, contid))
 		emit(p, PTAGS_EVENT_EXIT, contid, set_id, (__u64)-1);
 	container_leave(p, contid);
-	return 0;
-}
-
-/* Whether container `outer` is `id` or one of its ancestors. */
-static bool within(__u64 id, __u64 outer)
-{
-	struct ptags_container *c;
-	int i;
-
-	for (i = 0; i < MAX_DEPTH; i++) {
-		if (id == outer)
-			return true;
-		c = bpf_map_lookup_elem(&containers, &id);
-		if (!c || c->parent == (__u64)-1)
-			return false;
-		id = c->parent;
-	}
-	return false;
-}
-
-/*
- * The setns policy: a task that has entered the mount namespace of a
- * container that asked for it (`runc exec`, `nsenter`) joins that
- * container, as its descendants would have. A task already in it, or
- * in a container nested in it, stays; a task of a container enclosing it
- * joins it (deeper, never out); a task in an unrelated container keeps
- * its ID (it may not leave its container that way), which is reported.
- * A container whose last task has gone takes no one.
- */
-SEC("tp_btf/sys_exit")
-int BPF_PROG(ptags_setns, struct pt_regs *regs, long ret)
-{
-	struct task_struct *t;
-	struct ptags_container *c;
-	struct ptags_join *j;
-	struct ptags_task *s;
-	struct ptags_event *e;
-	struct ptags_ns now;
-	__u64 ns, old_contid = (__u64)-1, contid;
-	long nr;
-	bool had, raced;
-
-	/* Every system call's exit comes here; only a successful setns
-	 * matters. (tp/syscalls/sys_exit_setns would fire for setns alone,
-	 * but programs of that type may not take the task's spin lock.) */
-	if (ret != 0)
-		return 0;
-	nr = regs->orig_ax;
-	if (nr != NR_SETNS_64 && nr != NR_SETNS_IA32 && nr != (NR_SETNS_64 | X32_SYSCALL_BIT))
-		return 0;
-	t = bpf_get_current_task_btf();
-	/* Which table the number is from: the i386 one while the task is
-	 * in a compat system call (TS_COMPAT), the 64-bit (or x32) one
-	 * otherwise. */
-	if ((t->thread_info.status & TS_COMPAT) ? nr != NR_SETNS_IA32 : nr == NR_SETNS_IA32)
-		return 0;
-	ns = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.ns_id);
-	j = bpf_map_lookup_elem(&joins, &ns);
-	if (!j)
-		return 0;
-	contid = j->contid;
-	c = bpf_map_lookup_elem(&containers, &contid);
-	if (!c || !has_live_members(c))
-		return 0;
-	s = bpf_task_storage_get(&task_state, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!s) {
-		count_lost(PTAGS_LOST_TASK_STORAGE);
-		return 0;
-	}
-	bpf_spin_lock(&s->lock);
-	had = s->state.flags & PTAGS_TASK_HAS_CONTID;
-	if (had)
-		old_contid = s->state.contid;
-	bpf_spin_unlock(&s->lock);
-	/* The container table is read outside the task's lock, where
-	 * helpers may run. */
-	if (had && within(old_contid, contid))
-		return 0;
-	if (had && !within(contid, old_contid)) {
-		emit(t, PTAGS_EVENT_JOIN_REFUSED, contid, 0, old_contid);
-		return 0;
-	}
-	/* Counted in first, as in ptags_set: an exit in between cannot
-	 * drop the container. */
-	container_enter(contid);
-	bpf_spin_lock(&s->lock);
-	/* A daemon write in between wins; the join is abandoned. */
-	raced = (bool)(s->state.flags & PTAGS_TASK_HAS_CONTID) != had || (had && s->state.contid != old_contid);
-	if (!raced) {
-		s->state.contid = contid;
-		s->state.set_id = j->set_id;
-		s->state.kept_id = j->kept_id;
-		s->state.flags |= PTAGS_TASK_HAS_CONTID;
-	}
-	bpf_spin_unlock(&s->lock);
-	if (raced) {
-		container_leave(t, contid);
-		return 0;
-	}
-	if (had)
-		container_leave(t, old_contid);
-	/* The namespaces it joined with go with the event (NS_INFO); a task
-	 * watched before changed them here, which is told exactly. */
-	ns_read(t, &now);
-	if (ns_watched(PTAGS_TASK_HAS_CONTID))
-		ns_check(t, s, &now, PTAGS_NS_SEEN_SETNS);
-	e = reserve(PTAGS_EVENT_JOIN);
-	if (!e)
-		return 0;
-	describe(e, t, PTAGS_EVENT_JOIN, contid, j->set_id, old_contid);
-	e->ns = now;
-	submit(e);
 	return 0;
 }
 
@@ -730,10 +621,13 @@ int ptags_tasks(struct bpf_iter__task *ctx)
 	row.start_ticks = t->start_boottime / NSEC_PER_TICK;
 	BPF_CORE_READ_STR_INTO(&row.comm, t, comm);
 	ns_read(t, &row.ns);
-	/* Every listing is also a sweep: the unshares and setns of watched
-	 * tasks since they were last seen are found here. When host tasks
+	/* Every listing is also a sweep: a task that entered a container's
+	 * namespaces and has neither forked nor exec'd since joins here, and
+	 * the unshares and setns of watched tasks since they were last seen
+	 * are found. When host tasks
 	 * are watched, a task without storage gets some, with its
 	 * namespaces as first seen. */
+	join_by_policy(t);
 	s = bpf_task_storage_get(&task_state, t, 0, 0);
 	if (!s && ns_watched(0)) {
 		s = bpf_task_storage_get(&task_state, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);

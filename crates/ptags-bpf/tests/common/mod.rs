@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use ptags_bpf::probe::Features;
-use ptags_bpf::{Kernel, Options, TaskId};
+use std::time::Duration;
+
+use ptags_bpf::{ContainerEntry, Kernel, Options, TaskId, TaskState};
 
 /// Whether a skip must be a failure instead: PTAGS_REQUIRE_BPF=1 (CI).
 pub fn skips_fail() -> bool {
@@ -111,5 +113,49 @@ impl Drop for Shell {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A new top-level container whose owner is this test process.
+pub fn owned_by_this_test() -> ContainerEntry {
+    let me = TaskId::of(std::process::id()).unwrap();
+    ContainerEntry {
+        parent: None,
+        owner_pid: me.tid,
+        owner_start_ticks: me.start_ticks,
+        live: 0,
+        pending: 0,
+    }
+}
+
+pub fn state(k: &Kernel, pid: u32) -> TaskState {
+    k.task_state(TaskId::of(pid).unwrap())
+        .unwrap()
+        .unwrap_or_default()
+}
+
+/// Waits until `pid` runs the program `comm` (its exec has happened).
+pub fn wait_for_comm(pid: u32, comm: &str) {
+    wait_for(|| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+    });
+}
+
+pub fn wait_for(mut cond: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("condition not reached in 5 s");
+}
+
+/// A cgroup v2 directory of the test's, removed when dropped.
+pub struct TestCgroup(pub std::path::PathBuf);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
     }
 }

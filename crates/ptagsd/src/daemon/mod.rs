@@ -675,11 +675,6 @@ impl<'k> Daemon<'k> {
                 .iter()
                 .chain(
                     self.kernel
-                        .setns_attached()
-                        .then_some(&ptags_bpf::SETNS_ATTACH),
-                )
-                .chain(
-                    self.kernel
                         .devices_fenced()
                         .then_some(&ptags_bpf::DEVICES_ATTACH),
                 )
@@ -687,6 +682,7 @@ impl<'k> Daemon<'k> {
                 .collect(),
             tag_sets: self.interner.count(),
             container_count: self.registry.0.len(),
+            join_policies: self.kernel.joins().len(),
             containers,
             requests_ok: c.requests_ok.load(Ordering::Relaxed),
             requests_failed: c.requests_failed.load(Ordering::Relaxed),

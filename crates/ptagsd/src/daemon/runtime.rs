@@ -1,6 +1,6 @@
 //! Containers made by runtimes (`ptags oci-hook`): the first process
 //! labelled at createRuntime, the setns policy of audit-container-id.md
-//! (carried out by the kernel program on sys_exit), and the end recorded
+//! (carried out by the kernel programs, joins.bpf.h), and the end recorded
 //! at poststop.
 
 use crate::error::Error;
