@@ -11,6 +11,7 @@ use std::time::Duration;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, RingBuffer, RingBufferBuilder};
 
+use crate::facts::FactsReader;
 use crate::namespaces::{Namespaces, NsChange};
 use crate::pins;
 use crate::procfs::{self, pidfd_open};
@@ -294,6 +295,7 @@ pub struct Kernel {
     pub(crate) device_rules: MapHandle,
     set_prog: OwnedFd,
     tasks_prog: OwnedFd,
+    facts: FactsReader,
     pub(crate) dev_prog: OwnedFd,
     /// The device program's link at the cgroup root while it is
     /// attached and not pinned.
@@ -385,6 +387,13 @@ impl Kernel {
                 .as_fd()
                 .try_clone_to_owned()
                 .context(|| "duplicating the task iterator".into())?,
+            facts: FactsReader::new(
+                skel.progs
+                    .ptags_facts
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .context(|| "duplicating the facts program".into())?,
+            ),
             dev_prog: skel
                 .progs
                 .ptags_dev
@@ -430,6 +439,7 @@ impl Kernel {
         }
         pins::pin_fd(&self.set_prog, dir, pins::SET_PROG)?;
         pins::pin_fd(&self.tasks_prog, dir, pins::TASKS_PROG)?;
+        pins::pin_fd(self.facts.prog(), dir, pins::FACTS_PROG)?;
         pins::pin_fd(&self.dev_prog, dir, pins::DEV_PROG)?;
         Ok(())
     }
@@ -481,6 +491,7 @@ impl Kernel {
         for (prog, name) in [
             (progs.ptags_set.as_fd(), pins::SET_PROG),
             (progs.ptags_tasks.as_fd(), pins::TASKS_PROG),
+            (progs.ptags_facts.as_fd(), pins::FACTS_PROG),
             (progs.ptags_dev.as_fd(), pins::DEV_PROG),
         ] {
             pins::unpin(dir, name)?;
@@ -552,6 +563,8 @@ impl Kernel {
             .map_err(|_| mismatch(format!("no pinned {}", pins::SET_PROG)))?;
         let tasks_prog = pins::open_prog(dir, pins::TASKS_PROG)
             .map_err(|_| mismatch(format!("no pinned {}", pins::TASKS_PROG)))?;
+        let facts_prog = pins::open_prog(dir, pins::FACTS_PROG)
+            .map_err(|_| mismatch(format!("no pinned {}", pins::FACTS_PROG)))?;
         let dev_prog = pins::open_prog(dir, pins::DEV_PROG)
             .map_err(|_| mismatch(format!("no pinned {}", pins::DEV_PROG)))?;
         for name in pins::LINKS {
@@ -572,11 +585,36 @@ impl Kernel {
             device_rules: open_map("device_rules")?,
             set_prog,
             tasks_prog,
+            facts: FactsReader::new(facts_prog),
             dev_prog,
             dev_link: std::sync::Mutex::new(None),
             _links: Vec::new(),
             pin_dir: Some(dir.to_owned()),
         })
+    }
+
+    /// A pidfd for this one thread, checked to still be the same task:
+    /// the pidfd pins it, so if it is the one named now, it is for as
+    /// long as the fd is held.
+    fn hold(&self, task: TaskId) -> Result<OwnedFd> {
+        let fd = pidfd_open(task.tid, procfs::PIDFD_THREAD).ok_or(Error::NoSuchTask(task.tid))?;
+        // The kernel's lookup by pid misses PID 1's threads on the VMs
+        // seen here, as the task iterator does (see `tasks`): a task
+        // /proc shows but the facts program cannot find is named by /proc.
+        let now = match self.facts.read(task.tid) {
+            Ok(facts) => facts.id,
+            Err(Error::NoSuchTask(_)) => TaskId::of(task.tid)?,
+            Err(e) => return Err(e),
+        };
+        if now != task {
+            return Err(Error::NoSuchTask(task.tid));
+        }
+        Ok(fd)
+    }
+
+    /// The reader of tasks' facts, for any thread.
+    pub fn facts(&self) -> &FactsReader {
+        &self.facts
     }
 
     /// Where this instance is pinned, if it is.
@@ -649,7 +687,7 @@ impl Kernel {
     /// The state of one task (thread), read through a pidfd. `None` when
     /// the kernel holds nothing for it (no tags, no container).
     pub fn task_state(&self, task: TaskId) -> Result<Option<TaskState>> {
-        self.state_through(&task.pidfd()?, task.tid)
+        self.state_through(&self.hold(task)?, task.tid)
     }
 
     /// The state of process `pid`: its main thread's, or, when the main
@@ -703,7 +741,7 @@ impl Kernel {
     /// Returns the state's container ID before the change, and the
     /// task's namespaces when it enters a container.
     pub fn set(&self, task: TaskId, op: &SetOp) -> Result<Set> {
-        let _pin = task.pidfd()?;
+        let _pin = self.hold(task)?;
         self.set_unpinned(task, op)
     }
 

@@ -7,6 +7,7 @@
 //! sets state, through [`Kernel::set`], and reads it.
 
 mod devices;
+mod facts;
 mod kernel;
 mod memcg;
 pub mod namespaces;
@@ -16,6 +17,7 @@ pub mod procfs;
 mod task;
 
 pub use devices::{DeviceException, DEVICES_ATTACH};
+pub use facts::{FactsReader, TaskFacts};
 pub use kernel::{
     DeviceDenial, Event, EventKind, EventReader, Join, Kernel, LocalPids, LostCounts, NsWatch,
     Options, Set, ATTACHED,

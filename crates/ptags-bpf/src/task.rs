@@ -1,7 +1,6 @@
 //! Naming tasks safely, and their state as user space sees it.
 
 use std::fs;
-use std::os::fd::OwnedFd;
 
 use crate::skel::types::{
     ptags_container, ptags_members, ptags_ns_slot, ptags_state, ptags_task_flags as F,
@@ -23,18 +22,6 @@ impl TaskId {
     pub fn of(tid: u32) -> Result<TaskId> {
         let start_ticks = procfs::start_ticks(tid).ok_or(Error::NoSuchTask(tid))?;
         Ok(TaskId { tid, start_ticks })
-    }
-
-    /// A pidfd for this one thread, checked to still be the same task.
-    pub(crate) fn pidfd(&self) -> Result<OwnedFd> {
-        let fd = procfs::pidfd_open(self.tid, procfs::PIDFD_THREAD)
-            .ok_or(Error::NoSuchTask(self.tid))?;
-        // The pidfd pins the task: if it is still the one we named now, it
-        // is for as long as we hold the fd.
-        if TaskId::of(self.tid)? != *self {
-            return Err(Error::NoSuchTask(self.tid));
-        }
-        Ok(fd)
     }
 }
 
@@ -208,13 +195,6 @@ mod tests {
                     .starts_with('0')
         );
         assert!(matches!(TaskId::of(u32::MAX), Err(Error::NoSuchTask(_))));
-        // A pidfd for a live task of ours works without privileges.
-        assert!(me.pidfd().is_ok());
-        let stale = TaskId {
-            start_ticks: me.start_ticks + 1,
-            ..me
-        };
-        assert!(matches!(stale.pidfd(), Err(Error::NoSuchTask(_))));
     }
 
     #[test]

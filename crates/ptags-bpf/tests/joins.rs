@@ -11,7 +11,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    kernel_or_skip, owned_by_this_test, state, wait_for, wait_for_comm, Shell, TestCgroup,
+    kernel_or_skip, only_child, owned_by_this_test, state, wait_for, wait_for_comm, Shell,
+    TestCgroup,
 };
 use ptags_bpf::{EventKind, Join, Kernel, SetOp, TaskId};
 
@@ -126,19 +127,6 @@ fn entering_a_mount_namespace_with_a_policy_joins_its_container() {
     assert_eq!(k.lost().unwrap(), Default::default());
 }
 
-/// The one child of `pid`, once it has one.
-fn only_child(pid: u32) -> u32 {
-    let path = format!("/proc/{pid}/task/{pid}/children");
-    let mut child = None;
-    wait_for(|| {
-        child = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse().ok());
-        child.is_some()
-    });
-    child.unwrap()
-}
-
 /// A child that enters the mount namespace of `target` by setns(2) and
 /// then neither forks nor execs, and with `fork_after`, its child made
 /// after the setns (which waits too). Returns their pids. One thread, as
@@ -185,6 +173,22 @@ fn enter_and_wait(target: u32, fork_after: bool) -> (u32, Option<u32>) {
     (pid as u32, (answer[1] > 0).then_some(answer[1] as u32))
 }
 
+/// Processes [`enter_and_wait`] made, killed when dropped.
+struct Started(Vec<u32>);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: killing processes this test made; those it forked
+            // are reaped here, a grandchild by init.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+                libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+}
+
 #[test]
 fn a_task_that_entered_joins_at_its_next_fork_cgroup_move_or_listing() {
     let Some(k) = kernel_or_skip("a_task_that_entered_joins") else {
@@ -219,12 +223,13 @@ fn a_task_that_entered_joins_at_its_next_fork_cgroup_move_or_listing() {
         let s = state(&k, pid);
         (s.contid, s.set_id) == (Some(5454), 21)
     };
-    let mut started = Vec::new();
+    // Killed even when an assertion fails: they hold the test's output.
+    let mut started = Started(Vec::new());
 
     // At its next fork: it and its child are in the container.
     let (forker, child) = enter_and_wait(member.id(), true);
     let child = child.expect("the entered task forked");
-    started.extend([forker, child]);
+    started.0.extend([forker, child]);
     assert!(joined(forker) && joined(child), "joined at the fork");
 
     // Moved into a cgroup, as a runtime moves what it starts.
@@ -232,7 +237,7 @@ fn a_task_that_entered_joins_at_its_next_fork_cgroup_move_or_listing() {
     let cg = TestCgroup(root.join(format!("ptags-test-join-{}", std::process::id())));
     std::fs::create_dir(&cg.0).unwrap();
     let (moved, _) = enter_and_wait(member.id(), false);
-    started.push(moved);
+    started.0.push(moved);
     // No program runs at setns: until it is next seen, it is unlabelled.
     assert_eq!(state(&k, moved).contid, None);
     std::fs::write(cg.0.join("cgroup.procs"), moved.to_string()).unwrap();
@@ -240,7 +245,7 @@ fn a_task_that_entered_joins_at_its_next_fork_cgroup_move_or_listing() {
 
     // Found by the next listing of all tasks (the daemon's sweep).
     let (idle, _) = enter_and_wait(member.id(), false);
-    started.push(idle);
+    started.0.push(idle);
     assert_eq!(state(&k, idle).contid, None);
     let listed = k.tasks().unwrap();
     assert!(listed.iter().any(|t| t.pid == idle), "the listing has it");
@@ -248,14 +253,7 @@ fn a_task_that_entered_joins_at_its_next_fork_cgroup_move_or_listing() {
 
     assert_eq!(k.container(5454).unwrap().unwrap().live, 5);
     assert!(k.remove_join(ns).unwrap());
-    for pid in started {
-        // SAFETY: killing processes this test made; those it forked
-        // are reaped here, the grandchild by init.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGKILL);
-            libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
-        }
-    }
+    drop(started);
     member.kill().unwrap();
     member.wait().unwrap();
     drop(cg);

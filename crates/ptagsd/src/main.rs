@@ -164,10 +164,11 @@ fn serve(config: Config) -> Result<()> {
             inputs.send(Input::Request(job)).is_ok()
         }
     });
-    let files = mount_files(&config, Arc::clone(&submit))?;
+    let files = mount_files(&config, Arc::clone(&submit), kernel.facts().clone())?;
     server::start(
         &config,
         Arc::clone(&counters),
+        kernel.facts().clone(),
         Box::new(move |job| submit(job)),
     )?;
     warn_of_ptrace_scope();
@@ -208,6 +209,7 @@ fn serve(config: Config) -> Result<()> {
 fn mount_files(
     config: &Config,
     submit: control::files::SubmitFn,
+    facts: ptags_bpf::FactsReader,
 ) -> Result<Option<control::files::Files>> {
     use config::FilesMount;
     let fuse = std::path::Path::new("/dev/fuse").exists();
@@ -219,7 +221,8 @@ fn mount_files(
         }
         _ => {}
     }
-    let files = control::files::Files::mount(&config.files.mountpoint, submit, &config.limits)?;
+    let files =
+        control::files::Files::mount(&config.files.mountpoint, submit, facts, &config.limits)?;
     info!("the files are at {}", config.files.mountpoint.display());
     Ok(Some(files))
 }

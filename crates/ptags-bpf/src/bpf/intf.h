@@ -293,6 +293,24 @@ struct ptags_set_args {
 	struct ptags_ns ns;	/* the target's namespaces as it was set */
 };
 
+/* Context of the ptags_facts syscall program (facts.bpf.h): a task's
+ * identity, credentials and audit fields at one instant. */
+struct ptags_facts_args {
+	__u32 tid;		/* in: initial PID namespace (bpf_task_from_pid) */
+	__s32 result;		/* out: 0 or -ESRCH */
+	__u64 start_ticks;	/* as /proc/PID/stat gives it */
+	__u32 tgid;
+	__u32 user_ns_level;	/* of its credentials' user namespace; 0: initial */
+	__u32 uids[4];		/* real, effective, saved, filesystem */
+	__u32 gids[4];
+	__u64 cap_eff;
+	__u32 loginuid;
+	__u32 sessionid;
+	__u32 pid_ns;		/* its PID namespace's inode number */
+	__u32 reserved;		/* zero: keeps what follows aligned */
+	char comm[16];
+};
+
 /* One row per task from the ptags_tasks iterator: what user space needs
  * to list tasks and to know which tag sets and containers are in use. */
 struct ptags_task_row {

@@ -99,6 +99,7 @@ struct {
  * copies them by hand. */
 struct ptags_event ptags_event_type;
 struct ptags_set_args ptags_set_args_type;
+struct ptags_facts_args ptags_facts_args_type;
 struct ptags_task_row ptags_task_row_type;
 struct ptags_join ptags_join_type;
 enum ptags_layout ptags_layout_type;
@@ -275,6 +276,7 @@ static bool has_live_members(const struct ptags_container *c)
 }
 
 #include "joins.bpf.h"
+#include "facts.bpf.h"
 
 /*
  * The fork of a task without state. When the namespaces of host tasks

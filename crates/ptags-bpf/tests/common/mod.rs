@@ -159,3 +159,16 @@ impl Drop for TestCgroup {
         let _ = std::fs::remove_dir(&self.0);
     }
 }
+
+/// The one child of `pid`, once it has one.
+pub fn only_child(pid: u32) -> u32 {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    let mut child = None;
+    wait_for(|| {
+        child = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok());
+        child.is_some()
+    });
+    child.unwrap()
+}

@@ -14,6 +14,7 @@ use crate::error::Error;
 
 use crate::host::pidns::share_namespace;
 use crate::host::{privileged, Creds, Pidfd};
+use ptags_bpf::FactsReader;
 
 /// A socket option whose value is a plain C struct or integer.
 fn socket_option<T: Copy>(
@@ -97,6 +98,7 @@ pub struct Connector {
     pub pid_ns: u64,
     pub ceiling: Ceiling,
     process: Option<Pidfd>,
+    facts: FactsReader,
 }
 
 impl Connector {
@@ -123,7 +125,7 @@ impl Connector {
     /// now, under the connection's ceiling, privileged.
     pub fn privileged(&self, writer: &Writer) -> bool {
         match self.identify(writer) {
-            Ok((pidfd, true)) => Creds::read(pidfd.pid).is_ok_and(|creds| {
+            Ok((pidfd, true)) => Creds::read(&self.facts, pidfd.pid).is_ok_and(|creds| {
                 pidfd.check_alive().is_ok() && creds.capped(&self.ceiling).privileged()
             }),
             _ => false,
@@ -136,7 +138,7 @@ impl Connector {
     /// it is gone, nothing: a connection opened by a process that then
     /// became more privileged (a set-ID program run with it as standard
     /// input) gains nothing.
-    pub fn of(stream: &UnixStream) -> std::io::Result<Connector> {
+    pub fn of(stream: &UnixStream, facts: &FactsReader) -> std::io::Result<Connector> {
         let none = libc::ucred {
             pid: 0,
             uid: u32::MAX,
@@ -149,7 +151,7 @@ impl Connector {
             Pidfd::from_fd(cred.pid as u32, unsafe { OwnedFd::from_raw_fd(fd) })
         });
         let ceiling = match &process {
-            Some(connector) => match Creds::read(connector.pid) {
+            Some(connector) => match Creds::read(facts, connector.pid) {
                 Ok(creds)
                     if connector.check_alive().is_ok()
                         && creds.uids[1] == cred.uid
@@ -174,6 +176,7 @@ impl Connector {
             pid_ns,
             ceiling,
             process,
+            facts: facts.clone(),
         })
     }
 }
@@ -319,9 +322,20 @@ mod tests {
 
     #[test]
     fn the_connector_of_this_process_has_its_capabilities() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var("PTAGS_REQUIRE_BPF").as_deref() != Ok("1"),
+                "BPF is required here (PTAGS_REQUIRE_BPF=1) but this is not root"
+            );
+            eprintln!("SKIPPED the_connector_of_this_process_has_its_capabilities: not root; the facts program needs BPF");
+            return;
+        }
+        let kernel = ptags_bpf::Kernel::open(&ptags_bpf::Options::default()).unwrap();
+        let facts = kernel.facts();
         let (_client, server) = pair();
-        let me = Creds::read(std::process::id()).unwrap();
-        let connector = Connector::of(&server).unwrap();
+        let me = Creds::read(facts, std::process::id()).unwrap();
+        let connector = Connector::of(&server, facts).unwrap();
         assert_eq!(connector.uid, me.uids[1]);
         assert_eq!(connector.ceiling.cap_eff, me.cap_eff);
         assert_eq!(connector.ceiling.init_userns, me.init_userns);

@@ -21,6 +21,7 @@ use super::{Counters, Refusal};
 use crate::config::Config;
 use crate::error::Error;
 use crate::pipeline::copies::follow::{self, FollowStream};
+use ptags_bpf::FactsReader;
 
 /// The daemon's answer to a job, and the follower it started, if any
 /// (the connection then streams its records).
@@ -75,6 +76,7 @@ impl ReadError {
 /// Limits shared by the connection threads.
 struct Shared {
     submit: Submit,
+    facts: FactsReader,
     counters: Arc<Counters>,
     connections: Quota,
     memory: Quota,
@@ -331,12 +333,18 @@ fn listen(path: &Path, mode: u32) -> Result<UnixListener> {
 /// (`limits::privileged_socket`: a queue of connections no unprivileged
 /// user can fill, for runtimes and the hook), and starts accepting on
 /// both. Each request is handed to `submit`.
-pub fn start(config: &Config, counters: Arc<Counters>, submit: Submit) -> Result<()> {
+pub fn start(
+    config: &Config,
+    counters: Arc<Counters>,
+    facts: FactsReader,
+    submit: Submit,
+) -> Result<()> {
     let listener = listen(&config.socket, config.socket_mode())?;
     let privileged = listen(&limits::privileged_socket(&config.socket), 0o600)?;
     let l = &config.limits;
     let shared = Arc::new(Shared {
         submit,
+        facts,
         counters,
         connections: Quota::new(
             u64::from(l.max_connections),
@@ -392,7 +400,7 @@ fn admit(stream: UnixStream, shared: &Arc<Shared>, priority: bool) {
             &ResponseFrame::encode(&Err(Failure::new(Errno::Eagain, message))),
         );
     };
-    let connector = match Connector::of(&stream) {
+    let connector = match Connector::of(&stream, &shared.facts) {
         Ok(c) => c,
         Err(e) => return refuse(format!("cannot identify the caller: {e}")),
     };

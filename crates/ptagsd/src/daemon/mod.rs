@@ -234,7 +234,14 @@ impl<'k> Daemon<'k> {
 
     fn handle_as(&mut self, peer: &Peer, req: &Request) -> Result<Response, Error> {
         // A caller in a container names processes as its namespace does.
-        let result = match PidView::of(peer.pid()) {
+        let pid = peer.pid();
+        let view = self
+            .kernel
+            .facts()
+            .read(pid)
+            .map_err(Error::from)
+            .and_then(|f| PidView::of(pid, f.pid_ns.into()));
+        let result = match view {
             Ok(None) => self.decide(peer, req),
             Ok(Some(view)) => view
                 .request(req)
@@ -397,8 +404,9 @@ impl<'k> Daemon<'k> {
         } else {
             Ceiling::NOTHING
         };
-        let creds = Creds::read(pid)?.capped(&ceiling);
-        let subject = audit_subject(pid, creds.uids[0]);
+        let facts = self.kernel.facts().read(pid)?;
+        let creds = Creds::of(&facts).capped(&ceiling);
+        let subject = audit_subject(&facts);
         let state = self.kernel.process_state(pid)?;
         peer.writer.check_alive()?;
         let tags = if peer.connector_wrote {

@@ -10,12 +10,13 @@ use super::tree::{each_thread, Tree};
 use super::wal::Change;
 use super::{Caller, Daemon, Payer};
 use crate::host::{exe_of, tgid_of, thread_ids, Creds, Pidfd, CAP_MAC_ADMIN};
+use ptags_bpf::FactsReader;
 
 /// The threads a target names: one, or every thread of the process.
-fn threads_of(target: Target) -> Result<Vec<u32>, Error> {
+fn threads_of(facts: &FactsReader, target: Target) -> Result<Vec<u32>, Error> {
     match target.tid {
         Some(tid) => {
-            if tgid_of(tid)? != target.pid {
+            if tgid_of(facts, tid)? != target.pid {
                 return Err(Error::new(
                     Errno::Esrch,
                     format!("thread {tid} is not a thread of process {}", target.pid),
@@ -31,10 +32,11 @@ impl Daemon<'_> {
     /// Tags are public: anyone may read them.
     pub(super) fn read(&self, target: Target) -> Result<Response, Error> {
         let tid = target.tid.unwrap_or(target.pid);
-        if tgid_of(tid)? != target.pid {
+        let facts = self.kernel.facts().read(tid)?;
+        if facts.tgid != target.pid {
             return Err(Error::gone(tid));
         }
-        let task = TaskId::of(tid)?;
+        let task = facts.id;
         Ok(Response::Tags {
             tags: self.tags_of(task)?.to_read_format(),
         })
@@ -52,7 +54,7 @@ impl Daemon<'_> {
         let relation = if pid == caller.pid() {
             Relation::Itself
         } else {
-            let target = Creds::read(pid)?;
+            let target = Creds::read(self.kernel.facts(), pid)?;
             if !caller.creds.may_access(&target) {
                 return Err(Error::new(
                     Errno::Eperm,
@@ -98,7 +100,7 @@ impl Daemon<'_> {
         let mut failure = None;
         let done = each_thread(
             &process,
-            || threads_of(target),
+            || threads_of(self.kernel.facts(), target),
             |tid| match self.write_thread(target.pid, tid, text, &writer, caller.payer()) {
                 Ok((failed, thread_changed)) => {
                     *changed |= thread_changed;
@@ -166,11 +168,12 @@ impl Daemon<'_> {
         writer: &Writer,
         payer: Payer,
     ) -> Result<(Option<Error>, bool), Error> {
-        let task = TaskId::of(tid)?;
+        let facts = self.kernel.facts().read(tid)?;
         // A TID reused by another process's thread since it was listed.
-        if tgid_of(tid)? != pid {
+        if facts.tgid != pid {
             return Err(Error::gone(tid));
         }
+        let task = facts.id;
         let current = self.tags_of(task)?;
         let outcome = apply_write(&current, text.as_bytes(), writer);
         let failure = outcome

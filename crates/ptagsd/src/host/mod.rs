@@ -1,21 +1,21 @@
-//! Facts about the host: live processes as /proc tells them (credentials,
-//! capabilities, namespaces, threads, their PID namespaces in
-//! [`pidns`]), pidfds, and the clocks.
+//! Facts about the host: live processes as the kernel tells them
+//! (credentials and capabilities through the facts program, namespaces
+//! and threads through /proc, their PID namespaces in [`pidns`]), pidfds,
+//! and the clocks.
 //!
-//! A fact read from /proc by pid is only trusted together with a check
-//! that the pid still names the same task (its start time, or the
-//! caller's pidfd), so that pid reuse cannot fool a decision.
+//! A fact read by pid is only trusted together with a check that the pid
+//! still names the same task (its start time, or the caller's pidfd), so
+//! that pid reuse cannot fool a decision.
 
 pub mod cgroup;
 pub mod pidns;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use ptags_bpf::procfs;
+use ptags_bpf::{procfs, FactsReader, TaskFacts};
 
 use crate::error::Error;
 use ptags_audit::Subject;
-use ptags_core::Errno;
 
 pub const CAP_SYS_PTRACE: u32 = 19;
 pub const CAP_SYS_ADMIN: u32 = 21;
@@ -91,7 +91,7 @@ impl Pidfd {
     }
 }
 
-/// What `/proc/PID/status` says about credentials.
+/// A process's credentials, as `/proc/PID/status` shows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Creds {
     /// Real, effective, saved and filesystem IDs.
@@ -104,15 +104,18 @@ pub struct Creds {
 }
 
 impl Creds {
-    pub fn read(pid: u32) -> Result<Creds, Error> {
-        let status =
-            procfs::Status::read(&format!("/proc/{pid}/status")).ok_or_else(|| Error::gone(pid))?;
-        Ok(Creds {
-            uids: status.uids,
-            gids: status.gids,
-            cap_eff: status.cap_eff,
-            init_userns: same_namespace(pid, "user")?,
-        })
+    /// Those of task `tid` now.
+    pub fn read(facts: &FactsReader, tid: u32) -> Result<Creds, Error> {
+        Ok(Creds::of(&facts.read(tid)?))
+    }
+
+    pub fn of(facts: &TaskFacts) -> Creds {
+        Creds {
+            uids: facts.uids,
+            gids: facts.gids,
+            cap_eff: facts.cap_eff,
+            init_userns: facts.init_userns,
+        }
     }
 
     /// Whether the process is between the IDs of a set-ID program (its
@@ -168,19 +171,6 @@ pub fn privileged(cap_eff: u64, init_userns: bool) -> bool {
     init_userns && cap_eff & caps != 0
 }
 
-/// Whether `pid` is in the same namespace of `kind` as the daemon.
-pub fn same_namespace(pid: u32, kind: &str) -> Result<bool, Error> {
-    let theirs =
-        std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).map_err(|_| Error::gone(pid))?;
-    let ours = std::fs::read_link(format!("/proc/self/ns/{kind}")).map_err(|e| {
-        Error::new(
-            Errno::Eio,
-            format!("reading the daemon's {kind} namespace: {e}"),
-        )
-    })?;
-    Ok(theirs == ours)
-}
-
 /// The inode number of a process's namespace of `kind` (`mnt`, `pid`,
 /// ...), which names the namespace machine-wide while it exists.
 pub fn namespace_inode(pid: u32, kind: &str) -> Result<u64, Error> {
@@ -191,24 +181,14 @@ pub fn namespace_inode(pid: u32, kind: &str) -> Result<u64, Error> {
 }
 
 /// A process as audit records name it: pid, uid, login uid, session and
-/// comm (read from /proc; unreadable values print as unset).
-pub fn audit_subject(pid: u32, uid: u32) -> Subject {
-    let number = |file: &str| {
-        std::fs::read_to_string(format!("/proc/{pid}/{file}"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(u32::MAX)
-    };
-    let mut comm = std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default();
-    if comm.last() == Some(&b'\n') {
-        comm.pop();
-    }
+/// comm.
+pub fn audit_subject(facts: &TaskFacts) -> Subject {
     Subject {
-        pid,
-        uid,
-        auid: number("loginuid"),
-        ses: number("sessionid"),
-        comm,
+        pid: facts.id.tid,
+        uid: facts.uids[0],
+        auid: facts.loginuid,
+        ses: facts.sessionid,
+        comm: facts.comm.clone(),
     }
 }
 
@@ -248,8 +228,8 @@ pub fn thread_ids(pid: u32) -> Result<Vec<u32>, Error> {
 }
 
 /// The thread-group ID of task `tid`.
-pub fn tgid_of(tid: u32) -> Result<u32, Error> {
-    procfs::tgid_of(tid).ok_or_else(|| Error::gone(tid))
+pub fn tgid_of(facts: &FactsReader, tid: u32) -> Result<u32, Error> {
+    Ok(facts.read(tid)?.tgid)
 }
 
 /// The executable of `pid`, as (device, inode).
@@ -262,17 +242,6 @@ pub fn exe_of(pid: u32) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn own_credentials() {
-        let me = Creds::read(std::process::id()).unwrap();
-        // SAFETY: getuid and getgid have no preconditions.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        assert_eq!((me.uids[0], me.gids[0]), (uid, gid));
-        assert!(me.init_userns || !same_namespace(1, "user").unwrap());
-        assert!(me.may_access(&me));
-        assert!(Creds::read(u32::MAX).is_err());
-    }
 
     #[test]
     fn access_needs_every_id_or_ptrace() {
@@ -313,7 +282,6 @@ mod tests {
     fn threads_and_exe_of_this_process() {
         let me = std::process::id();
         assert!(thread_ids(me).unwrap().contains(&me));
-        assert_eq!(tgid_of(me).unwrap(), me);
         assert_eq!(exe_of(me), exe_of(me));
         assert!(exe_of(me).is_some());
     }

@@ -104,9 +104,10 @@ fn own_namespace() -> Result<u64, Error> {
 }
 
 impl PidView {
-    /// The namespace of process `pid`; `None` when it is the daemon's.
-    pub fn of(pid: u32) -> Result<Option<PidView>, Error> {
-        let ns = namespace_inode(pid, "pid")?;
+    /// The namespace of process `pid`, whose inode number is `ns` (from
+    /// its facts, or [`namespace_inode`]); `None` when it is the
+    /// daemon's.
+    pub fn of(pid: u32, ns: u64) -> Result<Option<PidView>, Error> {
         if ns == own_namespace()? {
             return Ok(None);
         }
@@ -211,8 +212,9 @@ mod tests {
 
     #[test]
     fn this_process_is_in_the_daemons_namespace() {
-        assert_eq!(PidView::of(std::process::id()), Ok(None));
         let me = std::process::id();
+        let ns = namespace_inode(me, "pid").unwrap();
+        assert_eq!(PidView::of(me, ns), Ok(None));
         assert_eq!(nspids(me, &format!("/proc/{me}/status")).unwrap()[0], me);
     }
 }

@@ -636,7 +636,9 @@ impl<'k> Pipeline<'k> {
         // Without the kernel's OBJ_PID, the target is named as the
         // tracer's PID namespace names it; a tracer gone since is taken
         // to be in the daemon's.
-        let target = match (host, PidView::of(tracer)) {
+        let view =
+            crate::host::namespace_inode(tracer, "pid").and_then(|ns| PidView::of(tracer, ns));
+        let target = match (host, view) {
             (false, Ok(Some(view))) => view.host_pid(target).ok()?,
             _ => target,
         };

@@ -19,6 +19,7 @@ use fuser::{
     OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyWrite, WriteFlags,
 };
 use log::{info, warn};
+use ptags_bpf::FactsReader;
 use ptags_proto::{Request, Response, Target};
 
 use self::nodes::{Kind, Node};
@@ -53,7 +54,12 @@ pub struct Files {
 impl Files {
     /// Mounts the files at `mountpoint` (made if missing), after
     /// detaching a stale mount a killed daemon left there.
-    pub fn mount(mountpoint: &Path, submit: SubmitFn, limits: &Limits) -> Result<Files> {
+    pub fn mount(
+        mountpoint: &Path,
+        submit: SubmitFn,
+        facts: FactsReader,
+        limits: &Limits,
+    ) -> Result<Files> {
         // A killed daemon's mount answers nothing (ENOTCONN) until
         // detached.
         if mounted_at(mountpoint) {
@@ -75,6 +81,7 @@ impl Files {
         config.n_threads = Some(2);
         let tree = Tree {
             submit,
+            facts,
             changes: ChangeRate::new(limits.changes_per_sec_per_uid, limits.changes_burst_per_uid),
         };
         let session = fuser::spawn_mount(tree, mountpoint, &config)
@@ -127,6 +134,8 @@ fn detach(path: &Path) {
 
 struct Tree {
     submit: SubmitFn,
+    /// Who makes each system call, as the kernel has it.
+    facts: FactsReader,
     /// Each user's rate of changes, as the socket's (counted apart).
     changes: ChangeRate,
 }
@@ -142,14 +151,15 @@ impl Tree {
     /// the request.
     fn ask(&self, req: &fuser::Request, request: Request) -> Result<Response, crate::error::Error> {
         let tid = req.pid();
-        let pid = ptags_bpf::procfs::tgid_of(tid).ok_or_else(|| crate::error::Error::gone(tid))?;
+        let thread = self.facts.read(tid)?;
+        let pid = thread.tgid;
         let writer = Pidfd::open(pid)?;
         // Credentials are a thread's: the daemon judges the process's, so
         // a thread whose own differ (one that dropped its IDs or
         // capabilities alone) is judged without capabilities and tags,
         // as a socket's writer that is not its connector.
-        let thread = Creds::read(tid)?;
-        let process = Creds::read(pid)?;
+        let thread = Creds::of(&thread);
+        let process = Creds::read(&self.facts, pid)?;
         let same = (thread.uids, thread.gids, thread.cap_eff, thread.init_userns)
             == (
                 process.uids,
@@ -205,9 +215,9 @@ impl Tree {
     }
 
     /// The reader's PID namespace, when it is not the daemon's.
-    fn view(req: &fuser::Request) -> Option<PidView> {
-        let pid = ptags_bpf::procfs::tgid_of(req.pid())?;
-        PidView::of(pid).ok().flatten()
+    fn view(&self, req: &fuser::Request) -> Option<PidView> {
+        let facts = self.facts.read(req.pid()).ok()?;
+        PidView::of(facts.tgid, facts.pid_ns.into()).ok().flatten()
     }
 
     /// The daemon's pid of the process the reader calls `local`.
@@ -278,7 +288,7 @@ impl Tree {
 
     /// What a file reads: the read format, or the container ID.
     fn content(&self, req: &fuser::Request, node: Node) -> Result<Vec<u8>, Errno> {
-        let view = Tree::view(req);
+        let view = self.view(req);
         let local = |p: u32, t: u32| Tree::local(view, p, t).ok_or(Errno::ENOENT);
         let request = match node {
             Node::ProcessTags(p) => Request::Read {
@@ -323,7 +333,7 @@ impl Filesystem for Tree {
         let (Some(dir), Some(name)) = (Node::from_ino(parent.0), name.to_str()) else {
             return reply.error(Errno::ENOENT);
         };
-        let view = Tree::view(req);
+        let view = self.view(req);
         let found = dir.child(name, |n| match dir {
             Node::Tasks(p) => Tree::thread(view, p, n),
             _ => Tree::process(view, n),
@@ -384,7 +394,7 @@ impl Filesystem for Tree {
             return reply.error(Errno::EINVAL);
         }
         let pid = ptags_bpf::procfs::tgid_of(req.pid());
-        match pid.and_then(|p| Tree::local(Tree::view(req), p, p)) {
+        match pid.and_then(|p| Tree::local(self.view(req), p, p)) {
             Some(local) => reply.data(local.to_string().as_bytes()),
             None => reply.error(Errno::ENOENT),
         }
@@ -444,7 +454,7 @@ impl Filesystem for Tree {
         if offset != 0 {
             return reply.error(Errno::EINVAL);
         }
-        let view = Tree::view(req);
+        let view = self.view(req);
         let Some(pid) = (match node {
             Node::ProcessTags(p) | Node::TaskTags(p, _) | Node::Contid(p) => {
                 Tree::local(view, p, p)
@@ -523,7 +533,7 @@ impl Filesystem for Tree {
         let Some(dir) = Node::from_ino(ino.0).filter(|n| n.kind() == Kind::Dir) else {
             return reply.error(Errno::ENOTDIR);
         };
-        let view = Tree::view(req);
+        let view = self.view(req);
         let mut entries: Vec<(u64, FileType, String)> = vec![
             (dir.ino(), FileType::Directory, ".".into()),
             (Node::Root.ino(), FileType::Directory, "..".into()),
