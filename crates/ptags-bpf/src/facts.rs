@@ -1,12 +1,12 @@
-//! What the daemon decides on about a task (its identity, credentials
-//! and audit fields), read from the kernel in one system call by the
+//! What the daemon decides on about a task (its identity, credentials,
+//! audit fields and labels), read from the kernel in one system call by the
 //! `ptags_facts` program (facts.bpf.h) instead of half a dozen /proc files.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use crate::skel::types::ptags_facts_args;
-use crate::task::TaskId;
+use crate::task::{TaskId, TaskState};
 use crate::{Context, Error, Result};
 
 // SAFETY: a plain C struct of integers and bytes, generated from intf.h.
@@ -32,6 +32,8 @@ pub struct TaskFacts {
     /// Its PID namespace's inode number (as /proc/PID/ns/pid has it).
     pub pid_ns: u32,
     pub comm: Vec<u8>,
+    /// Its labels; `None` when the kernel holds nothing for it.
+    pub state: Option<TaskState>,
 }
 
 /// Reads [`TaskFacts`]; cheap to clone and usable from any thread (each
@@ -91,6 +93,7 @@ impl FactsReader {
             sessionid: args.sessionid,
             pid_ns: args.pid_ns,
             comm: comm.collect(),
+            state: (args.has_state != 0).then(|| TaskState::from_raw(&args.state)),
         })
     }
 }

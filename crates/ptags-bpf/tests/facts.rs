@@ -28,6 +28,7 @@ fn matches_proc(k: &Kernel, pid: u32, tid: u32) {
     let comm = std::fs::read_to_string(format!("{dir}/comm")).unwrap();
     let user_ns = |p: u32| std::fs::read_link(format!("/proc/{p}/ns/user")).unwrap();
     assert_eq!(facts.id, TaskId::of(tid).unwrap(), "start time of {tid}");
+    assert_eq!(facts.state, k.task_state(facts.id).unwrap());
     assert_eq!(facts.tgid, pid);
     assert_eq!((facts.uids, facts.gids), (status.uids, status.gids));
     assert_eq!(facts.cap_eff, status.cap_eff);
@@ -99,6 +100,18 @@ fn facts_are_what_proc_says() {
     );
     let user = k.facts().read(others[0].id()).unwrap();
     assert_eq!((user.uids, user.cap_eff), ([65534; 4], 0));
+    // Its labels, as the state map has them.
+    k.set(
+        user.id,
+        &ptags_bpf::SetOp {
+            tags: Some((31, 32)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let labelled = k.facts().read(user.id.tid).unwrap().state.unwrap();
+    assert_eq!((labelled.set_id, labelled.kept_id), (31, 32));
+    matches_proc(&k, user.id.tid, user.id.tid);
     assert!(!k.facts().read(others[1].id()).unwrap().init_userns);
     for c in &mut others {
         c.kill().unwrap();

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-only OR MIT */
 /*
- * What the daemon decides on about a task, read in one system call
+ * What the daemon decides on about a task, and its labels, read in one
+ * system call
  * (BPF_PROG_TEST_RUN) instead of /proc/TID/status, stat, loginuid,
  * sessionid, comm and ns/user, which cost 15-25 µs each to open, format
  * and close (issue 21): most of a request's time before this. The values
@@ -21,6 +22,8 @@ int ptags_facts(struct ptags_facts_args *a)
 {
 	struct task_struct *t = bpf_task_from_pid(a->tid);
 	const struct cred *c;
+	struct ptags_task *s;
+	struct ptags_state state;
 	struct pid *pid;
 	unsigned int level;
 	char comm[16];
@@ -59,6 +62,15 @@ int ptags_facts(struct ptags_facts_args *a)
 	 * stack, then copied whole. */
 	bpf_probe_read_kernel_str(comm, sizeof(comm), t->comm);
 	__builtin_memcpy(a->comm, comm, sizeof(comm));
+	/* Its labels at the same instant, read whole under the lock. */
+	s = bpf_task_storage_get(&task_state, t, 0, 0);
+	if (s) {
+		bpf_spin_lock(&s->lock);
+		state = s->state;
+		bpf_spin_unlock(&s->lock);
+		a->state = state;
+		a->has_state = 1;
+	}
 	bpf_task_release(t);
 	a->result = 0;
 	return 0;

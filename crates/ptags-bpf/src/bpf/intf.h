@@ -307,8 +307,9 @@ struct ptags_facts_args {
 	__u32 loginuid;
 	__u32 sessionid;
 	__u32 pid_ns;		/* its PID namespace's inode number */
-	__u32 reserved;		/* zero: keeps what follows aligned */
+	__u32 has_state;	/* 1: `state` is the task's; 0: it has none */
 	char comm[16];
+	struct ptags_state state;
 };
 
 /* One row per task from the ptags_tasks iterator: what user space needs

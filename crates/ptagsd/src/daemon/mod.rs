@@ -407,7 +407,12 @@ impl<'k> Daemon<'k> {
         let facts = self.kernel.facts().read(pid)?;
         let creds = Creds::of(&facts).capped(&ceiling);
         let subject = audit_subject(&facts);
-        let state = self.kernel.process_state(pid)?;
+        // A main thread that has exited leaves its process's labels to
+        // a live thread's.
+        let state = match facts.state {
+            Some(s) if s.exited => self.kernel.process_state(pid)?,
+            state => state,
+        };
         peer.writer.check_alive()?;
         let tags = if peer.connector_wrote {
             self.set_of(state.unwrap_or_default().set_id)

@@ -36,9 +36,9 @@ impl Daemon<'_> {
         if facts.tgid != target.pid {
             return Err(Error::gone(tid));
         }
-        let task = facts.id;
+        let set = facts.state.unwrap_or_default().set_id;
         Ok(Response::Tags {
-            tags: self.tags_of(task)?.to_read_format(),
+            tags: self.set_of(set).to_read_format(),
         })
     }
 
@@ -174,7 +174,7 @@ impl Daemon<'_> {
             return Err(Error::gone(tid));
         }
         let task = facts.id;
-        let current = self.tags_of(task)?;
+        let current = self.set_of(facts.state.unwrap_or_default().set_id);
         let outcome = apply_write(&current, text.as_bytes(), writer);
         let failure = outcome
             .failure
