@@ -560,7 +560,7 @@ impl<'k> Daemon<'k> {
         }
         self.forget_exited_containers();
         self.handle_panics();
-        self.sweep_namespaces();
+        self.sweep();
         self.record_socket_refusals();
         if let Err(e) = self.maintain() {
             warn!("collecting unused state: {e:#}");
@@ -569,17 +569,24 @@ impl<'k> Daemon<'k> {
     }
 
     /// Lists every task once a sweep interval when namespace records are
-    /// on: the listing finds the unshares and setns of tasks that did not
-    /// fork, exec or exit since, and tells which namespaces no task uses.
-    fn sweep_namespaces(&mut self) {
+    /// on or a container has a setns policy: the listing joins the tasks
+    /// that entered a container's namespaces and did not fork, exec or
+    /// move since (joins.bpf.h), finds the unshares and setns of watched
+    /// tasks, and tells which namespaces no task uses.
+    fn sweep(&mut self) {
         let every = std::time::Duration::from_millis(self.config.namespaces.sweep_ms);
-        if self.config.ns_watch() == ptags_bpf::NsWatch::Off || self.last_sweep.elapsed() < every {
+        if self.last_sweep.elapsed() < every
+            || (self.config.ns_watch() == ptags_bpf::NsWatch::Off && self.kernel.joins().is_empty())
+        {
             return;
         }
         self.last_sweep = Instant::now();
         match self.kernel.tasks() {
-            Ok(rows) => self.pipeline.swept(&rows, &self.registry),
-            Err(e) => warn!("sweeping the tasks for namespace changes: {e}"),
+            Ok(rows) if self.config.ns_watch() != ptags_bpf::NsWatch::Off => {
+                self.pipeline.swept(&rows, &self.registry)
+            }
+            Ok(_) => {}
+            Err(e) => warn!("sweeping the tasks: {e}"),
         }
     }
 
