@@ -17,6 +17,7 @@ pub mod chain;
 pub mod policy;
 pub mod query;
 pub mod report;
+pub mod scan;
 pub mod syscalls;
 pub mod types;
 
