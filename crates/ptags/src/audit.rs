@@ -1,17 +1,20 @@
 //! `ptags audit`: reading the trail offline, rotated files included.
 //! Needs no daemon: only the log files (and, to verify, the chain key).
 
+use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use ptags_audit::chain::{record_text, Beginning, Broken, Key, Link, Sealed, Verifier};
-use ptags_audit::query::{format_utc, interpret, parse_time, Entry, Matcher, Query};
+use ptags_audit::chain::{Beginning, Broken, Key, Link, Verifier};
+use ptags_audit::json_members;
+use ptags_audit::query::{format_utc, interpret, parse_time, Entry, Query};
 use ptags_audit::report::Report;
-use ptags_audit::{json_members, Stamp};
+use ptags_audit::scan::{self, EventGrouper, LogLine, Split};
 
 use crate::commands::contid_arg;
 
@@ -169,14 +172,6 @@ pub struct VerifyArgs {
     tail: Option<PathBuf>,
 }
 
-/// One line of a log: as written, the record's text, and its stamp.
-struct Line {
-    raw: String,
-    record: String,
-    seq: Option<u64>,
-    stamp: Stamp,
-}
-
 /// Reads the lines of the files in order, calling `each` with the file
 /// and line number.
 fn read_lines(
@@ -200,47 +195,70 @@ fn read_lines(
     Ok(())
 }
 
-/// The record in a line of either format (auditd's own logs too);
-/// `None` for a line that holds no record.
-fn record_of(raw: &str) -> Option<Line> {
-    let sealed = Sealed::split(raw);
-    let record = record_text(raw)?.into_owned();
-    let stamp = Entry::parse(&record).ok()?.stamp;
-    Some(Line {
-        raw: raw.to_owned(),
-        record,
-        seq: sealed.map(|s| s.seq),
-        stamp,
-    })
-}
-
 /// Reads the files event by event (consecutive records sharing a stamp).
-fn events(files: &[Opened], mut each: impl FnMut(&[Line], &[Entry<'_>])) -> Result<u64> {
-    let mut group: Vec<Line> = Vec::new();
-    let mut unreadable = 0u64;
-    let mut flush = |group: &mut Vec<Line>| {
-        if !group.is_empty() {
-            let entries: Vec<Entry<'_>> = group
-                .iter()
-                .filter_map(|l| Entry::parse(&l.record).ok())
-                .collect();
-            each(group, &entries);
-            group.clear();
-        }
-    };
+fn events(files: &[Opened], mut each: impl FnMut(&[LogLine<'_>], &[Entry<'_>])) -> Result<u64> {
+    let mut grouper = EventGrouper::default();
     read_lines(files, |_, _, raw| {
-        let Some(line) = record_of(raw) else {
-            unreadable += 1;
-            return Ok(());
-        };
-        if group.last().is_some_and(|l| l.stamp != line.stamp) {
-            flush(&mut group);
-        }
-        group.push(line);
+        grouper.push(Cow::Owned(raw.to_owned()), &mut each);
         Ok(())
     })?;
-    flush(&mut group);
-    Ok(unreadable)
+    Ok(grouper.finish(&mut each))
+}
+
+/// The files' bytes one after the other, as `read_lines` reads them.
+enum LogBytes {
+    Mapped(memmap2::Mmap),
+    Read(Vec<u8>),
+}
+
+impl std::ops::Deref for LogBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            LogBytes::Mapped(map) => map,
+            LogBytes::Read(bytes) => bytes,
+        }
+    }
+}
+
+impl LogBytes {
+    /// One file is mapped: reading it into memory would cost more than
+    /// the whole search (faulting in fresh pages, 300 ms for 300 MiB on
+    /// a 2-core VM, against 30 ms to map it). Several are read, their
+    /// bytes one after the other, with a newline ending a file's last
+    /// line if it has none: a line does not run on into the next file.
+    fn load(files: &[Opened]) -> Result<LogBytes> {
+        if let [one] = files {
+            if one
+                .file
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.len() > 0)
+            {
+                // SAFETY: the map is only read, as bytes. ptagsd only
+                // appends to the live audit.log (beyond the length mapped
+                // here) and renames it to rotate it; it truncates it only
+                // back over a write that failed, which would make the
+                // bytes read be those of the torn line, or, past the end,
+                // stop the process with SIGBUS: no answer rather than a
+                // wrong one.
+                let map = unsafe { memmap2::MmapOptions::new().populate().map(&one.file) };
+                if let Ok(map) = map {
+                    return Ok(LogBytes::Mapped(map));
+                }
+            }
+        }
+        let mut bytes = Vec::new();
+        for Opened { path, file } in files {
+            let mut reader = file;
+            reader
+                .read_to_end(&mut bytes)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if bytes.last().is_some_and(|&b| b != b'\n') {
+                bytes.push(b'\n');
+            }
+        }
+        Ok(LogBytes::Read(bytes))
+    }
 }
 
 fn warn_unreadable(n: u64) {
@@ -277,30 +295,36 @@ fn search(args: SearchArgs) -> Result<ExitCode> {
         since_ms: time(&args.since)?,
         until_ms: time(&args.until)?,
     };
-    let mut matcher = Matcher::new(query).map_err(anyhow::Error::msg)?;
+    query.validate().map_err(anyhow::Error::msg)?;
     let files = args.files.open()?;
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
-    let mut matched = 0u64;
+    let log = LogBytes::load(&files)?;
+    let format = args.format;
+    let mut out = std::io::stdout().lock();
     let mut write_error = None;
-    let unreadable = events(&files, |lines, entries| {
-        if write_error.is_some() || !matcher.matches(entries) {
-            return;
-        }
-        matched += 1;
-        let r = print_event(&mut out, args.format, lines, entries);
-        if let Err(e) = r {
-            write_error = Some(e);
-        }
-    })?;
+    let found = scan::search(
+        &log,
+        &query,
+        Split::default(),
+        |lines, entries, text| {
+            print_event(text, format, lines, entries).expect("writing to memory");
+        },
+        |text| match out.write_all(text) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                write_error = Some(e);
+                ControlFlow::Break(())
+            }
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
     match write_error {
         Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
         Some(e) => return Err(e).context("writing the results"),
         None => {}
     }
     out.flush()?;
-    warn_unreadable(unreadable);
-    if matched == 0 {
+    warn_unreadable(found.unreadable);
+    if found.matched == 0 {
         eprintln!("<no matches>");
         return Ok(ExitCode::from(1));
     }
@@ -310,7 +334,7 @@ fn search(args: SearchArgs) -> Result<ExitCode> {
 fn print_event(
     out: &mut impl Write,
     format: Format,
-    lines: &[Line],
+    lines: &[LogLine<'_>],
     entries: &[Entry<'_>],
 ) -> std::io::Result<()> {
     match format {
