@@ -14,6 +14,7 @@ use std::fmt;
 
 pub mod assemble;
 pub mod chain;
+pub mod index;
 pub mod policy;
 pub mod query;
 pub mod report;

@@ -21,6 +21,7 @@ use memchr::memmem::Finder;
 use ptags_core::line::Selector;
 
 use crate::chain::{record_text, Sealed};
+use crate::index::{Block, Summary};
 use crate::query::{names_namespace, names_pid, nest_link, touches_tags, Entry, Query};
 use crate::Stamp;
 
@@ -122,23 +123,42 @@ pub struct Found {
     pub unreadable: u64,
 }
 
+/// How [`search`] writes a matching event.
+#[derive(Clone, Copy)]
+pub enum Print<'f> {
+    /// Its lines as written (those that hold a record), each ending with
+    /// a newline: copied, not parsed (bytes that are not UTF-8 are
+    /// replaced as [`String::from_utf8_lossy`] does).
+    Raw,
+    /// Written by this function, given the event's lines and records (it
+    /// runs on the workers).
+    With(Format<'f>),
+}
+
 /// Finds the events of `log` (lines separated by `\n`, as the files
 /// are read one after the other) that match `query`: the same events, in
 /// the same order, as grouping the lines with [`EventGrouper`] and
-/// matching them with a [`crate::query::Matcher`]. `format` writes a
-/// matching event's text (it runs on the workers); `write` is given that
-/// text in the log's order, and may stop the search.
+/// matching them with a [`crate::query::Matcher`]. `print` writes a
+/// matching event's text; `write` is given that text in the log's order,
+/// and may stop the search.
+///
+/// `blocks`, when given, cut the log into ranges of whole lines, some
+/// with what an index says they hold ([`crate::index`]): a block whose
+/// summary shows it cannot match is skipped (its lines without a record
+/// counted from the summary), provided the data confirms that no event
+/// crosses its ends. Blocks that do not tile the log are ignored.
 pub fn search(
     log: &[u8],
     query: &Query,
     split: Split,
-    format: impl Fn(&[LogLine<'_>], &[Entry<'_>], &mut Vec<u8>) + Sync,
+    blocks: Option<&[Block]>,
+    print: Print<'_>,
     mut write: impl FnMut(&[u8]) -> ControlFlow<()>,
 ) -> Result<Found, String> {
     query.validate()?;
-    let bounds = chunk_bounds(log, split.chunk_bytes);
+    let plan = Plan::new(log, blocks, split.chunk_bytes);
     let family = if query.nested {
-        family(log, query, &bounds, split.workers)
+        family(log, query, &plan, split.workers)
     } else {
         HashMap::new()
     };
@@ -147,14 +167,22 @@ pub fn search(
         log,
         query,
         anchor: Anchor::of(query, tag.and_then(Result::ok)),
+        filters: filter_needles(query),
         family: &family,
-        format: &format,
+        print,
     };
+    let in_family = |id| family.contains_key(&id);
     let mut found = Found::default();
     in_order(
-        &bounds,
+        &plan.bounds,
         split.workers,
-        |start, end| scan.chunk(start, end),
+        |i, start, end| match plan.known[i] {
+            Some(summary) if !summary.may_match(query, &in_family) => ChunkFound {
+                unreadable: summary.unreadable,
+                ..ChunkFound::default()
+            },
+            _ => scan.chunk(start, end),
+        },
         |chunk| {
             found.matched += chunk.matched;
             found.unreadable += chunk.unreadable;
@@ -166,6 +194,102 @@ pub fn search(
         },
     );
     Ok(found)
+}
+
+/// The chunks a search reads: where they start (and the last ends), and
+/// for each, what an index says it holds, when the data confirms that
+/// the chunk holds whole events.
+struct Plan<'b> {
+    bounds: Vec<usize>,
+    known: Vec<Option<&'b Summary>>,
+}
+
+impl<'b> Plan<'b> {
+    fn new(log: &[u8], blocks: Option<&'b [Block]>, chunk_bytes: usize) -> Plan<'b> {
+        let tiles = |blocks: &[Block]| {
+            let mut at = 0;
+            for b in blocks {
+                if b.start != at || b.end <= b.start || b.end > log.len() {
+                    return false;
+                }
+                if b.start > 0 && log[b.start - 1] != b'\n' {
+                    return false;
+                }
+                at = b.end;
+            }
+            at == log.len()
+        };
+        let blocks = match blocks {
+            Some(blocks) if tiles(blocks) => blocks,
+            _ => {
+                let bounds = chunk_bounds(log, chunk_bytes);
+                let known = vec![None; bounds.len().saturating_sub(1)];
+                return Plan { bounds, known };
+            }
+        };
+        let mut plan = Plan {
+            bounds: vec![0],
+            known: Vec::new(),
+        };
+        for b in blocks {
+            let whole = || !cuts_event(log, b.start) && !cuts_event(log, b.end);
+            match &b.summary {
+                Some(summary) if whole() => {
+                    plan.bounds.push(b.end);
+                    plan.known.push(Some(summary));
+                }
+                _ => {
+                    // Unknown: read as without an index, in chunks.
+                    let inner = chunk_bounds(&log[b.start..b.end], chunk_bytes);
+                    for end in inner.into_iter().skip(1) {
+                        plan.bounds.push(b.start + end);
+                        plan.known.push(None);
+                    }
+                }
+            }
+        }
+        plan
+    }
+}
+
+/// Whether the lines on both sides of `at` (a line start) belong to one
+/// event.
+fn cuts_event(log: &[u8], mut at: usize) -> bool {
+    let Some(before) = stamp_before(log, at) else {
+        return false;
+    };
+    while at < log.len() {
+        let (end, next) = line_at(log, at);
+        if let Some(stamp) = line_stamp(&log[at..end]) {
+            return stamp == before;
+        }
+        at = next;
+    }
+    false
+}
+
+/// Every filter of the query needs a record of the event that passes
+/// its test, and that record's line contains one of these (or is a JSON
+/// line): the lines that can make an event match.
+fn filter_needles(query: &Query) -> Vec<Finder<'static>> {
+    let mut needles: Vec<String> = Vec::new();
+    if query.contid.is_some() {
+        needles.push("contid=".into());
+    }
+    if query.tag.is_some() {
+        needles.extend(kind_needles(["PTAGS_OP"]));
+    }
+    if query.ns.is_some() {
+        needles.push("type=NS_".into());
+    }
+    if let Some(pid) = query.pid {
+        needles.push(pid.to_string());
+    }
+    needles.extend(kind_needles(&query.kinds));
+    needles
+        .iter()
+        .map(|n| Finder::new(n.as_bytes()).into_owned())
+        .collect()
 }
 
 /// The filter that picks the events worth parsing: every event that
@@ -240,7 +364,12 @@ fn kind_needles<S: AsRef<str>>(kinds: impl IntoIterator<Item = S>) -> Vec<String
 
 /// The starts of the lines in `log[start..end]` (whole lines) that
 /// contain one of `needles`, in order, once each.
-fn needle_lines(needles: &[Finder<'_>], log: &[u8], start: usize, end: usize) -> Vec<usize> {
+pub(crate) fn needle_lines(
+    needles: &[Finder<'_>],
+    log: &[u8],
+    start: usize,
+    end: usize,
+) -> Vec<usize> {
     let chunk = &log[start..end];
     let mut starts: Vec<usize> = needles
         .iter()
@@ -256,7 +385,7 @@ fn needle_lines(needles: &[Finder<'_>], log: &[u8], start: usize, end: usize) ->
 
 /// Where the chunks start (and the last ends): at line starts, about
 /// `chunk_bytes` apart.
-fn chunk_bounds(log: &[u8], chunk_bytes: usize) -> Vec<usize> {
+pub(crate) fn chunk_bounds(log: &[u8], chunk_bytes: usize) -> Vec<usize> {
     let mut bounds = vec![0];
     let mut at = 0;
     while at < log.len() {
@@ -272,7 +401,7 @@ fn chunk_bounds(log: &[u8], chunk_bytes: usize) -> Vec<usize> {
 
 /// The line that starts at `start`: its end (the newline, or the end of
 /// the log) and where the next line starts.
-fn line_at(log: &[u8], start: usize) -> (usize, usize) {
+pub(crate) fn line_at(log: &[u8], start: usize) -> (usize, usize) {
     match memchr::memchr(b'\n', &log[start..]) {
         Some(nl) => (start + nl, start + nl + 1),
         None => (log.len(), log.len()),
@@ -282,7 +411,7 @@ fn line_at(log: &[u8], start: usize) -> (usize, usize) {
 /// The stamp of the record a line holds, as [`LogLine::parse`] finds it,
 /// read in place for the lines ptagsd and the kernel write; `None` for a
 /// line that holds no record.
-fn line_stamp(line: &[u8]) -> Option<Stamp> {
+pub(crate) fn line_stamp(line: &[u8]) -> Option<Stamp> {
     let slow = || LogLine::parse(String::from_utf8_lossy(line)).map(|l| l.stamp);
     // A JSON line's record is rebuilt from its members.
     if line.first() == Some(&b'{') {
@@ -345,7 +474,7 @@ fn stamp_in_place(text: &[u8]) -> Option<Stamp> {
 }
 
 /// The stamp of the last record before `at` (a line start), if any.
-fn stamp_before(log: &[u8], mut at: usize) -> Option<Stamp> {
+pub(crate) fn stamp_before(log: &[u8], mut at: usize) -> Option<Stamp> {
     while at > 0 {
         let end = at - 1;
         let start = memchr::memrchr(b'\n', &log[..end]).map_or(0, |nl| nl + 1);
@@ -360,14 +489,17 @@ fn stamp_before(log: &[u8], mut at: usize) -> Option<Stamp> {
 /// For `--nested`: each container nested in the one asked for (and that
 /// one), with where the record that made it so starts (0 for that one).
 /// An event is in the family of its end: a nest record in it counts.
-fn family(log: &[u8], query: &Query, bounds: &[usize], workers: usize) -> HashMap<u64, usize> {
+fn family(log: &[u8], query: &Query, plan: &Plan<'_>, workers: usize) -> HashMap<u64, usize> {
     let nest = [Finder::new(b"type=CONTAINER_OP msg=audit(")];
     let json = Finder::new(b"\n{");
     let mut links: Vec<(usize, u64, u64)> = Vec::new();
     in_order(
-        bounds,
+        &plan.bounds,
         workers,
-        |start, end| {
+        |i, start, end| {
+            if plan.known[i].is_some_and(|s| !s.nests) {
+                return Vec::new();
+            }
             let chunk = &log[start..end];
             // JSON lines, whose text may be escaped, are read whatever
             // they contain.
@@ -423,14 +555,17 @@ struct OpenEvent {
     anchored: bool,
 }
 
-type Format<'f> = &'f (dyn Fn(&[LogLine<'_>], &[Entry<'_>], &mut Vec<u8>) + Sync);
+pub type Format<'f> = &'f (dyn Fn(&[LogLine<'_>], &[Entry<'_>], &mut Vec<u8>) + Sync);
 
 struct Scan<'a> {
     log: &'a [u8],
     query: &'a Query,
     anchor: Option<Anchor<'a>>,
+    /// The needles of every filter: the lines that can make an event
+    /// match.
+    filters: Vec<Finder<'static>>,
     family: &'a HashMap<u64, usize>,
-    format: Format<'a>,
+    print: Print<'a>,
 }
 
 impl Scan<'_> {
@@ -518,30 +653,69 @@ impl Scan<'_> {
         if !event.anchored || !self.query.in_time(&event.stamp) {
             return;
         }
-        let mut lines = Vec::new();
+        let log = self.log;
+        // Only the records whose lines can make the event match are
+        // parsed to match it; every record of the event shares its stamp.
+        let mut records = Vec::new();
+        let mut relevant = Vec::new();
         let mut at = event.start;
         // The last line is not empty: it holds a record.
         while at < event.end {
-            let (end, next) = line_at(self.log, at);
-            lines.extend(LogLine::parse(String::from_utf8_lossy(&self.log[at..end])));
+            let (end, next) = line_at(log, at);
+            let line = &log[at..end];
+            if line_stamp(line).is_some() {
+                records.push((at, end));
+                if line.first() == Some(&b'{')
+                    || self.filters.iter().any(|f| f.find(line).is_some())
+                {
+                    relevant.extend(LogLine::parse(String::from_utf8_lossy(line)));
+                }
+            }
             at = next;
         }
-        let entries: Vec<Entry<'_>> = lines.iter().map(LogLine::entry).collect();
-        let in_family = |id| self.family.get(&id).is_some_and(|&at| at < event.end);
-        if self.query.matches_event(&entries, &in_family) {
-            found.matched += 1;
-            (self.format)(&lines, &entries, &mut found.text);
+        let matched = self.filters.is_empty() || {
+            let entries: Vec<Entry<'_>> = relevant.iter().map(LogLine::entry).collect();
+            let in_family = |id| self.family.get(&id).is_some_and(|&at| at < event.end);
+            self.query.matches_event(&entries, &in_family)
+        };
+        if !matched {
+            return;
+        }
+        found.matched += 1;
+        match self.print {
+            Print::Raw => {
+                for (start, end) in records {
+                    let line = &log[start..end];
+                    match std::str::from_utf8(line) {
+                        Ok(_) => found.text.extend_from_slice(line),
+                        Err(_) => found
+                            .text
+                            .extend_from_slice(String::from_utf8_lossy(line).as_bytes()),
+                    }
+                    found.text.push(b'\n');
+                }
+            }
+            Print::With(format) => {
+                let lines: Vec<LogLine<'_>> = records
+                    .into_iter()
+                    .filter_map(|(start, end)| {
+                        LogLine::parse(String::from_utf8_lossy(&log[start..end]))
+                    })
+                    .collect();
+                let entries: Vec<Entry<'_>> = lines.iter().map(LogLine::entry).collect();
+                format(&lines, &entries, &mut found.text);
+            }
         }
     }
 }
 
-/// Runs `work` on each chunk (`bounds[i]..bounds[i + 1]`) on `workers`
+/// Runs `work` on each chunk (`i`, `bounds[i]..bounds[i + 1]`) on `workers`
 /// threads, giving `take` the results in the chunks' order until it
 /// breaks.
-fn in_order<T: Send>(
+pub(crate) fn in_order<T: Send>(
     bounds: &[usize],
     workers: usize,
-    work: impl Fn(usize, usize) -> T + Sync,
+    work: impl Fn(usize, usize, usize) -> T + Sync,
     mut take: impl FnMut(T) -> ControlFlow<()>,
 ) {
     let chunks = bounds.len().saturating_sub(1);
@@ -556,7 +730,7 @@ fn in_order<T: Send>(
             scope.spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= chunks || send.send((i, work(bounds[i], bounds[i + 1]))).is_err() {
+                    if i >= chunks || send.send((i, work(i, bounds[i], bounds[i + 1]))).is_err() {
                         break;
                     }
                 }
@@ -582,6 +756,7 @@ fn in_order<T: Send>(
 mod tests {
     use super::*;
     use crate::encode_untrusted;
+    use crate::index::{FileId, Index};
     use crate::query::Matcher;
     use proptest::prelude::*;
 
@@ -594,9 +769,24 @@ mod tests {
         out.extend_from_slice(b"--\n");
     }
 
+    /// Matching events as `ptags audit search --format raw` prints them.
+    fn print_raw(lines: &[LogLine<'_>], _: &[Entry<'_>], out: &mut Vec<u8>) {
+        for line in lines {
+            out.extend_from_slice(format!("{}\n", line.raw).as_bytes());
+        }
+    }
+
     /// The straightforward way: each line in turn, as `ptags audit`
     /// reads its files, grouped and matched one event after the other.
     fn line_by_line(log: &[u8], query: &Query) -> (Vec<u8>, Found) {
+        line_by_line_with(log, query, print)
+    }
+
+    fn line_by_line_with(
+        log: &[u8],
+        query: &Query,
+        print: fn(&[LogLine<'_>], &[Entry<'_>], &mut Vec<u8>),
+    ) -> (Vec<u8>, Found) {
         let mut matcher = Matcher::new(query.clone()).unwrap();
         let (mut out, mut matched) = (Vec::new(), 0);
         let mut each = |lines: &[LogLine<'_>], entries: &[Entry<'_>]| {
@@ -623,8 +813,18 @@ mod tests {
     }
 
     fn fast(log: &[u8], query: &Query, split: Split) -> (Vec<u8>, Found) {
+        fast_with(log, query, split, None, Print::With(&print))
+    }
+
+    fn fast_with(
+        log: &[u8],
+        query: &Query,
+        split: Split,
+        blocks: Option<&[Block]>,
+        print: Print<'_>,
+    ) -> (Vec<u8>, Found) {
         let mut out = Vec::new();
-        let found = search(log, query, split, print, |text| {
+        let found = search(log, query, split, blocks, print, |text| {
             out.extend_from_slice(text);
             ControlFlow::Continue(())
         })
@@ -733,6 +933,90 @@ mod tests {
             let (text, found) = fast(&log, &query, split);
             prop_assert_eq!(String::from_utf8_lossy(&text), String::from_utf8_lossy(&want_text));
             prop_assert_eq!(found, want);
+            // Raw lines, copied rather than parsed.
+            let (want_raw, _) = line_by_line_with(&log, &query, print_raw);
+            let (raw, found) = fast_with(&log, &query, split, None, Print::Raw);
+            prop_assert_eq!(raw, want_raw);
+            prop_assert_eq!(found, want);
+        }
+
+        /// An index built, stored and read back skips only blocks that
+        /// cannot match: the answer is the same. One that no longer fits
+        /// the file (lines appended, a line changed) or is damaged is
+        /// refused, and the one built instead answers the same.
+        #[test]
+        fn searching_with_an_index_answers_as_reading_line_by_line(
+            lines in prop::collection::vec(line(), 0..40),
+            more in prop::collection::vec(line(), 1..5),
+            query in query(),
+            block_bytes in 1..400usize,
+            chunk_bytes in 1..400usize,
+            workers in 1..4usize,
+            damage in any::<prop::sample::Index>(),
+            noise in prop::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let mut log = lines.join(&b'\n');
+            log.push(b'\n');
+            let id = FileId { len: log.len() as u64, mtime_ns: 1, ino: 2, dev: 3 };
+            let split = Split { chunk_bytes, workers };
+            let index = Index::build(&log, Split { chunk_bytes: block_bytes, workers });
+            let stored = index.encode(&id, &log);
+            let (read, refused) = Index::decode_or_build(Some(&stored), &id, &log, split);
+            prop_assert_eq!(&read, &index);
+            prop_assert_eq!(refused, None);
+            let want = line_by_line(&log, &query);
+            prop_assert_eq!(fast_with(&log, &query, split, Some(&index.blocks), Print::With(&print)), want.clone());
+            let (want_raw, _) = line_by_line_with(&log, &query, print_raw);
+            prop_assert_eq!(fast_with(&log, &query, split, Some(&index.blocks), Print::Raw), (want_raw, want.1));
+
+            // Appended to: refused; and blocks that do not tile the log
+            // are not used.
+            let mut longer = log.clone();
+            longer.extend_from_slice(&more.join(&b'\n'));
+            longer.push(b'\n');
+            let longer_id = FileId { len: longer.len() as u64, ..id };
+            prop_assert!(Index::decode(&stored, &longer_id, &longer).is_err());
+            let want = line_by_line(&longer, &query);
+            prop_assert_eq!(fast_with(&longer, &query, split, Some(&index.blocks), Print::With(&print)), want.clone());
+            let (rebuilt, refused) = Index::decode_or_build(Some(&stored), &longer_id, &longer, split);
+            prop_assert!(refused.is_some());
+            prop_assert_eq!(fast_with(&longer, &query, split, Some(&rebuilt.blocks), Print::With(&print)), want);
+
+            // Rewritten in place, same length: another mtime is refused,
+            // and a changed first line of a block even with the same
+            // metadata.
+            let touched = FileId { mtime_ns: 9, ..id };
+            prop_assert!(Index::decode(&stored, &touched, &log).is_err());
+            if let Some(b) = index.blocks.iter().find(|b| b.end - b.start > 1 && log[b.start] != b'\n') {
+                let mut changed = log.clone();
+                changed[b.start] ^= 0x20;
+                prop_assert!(Index::decode(&stored, &id, &changed).is_err());
+            }
+
+            // Damaged: one byte changed, or noise: refused, never a panic;
+            // what is built instead answers the same.
+            if !stored.is_empty() {
+                let mut bad = stored.clone();
+                bad[damage.index(stored.len())] ^= 0x5a;
+                prop_assert!(Index::decode(&bad, &id, &log).is_err());
+            }
+            let want = line_by_line(&log, &query);
+            let (built, refused) = Index::decode_or_build(Some(&noise), &id, &log, split);
+            prop_assert!(refused.is_some());
+            prop_assert_eq!(fast_with(&log, &query, split, Some(&built.blocks), Print::With(&print)), want);
+            // Noise that carries a valid seal reaches the parser: it is
+            // refused with an error, not a panic.
+            let mut sealed = b"PTAGSIDX".to_vec();
+            sealed.extend_from_slice(&noise);
+            let seal = *blake3::hash(&sealed).as_bytes();
+            sealed.extend_from_slice(&seal);
+            let _ = Index::decode(&sealed, &id, &log);
+            // And so does a valid index cut short anywhere, resealed.
+            let cut = damage.index(stored.len() - 32);
+            let mut short = stored[..cut].to_vec();
+            let seal = *blake3::hash(&short).as_bytes();
+            short.extend_from_slice(&seal);
+            prop_assert!(Index::decode(&short, &id, &log).is_err());
         }
 
         /// The stamp read in place is the one a full parse finds.

@@ -11,10 +11,11 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use ptags_audit::chain::{Beginning, Broken, Key, Link, Verifier};
+use ptags_audit::index::{Block, FileId, Index};
 use ptags_audit::json_members;
 use ptags_audit::query::{format_utc, interpret, parse_time, Entry, Query};
 use ptags_audit::report::Report;
-use ptags_audit::scan::{self, EventGrouper, LogLine, Split};
+use ptags_audit::scan::{self, EventGrouper, LogLine, Print, Split};
 
 use crate::commands::contid_arg;
 
@@ -25,6 +26,18 @@ pub enum AuditCommand {
         ptags audit search --type CONTAINER_OP --since 2026-11-22T08:00 --format interpreted\n  \
         ptags audit search -i /var/log/ptags/audit.log.1 --pid 1234 --format json\n  \
         ptags audit search --contid 7 audit.log.2 audit.log.1   (files as ausearch -if takes them)\n\
+        \n\
+        The index: a search keeps, beside each file it reads (FILE.ptags-idx), a small \
+        index of the file's blocks of about 2 MiB: their times, the container IDs they \
+        name, whether they may nest a container. It only lets later searches skip blocks \
+        that cannot match: a block that may is read as without it, so the results are \
+        the same. It is written when missing, and rebuilt when it no longer fits the \
+        file (length, modification time, inode, a hash of each block's first line and of \
+        the file's end) or is damaged. Where the file's directory is not writable it goes \
+        to $XDG_CACHE_HOME/ptags/index (or ~/.cache/ptags/index); if that fails too, the \
+        search goes on without writing one. The live file, audit.log, still being \
+        appended to, is never indexed. --no-index neither reads nor writes one.\n\
+        \n\
         Exit status: 0 when something matched, 1 when nothing did, 2 on error.")]
     Search(SearchArgs),
     /// Per container: its creation, processes, execs, tag changes, records; and losses.
@@ -151,6 +164,9 @@ pub struct SearchArgs {
     until: Option<String>,
     #[arg(long, value_enum, default_value = "raw")]
     format: Format,
+    /// Neither read nor write the index of rotated files (see below).
+    #[arg(long)]
+    no_index: bool,
 }
 
 #[derive(Args)]
@@ -206,6 +222,13 @@ fn events(files: &[Opened], mut each: impl FnMut(&[LogLine<'_>], &[Entry<'_>])) 
 }
 
 /// The files' bytes one after the other, as `read_lines` reads them.
+struct Loaded {
+    bytes: LogBytes,
+    /// Where each file's bytes are (the newline added after one
+    /// included).
+    spans: Vec<std::ops::Range<usize>>,
+}
+
 enum LogBytes {
     Mapped(memmap2::Mmap),
     Read(Vec<u8>),
@@ -227,7 +250,7 @@ impl LogBytes {
     /// a 2-core VM, against 30 ms to map it). Several are read, their
     /// bytes one after the other, with a newline ending a file's last
     /// line if it has none: a line does not run on into the next file.
-    fn load(files: &[Opened]) -> Result<LogBytes> {
+    fn load(files: &[Opened]) -> Result<Loaded> {
         if let [one] = files {
             if one
                 .file
@@ -243,12 +266,18 @@ impl LogBytes {
                 // wrong one.
                 let map = unsafe { memmap2::MmapOptions::new().populate().map(&one.file) };
                 if let Ok(map) = map {
-                    return Ok(LogBytes::Mapped(map));
+                    let spans = std::iter::once(0..map.len()).collect();
+                    return Ok(Loaded {
+                        bytes: LogBytes::Mapped(map),
+                        spans,
+                    });
                 }
             }
         }
         let mut bytes = Vec::new();
+        let mut spans = Vec::new();
         for Opened { path, file } in files {
+            let start = bytes.len();
             let mut reader = file;
             reader
                 .read_to_end(&mut bytes)
@@ -256,8 +285,12 @@ impl LogBytes {
             if bytes.last().is_some_and(|&b| b != b'\n') {
                 bytes.push(b'\n');
             }
+            spans.push(start..bytes.len());
         }
-        Ok(LogBytes::Read(bytes))
+        Ok(Loaded {
+            bytes: LogBytes::Read(bytes),
+            spans,
+        })
     }
 }
 
@@ -297,25 +330,33 @@ fn search(args: SearchArgs) -> Result<ExitCode> {
     };
     query.validate().map_err(anyhow::Error::msg)?;
     let files = args.files.open()?;
-    let log = LogBytes::load(&files)?;
+    let loaded = LogBytes::load(&files)?;
+    let log: &[u8] = &loaded.bytes;
+    let split = Split::default();
+    let blocks: Vec<Block> = files
+        .iter()
+        .zip(&loaded.spans)
+        .flat_map(|(file, span)| file_blocks(file, log, span.clone(), split, !args.no_index))
+        .collect();
     let format = args.format;
+    let print_with = |lines: &[LogLine<'_>], entries: &[Entry<'_>], text: &mut Vec<u8>| {
+        print_event(text, format, lines, entries).expect("writing to memory");
+    };
+    let print = match format {
+        Format::Raw => Print::Raw,
+        _ => Print::With(&print_with),
+    };
     let mut out = std::io::stdout().lock();
     let mut write_error = None;
-    let found = scan::search(
-        &log,
-        &query,
-        Split::default(),
-        |lines, entries, text| {
-            print_event(text, format, lines, entries).expect("writing to memory");
-        },
-        |text| match out.write_all(text) {
+    let found = scan::search(log, &query, split, Some(&blocks), print, |text| {
+        match out.write_all(text) {
             Ok(()) => ControlFlow::Continue(()),
             Err(e) => {
                 write_error = Some(e);
                 ControlFlow::Break(())
             }
-        },
-    )
+        }
+    })
     .map_err(anyhow::Error::msg)?;
     match write_error {
         Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
@@ -329,6 +370,107 @@ fn search(args: SearchArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The blocks of one file, at `span` of `log`: those of its index (read,
+/// or built and written) when it is a closed file and `use_index`, else
+/// one block of unknown contents.
+fn file_blocks(
+    opened: &Opened,
+    log: &[u8],
+    span: std::ops::Range<usize>,
+    split: Split,
+    use_index: bool,
+) -> Vec<Block> {
+    let unknown = vec![Block {
+        start: span.start,
+        end: span.end,
+        summary: None,
+    }];
+    let live = opened.path.file_name().is_some_and(|n| n == "audit.log");
+    if !use_index || live || span.is_empty() {
+        return unknown;
+    }
+    let Ok(meta) = opened.file.metadata() else {
+        return unknown;
+    };
+    use std::os::unix::fs::MetadataExt;
+    let id = FileId {
+        len: meta.len(),
+        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        ino: meta.ino(),
+        dev: meta.dev(),
+    };
+    let Ok(len) = usize::try_from(id.len) else {
+        return unknown;
+    };
+    // The file as read; changed since its metadata was read: no index.
+    if !meta.is_file() || span.start + len > span.end || span.end - (span.start + len) > 1 {
+        return unknown;
+    }
+    let file = &log[span.start..span.start + len];
+    let places = index_places(&opened.path);
+    let stored = places.iter().find_map(|p| std::fs::read(p).ok());
+    let (index, refused) = Index::decode_or_build(stored.as_deref(), &id, file, split);
+    if refused.is_some() {
+        let bytes = index.encode(&id, file);
+        // The first place that takes it; none may: no index kept.
+        for place in &places {
+            if write_index(place, &bytes).is_ok() {
+                break;
+            }
+        }
+    }
+    let mut blocks: Vec<Block> = index
+        .blocks
+        .into_iter()
+        .map(|b| Block {
+            start: span.start + b.start,
+            end: span.start + b.end,
+            summary: b.summary,
+        })
+        .collect();
+    // The newline added after the file's last line.
+    match blocks.last_mut() {
+        Some(last) => last.end = span.end,
+        None => return unknown,
+    }
+    blocks
+}
+
+/// Where the index of `path` is looked for and written: beside it, then
+/// in the user's cache directory.
+fn index_places(path: &Path) -> Vec<PathBuf> {
+    let mut places = Vec::new();
+    let mut beside = path.as_os_str().to_owned();
+    beside.push(".ptags-idx");
+    places.push(PathBuf::from(beside));
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    if let (Some(cache), Ok(full)) = (cache, std::fs::canonicalize(path)) {
+        use std::os::unix::ffi::OsStrExt;
+        let name = ptags_audit::index::cache_name(full.as_os_str().as_bytes());
+        places.push(cache.join("ptags/index").join(name));
+    }
+    places
+}
+
+/// Writes an index whole or not at all: to a temporary file renamed
+/// over it.
+fn write_index(place: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = place.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut temp = place.as_os_str().to_owned();
+    temp.push(format!(".{}.tmp", std::process::id()));
+    let temp = PathBuf::from(temp);
+    let written = std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, place));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
 }
 
 fn print_event(
