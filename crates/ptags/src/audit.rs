@@ -250,7 +250,11 @@ impl LogBytes {
     /// a 2-core VM, against 30 ms to map it). Several are read, their
     /// bytes one after the other, with a newline ending a file's last
     /// line if it has none: a line does not run on into the next file.
-    fn load(files: &[Opened]) -> Result<Loaded> {
+    ///
+    /// `populate`: the whole file is faulted in as it is mapped (what a
+    /// full scan wants); without, only the pages read are (what a search
+    /// that skips most blocks with an index wants).
+    fn load(files: &[Opened], populate: bool) -> Result<Loaded> {
         if let [one] = files {
             if one
                 .file
@@ -264,7 +268,13 @@ impl LogBytes {
                 // bytes read be those of the torn line, or, past the end,
                 // stop the process with SIGBUS: no answer rather than a
                 // wrong one.
-                let map = unsafe { memmap2::MmapOptions::new().populate().map(&one.file) };
+                let map = unsafe {
+                    let mut options = memmap2::MmapOptions::new();
+                    if populate {
+                        options.populate();
+                    }
+                    options.map(&one.file)
+                };
                 if let Ok(map) = map {
                     let spans = std::iter::once(0..map.len()).collect();
                     return Ok(Loaded {
@@ -330,7 +340,14 @@ fn search(args: SearchArgs) -> Result<ExitCode> {
     };
     query.validate().map_err(anyhow::Error::msg)?;
     let files = args.files.open()?;
-    let loaded = LogBytes::load(&files)?;
+    // An index to skip with: only the pages of the blocks read are
+    // worth faulting in.
+    let indexed = !args.no_index
+        && files.iter().any(|f| {
+            f.path.file_name().is_some_and(|n| n != "audit.log")
+                && index_places(&f.path).iter().any(|p| p.exists())
+        });
+    let loaded = LogBytes::load(&files, !indexed)?;
     let log: &[u8] = &loaded.bytes;
     let split = Split::default();
     let blocks: Vec<Block> = files
