@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use super::{decode_untrusted, field, fields, RecordError, Stamp};
+use crate::chain::split_first;
 use ptags_core::line::{lines, parse_line, Op, Selector};
 
 /// One record of the trail, borrowed from its line.
@@ -19,13 +20,11 @@ impl<'a> Entry<'a> {
     /// Parses a record's text (a line without its seal).
     pub fn parse(record: &'a str) -> Result<Entry<'a>, RecordError> {
         let rest = record.strip_prefix("type=").ok_or(RecordError::NoHeader)?;
-        let (kind, rest) = rest
-            .split_once(" msg=audit(")
-            .ok_or(RecordError::NoHeader)?;
+        let (kind, rest) = split_first(rest, " msg=audit(").ok_or(RecordError::NoHeader)?;
         if kind.is_empty() || kind.contains(char::is_whitespace) {
             return Err(RecordError::NoHeader);
         }
-        let (stamp, body) = rest.split_once("):").ok_or(RecordError::BadStamp)?;
+        let (stamp, body) = split_first(rest, "):").ok_or(RecordError::BadStamp)?;
         Ok(Entry {
             kind,
             stamp: Stamp::parse_inner(stamp).ok_or(RecordError::BadStamp)?,
