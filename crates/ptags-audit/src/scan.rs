@@ -39,10 +39,30 @@ impl<'a> LogLine<'a> {
     /// The record in a line of either format (auditd's own logs too);
     /// `None` for a line that holds no record.
     pub fn parse(raw: Cow<'a, str>) -> Option<LogLine<'a>> {
-        let seq = Sealed::split(&raw).map(|s| s.seq);
-        let record = match &raw {
-            Cow::Borrowed(text) => record_text(text)?,
-            Cow::Owned(text) => Cow::Owned(record_text(text)?.into_owned()),
+        // A text line is split once, for its seq and its record alike
+        // (what `record_text` makes of it).
+        let text_line = |text: &str| {
+            let sealed = Sealed::split(text);
+            let record = sealed.and_then(|s| s.text_record());
+            (
+                sealed.map(|s| s.seq),
+                record.map_or(0..text.len(), |r| 0..r.len()),
+            )
+        };
+        let (seq, record) = match &raw {
+            Cow::Borrowed(text) if !text.starts_with('{') => {
+                let (seq, record) = text_line(text);
+                (seq, Cow::Borrowed(&text[record]))
+            }
+            Cow::Owned(text) if !text.starts_with('{') => {
+                let (seq, record) = text_line(text);
+                (seq, Cow::Owned(text[record].to_owned()))
+            }
+            Cow::Borrowed(text) => (Sealed::split(text).map(|s| s.seq), record_text(text)?),
+            Cow::Owned(text) => (
+                Sealed::split(text).map(|s| s.seq),
+                Cow::Owned(record_text(text)?.into_owned()),
+            ),
         };
         let stamp = Entry::parse(&record).ok()?.stamp;
         Some(LogLine {
@@ -547,12 +567,14 @@ struct ChunkFound {
 }
 
 /// An event being read: its stamp, from the start of its first line to
-/// the end of its last, and whether it has a record of the anchor.
-struct OpenEvent {
+/// the end of its last, whether it has a record of the anchor, and the
+/// lines parsed to know it (where each starts), not to parse them again.
+struct OpenEvent<'a> {
     stamp: Stamp,
     start: usize,
     end: usize,
     anchored: bool,
+    parsed: Vec<(usize, LogLine<'a>)>,
 }
 
 pub type Format<'f> = &'f (dyn Fn(&[LogLine<'_>], &[Entry<'_>], &mut Vec<u8>) + Sync);
@@ -568,7 +590,7 @@ struct Scan<'a> {
     print: Print<'a>,
 }
 
-impl Scan<'_> {
+impl<'a> Scan<'a> {
     /// The events whose first line is in `log[start..end]` (whole lines),
     /// read to their ends, and the lines there that hold no record.
     fn chunk(&self, start: usize, end: usize) -> ChunkFound {
@@ -608,11 +630,16 @@ impl Scan<'_> {
                     .as_ref()
                     .is_some_and(|a| a.needles.iter().any(|n| n.find(line).is_some()))
             };
-            let anchored = self.anchored(line, has_needle);
+            let parsed = self.anchored(line, has_needle);
+            let anchored = parsed
+                .as_ref()
+                .map_or(self.anchor.is_none(), |(passes, _)| *passes);
+            let parsed = parsed.and_then(|(_, l)| l).map(|l| (at, l));
             match &mut event {
                 Some(open) if open.stamp == stamp => {
                     open.end = line_end;
                     open.anchored |= anchored;
+                    open.parsed.extend(parsed);
                 }
                 _ => {
                     if let Some(done) = event.take() {
@@ -624,6 +651,7 @@ impl Scan<'_> {
                             start: at,
                             end: line_end,
                             anchored,
+                            parsed: parsed.into_iter().collect(),
                         });
                     }
                 }
@@ -636,19 +664,23 @@ impl Scan<'_> {
         found
     }
 
-    /// Whether a line holding a record may be what makes its event match.
-    fn anchored(&self, line: &[u8], has_needle: bool) -> bool {
-        let Some(anchor) = &self.anchor else {
-            return true;
-        };
+    /// Whether a line holding a record may be what makes its event match,
+    /// with the line parsed to know it; `None` when that is known without
+    /// parsing it (true without an anchor, false for a line without the
+    /// anchor's needle).
+    fn anchored(&self, line: &'a [u8], has_needle: bool) -> Option<(bool, Option<LogLine<'a>>)> {
+        let anchor = self.anchor.as_ref()?;
         if !has_needle && line.first() != Some(&b'{') {
-            return false;
+            return None;
         }
-        LogLine::parse(String::from_utf8_lossy(line))
-            .is_some_and(|l| anchor.passes(self.query, self.family, &l.entry()))
+        let parsed = LogLine::parse(String::from_utf8_lossy(line));
+        let passes = parsed
+            .as_ref()
+            .is_some_and(|l| anchor.passes(self.query, self.family, &l.entry()));
+        Some((passes, parsed))
     }
 
-    fn finish(&self, event: OpenEvent, found: &mut ChunkFound) {
+    fn finish(&self, event: OpenEvent<'a>, found: &mut ChunkFound) {
         // The time is the first record's: known without parsing.
         if !event.anchored || !self.query.in_time(&event.stamp) {
             return;
@@ -658,6 +690,7 @@ impl Scan<'_> {
         // parsed to match it; every record of the event shares its stamp.
         let mut records = Vec::new();
         let mut relevant = Vec::new();
+        let mut parsed = event.parsed.into_iter().peekable();
         let mut at = event.start;
         // The last line is not empty: it holds a record.
         while at < event.end {
@@ -668,13 +701,20 @@ impl Scan<'_> {
                 if line.first() == Some(&b'{')
                     || self.filters.iter().any(|f| f.find(line).is_some())
                 {
-                    relevant.extend(LogLine::parse(String::from_utf8_lossy(line)));
+                    // The anchor's lines were parsed (the anchor's
+                    // needles are among the filters').
+                    while parsed.next_if(|&(start, _)| start < at).is_some() {}
+                    match parsed.next_if(|&(start, _)| start == at) {
+                        Some((_, line)) => relevant.push((at, line)),
+                        None => relevant
+                            .extend(LogLine::parse(String::from_utf8_lossy(line)).map(|l| (at, l))),
+                    }
                 }
             }
             at = next;
         }
         let matched = self.filters.is_empty() || {
-            let entries: Vec<Entry<'_>> = relevant.iter().map(LogLine::entry).collect();
+            let entries: Vec<Entry<'_>> = relevant.iter().map(|(_, l)| l.entry()).collect();
             let in_family = |id| self.family.get(&id).is_some_and(|&at| at < event.end);
             self.query.matches_event(&entries, &in_family)
         };
@@ -696,11 +736,15 @@ impl Scan<'_> {
                 }
             }
             Print::With(format) => {
+                let mut relevant = relevant.into_iter().peekable();
                 let lines: Vec<LogLine<'_>> = records
                     .into_iter()
-                    .filter_map(|(start, end)| {
-                        LogLine::parse(String::from_utf8_lossy(&log[start..end]))
-                    })
+                    .filter_map(
+                        |(start, end)| match relevant.next_if(|&(at, _)| at == start) {
+                            Some((_, line)) => Some(line),
+                            None => LogLine::parse(String::from_utf8_lossy(&log[start..end])),
+                        },
+                    )
                     .collect();
                 let entries: Vec<Entry<'_>> = lines.iter().map(LogLine::entry).collect();
                 format(&lines, &entries, &mut found.text);
