@@ -183,11 +183,18 @@ pub fn search(
         HashMap::new()
     };
     let tag = query.tag.as_deref().map(ptags_core::line::parse_pattern);
+    let anchor = Anchor::of(query, tag.and_then(Result::ok));
+    let filters = filter_needles(query);
+    let only_anchor = anchor.as_ref().is_some_and(|a| {
+        let needles = |f: &[Finder<'_>]| f.iter().map(|n| n.needle().to_vec()).collect::<Vec<_>>();
+        needles(&a.needles) == needles(&filters)
+    });
     let scan = Scan {
         log,
         query,
-        anchor: Anchor::of(query, tag.and_then(Result::ok)),
-        filters: filter_needles(query),
+        anchor,
+        filters,
+        only_anchor,
         family: &family,
         print,
     };
@@ -586,6 +593,10 @@ struct Scan<'a> {
     /// The needles of every filter: the lines that can make an event
     /// match.
     filters: Vec<Finder<'static>>,
+    /// The filters' needles are the anchor's: the lines they pick are
+    /// those an event's [`OpenEvent::parsed`] holds (or that do not
+    /// parse).
+    only_anchor: bool,
     family: &'a HashMap<u64, usize>,
     print: Print<'a>,
 }
@@ -698,7 +709,9 @@ impl<'a> Scan<'a> {
             let line = &log[at..end];
             if line_stamp(line).is_some() {
                 records.push((at, end));
-                if line.first() == Some(&b'{')
+                if self.only_anchor {
+                    relevant.extend(parsed.next_if(|&(start, _)| start == at));
+                } else if line.first() == Some(&b'{')
                     || self.filters.iter().any(|f| f.find(line).is_some())
                 {
                     // The anchor's lines were parsed (the anchor's
