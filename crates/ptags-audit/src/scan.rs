@@ -13,6 +13,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::io::IoSlice;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -159,8 +160,10 @@ pub enum Print<'f> {
 /// are read one after the other) that match `query`: the same events, in
 /// the same order, as grouping the lines with [`EventGrouper`] and
 /// matching them with a [`crate::query::Matcher`]. `print` writes a
-/// matching event's text; `write` is given that text in the log's order,
-/// and may stop the search.
+/// matching event's text; `write` is given that text in the log's order
+/// (a chunk's at a time, as slices to write one after the other: lines
+/// printed raw are slices of `log` itself, not copied), and may stop the
+/// search.
 ///
 /// `blocks`, when given, cut the log into ranges of whole lines, some
 /// with what an index says they hold ([`crate::index`]): a block whose
@@ -173,7 +176,7 @@ pub fn search(
     split: Split,
     blocks: Option<&[Block]>,
     print: Print<'_>,
-    mut write: impl FnMut(&[u8]) -> ControlFlow<()>,
+    mut write: impl FnMut(&[IoSlice<'_>]) -> ControlFlow<()>,
 ) -> Result<Found, String> {
     query.validate()?;
     let plan = Plan::new(log, blocks, split.chunk_bytes);
@@ -216,7 +219,7 @@ pub fn search(
             if chunk.text.is_empty() {
                 ControlFlow::Continue(())
             } else {
-                write(&chunk.text)
+                write(&chunk.text.slices(log))
             }
         },
     );
@@ -568,9 +571,59 @@ fn family(log: &[u8], query: &Query, plan: &Plan<'_>, workers: usize) -> HashMap
 /// One chunk's share of the answer.
 #[derive(Default)]
 struct ChunkFound {
-    text: Vec<u8>,
+    text: ChunkText,
     matched: u64,
     unreadable: u64,
+}
+
+/// A chunk's text: ranges of the log (lines printed as they are) and of
+/// text made for it, in order.
+#[derive(Default)]
+struct ChunkText {
+    made: Vec<u8>,
+    spans: Vec<Span>,
+}
+
+#[derive(Clone, Copy)]
+enum Span {
+    Log(usize, usize),
+    Made(usize, usize),
+}
+
+impl ChunkText {
+    fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Adds `log[start..end]`, joined to the last span when it follows it.
+    fn log(&mut self, start: usize, end: usize) {
+        match self.spans.last_mut() {
+            Some(Span::Log(_, last)) if *last == start => *last = end,
+            _ => self.spans.push(Span::Log(start, end)),
+        }
+    }
+
+    /// Adds what `make` writes.
+    fn make(&mut self, make: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.made.len();
+        make(&mut self.made);
+        let end = self.made.len();
+        match self.spans.last_mut() {
+            _ if end == start => {}
+            Some(Span::Made(_, last)) if *last == start => *last = end,
+            _ => self.spans.push(Span::Made(start, end)),
+        }
+    }
+
+    fn slices<'s>(&'s self, log: &'s [u8]) -> Vec<IoSlice<'s>> {
+        self.spans
+            .iter()
+            .map(|&span| match span {
+                Span::Log(start, end) => IoSlice::new(&log[start..end]),
+                Span::Made(start, end) => IoSlice::new(&self.made[start..end]),
+            })
+            .collect()
+    }
 }
 
 /// An event being read: its stamp, from the start of its first line to
@@ -740,12 +793,17 @@ impl<'a> Scan<'a> {
                 for (start, end) in records {
                     let line = &log[start..end];
                     match std::str::from_utf8(line) {
-                        Ok(_) => found.text.extend_from_slice(line),
-                        Err(_) => found
-                            .text
-                            .extend_from_slice(String::from_utf8_lossy(line).as_bytes()),
+                        // With the newline that ends it in the log.
+                        Ok(_) if end < log.len() => found.text.log(start, end + 1),
+                        Ok(_) => {
+                            found.text.log(start, end);
+                            found.text.make(|text| text.push(b'\n'));
+                        }
+                        Err(_) => found.text.make(|text| {
+                            text.extend_from_slice(String::from_utf8_lossy(line).as_bytes());
+                            text.push(b'\n');
+                        }),
                     }
-                    found.text.push(b'\n');
                 }
             }
             Print::With(format) => {
@@ -760,7 +818,7 @@ impl<'a> Scan<'a> {
                     )
                     .collect();
                 let entries: Vec<Entry<'_>> = lines.iter().map(LogLine::entry).collect();
-                format(&lines, &entries, &mut found.text);
+                found.text.make(|text| format(&lines, &entries, text));
             }
         }
     }
@@ -882,7 +940,9 @@ mod tests {
     ) -> (Vec<u8>, Found) {
         let mut out = Vec::new();
         let found = search(log, query, split, blocks, print, |text| {
-            out.extend_from_slice(text);
+            for slice in text {
+                out.extend_from_slice(slice);
+            }
             ControlFlow::Continue(())
         })
         .unwrap();

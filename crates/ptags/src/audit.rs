@@ -3,8 +3,9 @@
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, IoSlice, Read, Write};
 use std::ops::ControlFlow;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -363,17 +364,31 @@ fn search(args: SearchArgs) -> Result<ExitCode> {
         Format::Raw => Print::Raw,
         _ => Print::With(&print_with),
     };
-    let mut out = std::io::stdout().lock();
+    // Each chunk's text in one `writev` (or as few as the pipe takes),
+    // from the mapped file itself for raw lines: through a copy of the
+    // standard output's descriptor, not its line buffer.
+    std::io::stdout().flush()?;
+    let mut out = File::from(
+        std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("opening the standard output")?,
+    );
     let mut write_error = None;
-    let found = scan::search(log, &query, split, Some(&blocks), print, |text| {
-        match out.write_all(text) {
+    let found = scan::search(
+        log,
+        &query,
+        split,
+        Some(&blocks),
+        print,
+        |text| match write_all_slices(&mut out, text) {
             Ok(()) => ControlFlow::Continue(()),
             Err(e) => {
                 write_error = Some(e);
                 ControlFlow::Break(())
             }
-        }
-    })
+        },
+    )
     .map_err(anyhow::Error::msg)?;
     match write_error {
         Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
@@ -387,6 +402,22 @@ fn search(args: SearchArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `slices` one after the other, whole.
+fn write_all_slices(out: &mut impl Write, slices: &[IoSlice<'_>]) -> std::io::Result<()> {
+    let mut slices = slices.to_vec();
+    let mut left = &mut slices[..];
+    IoSlice::advance_slices(&mut left, 0);
+    while !left.is_empty() {
+        match out.write_vectored(left) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut left, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The blocks of one file, at `span` of `log`: those of its index (read,
@@ -774,5 +805,61 @@ fn utc(secs_msec: &str) -> String {
     match parsed {
         Some((secs, ms)) => format!("{}.{ms} UTC", format_utc(secs)),
         None => secs_msec.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Takes at most `max` bytes per call, as a pipe may.
+    struct Trickle {
+        got: Vec<u8>,
+        max: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.max);
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+            let mut n = 0;
+            for buf in bufs {
+                let take = buf.len().min(self.max - n);
+                self.got.extend_from_slice(&buf[..take]);
+                n += take;
+                if n == self.max {
+                    break;
+                }
+            }
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn slices_are_written_whole_and_in_order_however_little_each_write_takes() {
+        let parts: [&[u8]; 5] = [b"type=A\n", b"", b"type=B msg\n", b"x", b"\n"];
+        let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        for max in 1..8 {
+            let mut out = Trickle {
+                got: Vec::new(),
+                max,
+            };
+            write_all_slices(&mut out, &slices).unwrap();
+            assert_eq!(out.got, parts.concat());
+        }
+        let mut out = Trickle {
+            got: Vec::new(),
+            max: 3,
+        };
+        write_all_slices(&mut out, &[]).unwrap();
+        assert!(out.got.is_empty());
     }
 }
