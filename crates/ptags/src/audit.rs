@@ -267,8 +267,9 @@ impl LogBytes {
                 // here) and renames it to rotate it; it truncates it only
                 // back over a write that failed, which would make the
                 // bytes read be those of the torn line, or, past the end,
-                // stop the process with SIGBUS: no answer rather than a
-                // wrong one.
+                // stop the process with SIGBUS (or fail the writev that
+                // copies raw lines out of the map with EFAULT, reported as
+                // a write error): no answer rather than a wrong one.
                 let map = unsafe {
                     let mut options = memmap2::MmapOptions::new();
                     if populate {
