@@ -37,7 +37,8 @@ pub enum AuditCommand {
         the file's end) or is damaged. Where the file's directory is not writable it goes \
         to $XDG_CACHE_HOME/ptags/index (or ~/.cache/ptags/index); if that fails too, the \
         search goes on without writing one. The live file, audit.log, still being \
-        appended to, is never indexed. --no-index neither reads nor writes one.\n\
+        appended to, is never indexed. An index is read only if the user searching \
+        owns it and no one else may write it. --no-index neither reads nor writes one.\n\
         \n\
         Exit status: 0 when something matched, 1 when nothing did, 2 on error.")]
     Search(SearchArgs),
@@ -459,7 +460,7 @@ fn file_blocks(
     }
     let file = &log[span.start..span.start + len];
     let places = index_places(&opened.path);
-    let stored = places.iter().find_map(|p| std::fs::read(p).ok());
+    let stored = places.iter().find_map(|p| read_trusted(p));
     let (index, refused) = Index::decode_or_build(stored.as_deref(), &id, file, split);
     if refused.is_some() {
         let bytes = index.encode(&id, file);
@@ -506,16 +507,48 @@ fn index_places(path: &Path) -> Vec<PathBuf> {
     places
 }
 
-/// Writes an index whole or not at all: to a temporary file renamed
-/// over it.
+/// The index at `place`, if the user searching may trust it: a regular
+/// file (not through a symbolic link) of this user's that no one else may
+/// write. Its hash is no secret: anyone else's index could hide blocks
+/// from this search (another user's, planted beside a log in /tmp).
+fn read_trusted(place: &Path) -> Option<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(place)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_file() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// Writes an index whole or not at all: to a new temporary file (never
+/// through a link another user left there) renamed over it.
 fn write_index(place: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = place.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let mut temp = place.as_os_str().to_owned();
     temp.push(format!(".{}.tmp", std::process::id()));
     let temp = PathBuf::from(temp);
-    let written = std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, place));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&temp)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| std::fs::rename(&temp, place));
     if written.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
