@@ -200,6 +200,30 @@ impl Sealer {
     }
 }
 
+/// `text.rsplit_once(pat)` for a pattern that is not empty: the last
+/// occurrence, found by looking for the pattern's first byte from the
+/// end (the seal ends the line: its first candidate is most often it),
+/// without building a string searcher for each line.
+pub(crate) fn rsplit_last<'s>(text: &'s str, pat: &str) -> Option<(&'s str, &'s str)> {
+    let (bytes, pattern) = (text.as_bytes(), pat.as_bytes());
+    let first = *pattern.first()?;
+    // An occurrence of a whole `str` in a `str` starts and ends on
+    // character boundaries: the slices cannot panic.
+    memchr::memrchr_iter(first, bytes)
+        .find(|&at| bytes[at..].starts_with(pattern))
+        .map(|at| (&text[..at], &text[at + pat.len()..]))
+}
+
+/// `text.split_once(pat)` for a pattern that is not empty: the first
+/// occurrence, found as [`rsplit_last`] finds the last.
+pub(crate) fn split_first<'s>(text: &'s str, pat: &str) -> Option<(&'s str, &'s str)> {
+    let (bytes, pattern) = (text.as_bytes(), pat.as_bytes());
+    let first = *pattern.first()?;
+    memchr::memchr_iter(first, bytes)
+        .find(|&at| bytes[at..].starts_with(pattern))
+        .map(|at| (&text[..at], &text[at + pat.len()..]))
+}
+
 /// A sealed line taken apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sealed<'a> {
@@ -214,7 +238,7 @@ impl<'a> Sealed<'a> {
     pub fn split(line: &'a str) -> Option<Sealed<'a>> {
         if line.starts_with('{') {
             let body = line.strip_suffix("\"}")?;
-            let (content, mac) = body.rsplit_once(JSON_MAC)?;
+            let (content, mac) = rsplit_last(body, JSON_MAC)?;
             let rest = content.strip_prefix(JSON_SEQ)?;
             let digits = rest.split(',').next()?;
             Some(Sealed {
@@ -224,8 +248,8 @@ impl<'a> Sealed<'a> {
                 mac: Mac::parse(mac)?,
             })
         } else {
-            let (content, mac) = line.rsplit_once(TEXT_MAC)?;
-            let (_, seq) = content.rsplit_once(TEXT_SEQ)?;
+            let (content, mac) = rsplit_last(line, TEXT_MAC)?;
+            let (_, seq) = rsplit_last(content, TEXT_SEQ)?;
             Some(Sealed {
                 format: LineFormat::Text,
                 content,
@@ -239,7 +263,7 @@ impl<'a> Sealed<'a> {
     /// trail sees. `None` for a JSON line.
     pub fn text_record(&self) -> Option<&'a str> {
         match self.format {
-            LineFormat::Text => self.content.rsplit_once(TEXT_SEQ).map(|(r, _)| r),
+            LineFormat::Text => rsplit_last(self.content, TEXT_SEQ).map(|(r, _)| r),
             LineFormat::Json => None,
         }
     }
@@ -753,5 +777,28 @@ mod tests {
         assert_eq!(Link::parse("3"), None);
         assert_eq!(Mac::parse("zz"), None);
         assert!(Key::from_slice(&[0; 31]).is_err());
+    }
+
+    proptest::proptest! {
+        /// The splits found with memchr are those of `str`'s own, for
+        /// the patterns a line is split at, in text made of their pieces
+        /// (and of bytes that are not ASCII).
+        #[test]
+        fn splits_found_with_memchr_are_those_of_str(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    " ptags_seq=", " ptags_mac=", ",\"mac\":\"", " msg=audit(", "):", " ", ")",
+                    ",", "ptags_", "p", "12", "é", "\u{1F600}", "=", ":",
+                ]),
+                0..24,
+            ),
+            pat in proptest::sample::select(vec![
+                TEXT_SEQ, TEXT_MAC, JSON_MAC, " msg=audit(", "):", "é",
+            ]),
+        ) {
+            let text = pieces.concat();
+            proptest::prop_assert_eq!(rsplit_last(&text, pat), text.rsplit_once(pat));
+            proptest::prop_assert_eq!(split_first(&text, pat), text.split_once(pat));
+        }
     }
 }

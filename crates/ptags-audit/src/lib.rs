@@ -14,9 +14,11 @@ use std::fmt;
 
 pub mod assemble;
 pub mod chain;
+pub mod index;
 pub mod policy;
 pub mod query;
 pub mod report;
+pub mod scan;
 pub mod syscalls;
 pub mod types;
 

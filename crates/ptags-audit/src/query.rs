@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use super::{decode_untrusted, field, fields, RecordError, Stamp};
+use crate::chain::split_first;
 use ptags_core::line::{lines, parse_line, Op, Selector};
 
 /// One record of the trail, borrowed from its line.
@@ -19,13 +20,11 @@ impl<'a> Entry<'a> {
     /// Parses a record's text (a line without its seal).
     pub fn parse(record: &'a str) -> Result<Entry<'a>, RecordError> {
         let rest = record.strip_prefix("type=").ok_or(RecordError::NoHeader)?;
-        let (kind, rest) = rest
-            .split_once(" msg=audit(")
-            .ok_or(RecordError::NoHeader)?;
+        let (kind, rest) = split_first(rest, " msg=audit(").ok_or(RecordError::NoHeader)?;
         if kind.is_empty() || kind.contains(char::is_whitespace) {
             return Err(RecordError::NoHeader);
         }
-        let (stamp, body) = rest.split_once("):").ok_or(RecordError::BadStamp)?;
+        let (stamp, body) = split_first(rest, "):").ok_or(RecordError::BadStamp)?;
         Ok(Entry {
             kind,
             stamp: Stamp::parse_inner(stamp).ok_or(RecordError::BadStamp)?,
@@ -94,7 +93,7 @@ pub struct Query {
 
 /// Whether a namespace record names namespace `inum`: as the one made,
 /// entered, left or destroyed, as a parent, or as one of a task's.
-fn names_namespace(e: &Entry<'_>, inum: u64) -> bool {
+pub(crate) fn names_namespace(e: &Entry<'_>, inum: u64) -> bool {
     const FIELDS: [&str; 11] = [
         "inum", "old-inum", "parent", "cgroupns", "ipcns", "mntns", "netns", "pidns", "timens",
         "userns", "utsns",
@@ -103,6 +102,93 @@ fn names_namespace(e: &Entry<'_>, inum: u64) -> bool {
         && FIELDS
             .iter()
             .any(|k| e.field(k).and_then(|v| v.parse().ok()) == Some(inum))
+}
+
+/// Whether a record names task `pid` (`pid=` or `opid=`).
+pub(crate) fn names_pid(e: &Entry<'_>, pid: u32) -> bool {
+    ["pid", "opid"]
+        .iter()
+        .any(|k| e.field(k).and_then(|v| v.parse().ok()) == Some(pid))
+}
+
+/// The (parent, child) of a record of a container created inside
+/// another (`CONTAINER_OP op=nest`).
+pub(crate) fn nest_link(e: &Entry<'_>) -> Option<(u64, u64)> {
+    if e.kind != "CONTAINER_OP" || e.field("op") != Some("nest") {
+        return None;
+    }
+    let parent = e.field("old-contid")?.parse().ok()?;
+    let id = e.field("contid")?.parse().ok()?;
+    Some((parent, id))
+}
+
+impl Query {
+    /// Checks the tag pattern.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(p) = &self.tag {
+            ptags_core::line::parse_pattern(p)?;
+        }
+        Ok(())
+    }
+
+    /// Whether an event (the records sharing one stamp) matches, given
+    /// which containers are nested in `contid` by the end of it
+    /// (`in_family`, asked only with `nested`). The query is validated.
+    pub fn matches_event(&self, event: &[Entry<'_>], in_family: &dyn Fn(u64) -> bool) -> bool {
+        let Some(first) = event.first() else {
+            return false;
+        };
+        if !self.in_time(&first.stamp) {
+            return false;
+        }
+        if !self.kinds.is_empty() && !event.iter().any(|e| self.kinds.iter().any(|k| k == e.kind)) {
+            return false;
+        }
+        if let Some(pid) = self.pid {
+            if !event.iter().any(|e| names_pid(e, pid)) {
+                return false;
+            }
+        }
+        if let Some(inum) = self.ns {
+            if !event.iter().any(|e| names_namespace(e, inum)) {
+                return false;
+            }
+        }
+        if let Some(pattern) = &self.tag {
+            let selector = ptags_core::line::parse_pattern(pattern).expect("validated");
+            if !event.iter().any(|e| touches_tags(e, &selector)) {
+                return false;
+            }
+        }
+        self.contid.is_none() || event.iter().any(|e| self.in_container(e, in_family))
+    }
+
+    /// Whether an event whose first record has this stamp is in the
+    /// time asked for.
+    pub fn in_time(&self, stamp: &Stamp) -> bool {
+        let ms = stamp.epoch_millis();
+        !(self.since_ms.is_some_and(|s| ms < s) || self.until_ms.is_some_and(|u| ms > u))
+    }
+
+    /// A record's `contid` (or, for `ptags run`, the `new-contid` its
+    /// program will start in) names one of ours.
+    pub(crate) fn in_container(&self, e: &Entry<'_>, in_family: &dyn Fn(u64) -> bool) -> bool {
+        if !names_containers(e) {
+            return false;
+        }
+        ["contid", "new-contid"]
+            .iter()
+            .filter_map(|k| e.field(k))
+            .any(|value| {
+                chain_ids(value).any(|(parent, id)| {
+                    if self.nested {
+                        in_family(id)
+                    } else {
+                        !parent && Some(id) == self.contid
+                    }
+                })
+            })
+    }
 }
 
 /// A query being run over a trail from its start: it learns which
@@ -116,89 +202,32 @@ pub struct Matcher {
 impl Matcher {
     /// Checks the tag pattern.
     pub fn new(query: Query) -> Result<Matcher, String> {
-        if let Some(p) = &query.tag {
-            ptags_core::line::parse_pattern(p)?;
-        }
+        query.validate()?;
         let family = query.contid.into_iter().collect();
         Ok(Matcher { query, family })
     }
 
     /// Whether an event (the records sharing one stamp) matches.
     pub fn matches(&mut self, event: &[Entry<'_>]) -> bool {
-        let Some(first) = event.first() else {
-            return false;
-        };
         if self.query.nested {
             self.learn(event);
         }
-        let q = &self.query;
-        let ms = first.stamp.epoch_millis();
-        if q.since_ms.is_some_and(|s| ms < s) || q.until_ms.is_some_and(|u| ms > u) {
-            return false;
-        }
-        if !q.kinds.is_empty() && !event.iter().any(|e| q.kinds.iter().any(|k| k == e.kind)) {
-            return false;
-        }
-        if let Some(pid) = q.pid {
-            let names = |e: &Entry<'_>| {
-                ["pid", "opid"]
-                    .iter()
-                    .any(|k| e.field(k).and_then(|v| v.parse().ok()) == Some(pid))
-            };
-            if !event.iter().any(names) {
-                return false;
-            }
-        }
-        if let Some(inum) = q.ns {
-            if !event.iter().any(|e| names_namespace(e, inum)) {
-                return false;
-            }
-        }
-        if let Some(pattern) = &q.tag {
-            let selector = ptags_core::line::parse_pattern(pattern).expect("checked in new");
-            if !event.iter().any(|e| touches_tags(e, &selector)) {
-                return false;
-            }
-        }
-        q.contid.is_none() || event.iter().any(|e| self.in_container(e))
+        let family = &self.family;
+        self.query.matches_event(event, &|id| family.contains(&id))
     }
 
     /// Containers created inside one of ours join the family.
     fn learn(&mut self, event: &[Entry<'_>]) {
-        for e in event.iter().filter(|e| e.kind == "CONTAINER_OP") {
-            let parent = e.field("old-contid").and_then(|v| v.parse().ok());
-            let id = e.field("contid").and_then(|v| v.parse().ok());
-            if let (Some("nest"), Some(parent), Some(id)) = (e.field("op"), parent, id) {
-                if self.family.contains(&parent) {
-                    self.family.insert(id);
-                }
+        for (parent, id) in event.iter().filter_map(nest_link) {
+            if self.family.contains(&parent) {
+                self.family.insert(id);
             }
         }
-    }
-
-    /// A record's `contid` (or, for `ptags run`, the `new-contid` its
-    /// program will start in) names one of ours.
-    fn in_container(&self, e: &Entry<'_>) -> bool {
-        if !names_containers(e) {
-            return false;
-        }
-        ["contid", "new-contid"]
-            .iter()
-            .filter_map(|k| e.field(k))
-            .any(|value| {
-                chain_ids(value).any(|(parent, id)| {
-                    if self.query.nested {
-                        self.family.contains(&id)
-                    } else {
-                        !parent && Some(id) == self.query.contid
-                    }
-                })
-            })
     }
 }
 
 /// Whether a tag-change record's lines name a tag the pattern matches.
-fn touches_tags(entry: &Entry<'_>, pattern: &Selector<'_>) -> bool {
+pub(crate) fn touches_tags(entry: &Entry<'_>, pattern: &Selector<'_>) -> bool {
     entry.kind == "PTAGS_OP" && write_touches(entry.field("text"), pattern)
 }
 

@@ -64,3 +64,40 @@ fn files_are_named_positionally_or_with_i_alike() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("gone.log"));
 }
+
+/// The index beside a rotated file is read only when the user searching
+/// owns it and no one else may write it, and never through a link: an
+/// index planted by someone else could hide blocks from the search.
+#[test]
+fn an_index_others_may_write_is_not_trusted() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log.1");
+    std::fs::write(&log, format!("{A}{B}")).unwrap();
+    let log = log.to_str().unwrap();
+    let index = format!("{log}.ptags-idx");
+    let search = || ptags(&["audit", "search", "--contid", "5", log]);
+    let answer = search();
+    assert_eq!(answer.0, Some(0));
+    let built = std::fs::metadata(&index).expect("the search indexed the rotated file");
+    assert_eq!(built.mode() & 0o022, 0, "no one else may write it");
+
+    // Made writable by others: not read, written anew (a new file).
+    std::fs::set_permissions(&index, std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert_eq!(search(), answer);
+    let rewritten = std::fs::metadata(&index).unwrap();
+    assert_ne!(
+        rewritten.ino(),
+        built.ino(),
+        "the untrusted index was replaced"
+    );
+    assert_eq!(rewritten.mode() & 0o022, 0);
+
+    // A link to another file: not followed, neither read nor written.
+    std::fs::remove_file(&index).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "not an index").unwrap();
+    std::os::unix::fs::symlink(&victim, &index).unwrap();
+    assert_eq!(search(), answer);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "not an index");
+}
