@@ -327,3 +327,45 @@ pub fn device_rules(data: &[u8]) {
         }
     }
 }
+
+/// The search index's reader on any bytes: an index of a file made of
+/// half the input, its body changed by the other half and sealed again
+/// (so that the parse past the seal is reached), is refused or read
+/// without a panic, and what is read tiles the file.
+pub fn search_index(data: &[u8]) {
+    use ptags_audit::index::{FileId, Index};
+    use ptags_audit::scan::Split;
+    let (file, noise) = data.split_at(data.len() / 2);
+    let id = FileId {
+        len: file.len() as u64,
+        mtime_ns: 1,
+        ino: 2,
+        dev: 3,
+    };
+    let split = Split {
+        chunk_bytes: 64,
+        workers: 1,
+    };
+    let mut body = Index::build(file, split).encode(&id, file);
+    body.truncate(body.len().saturating_sub(32));
+    // The header (magic and version) stays: the noise lands past it.
+    for (i, n) in noise.iter().enumerate() {
+        let at = 12 + i % body.len().saturating_sub(12).max(1);
+        if at < body.len() {
+            body[at] ^= n;
+        }
+    }
+    if noise.len() % 7 == 3 {
+        body.truncate(body.len() - noise.len().min(body.len()));
+    }
+    let seal = ptags_audit::index::seal(&body);
+    body.extend_from_slice(&seal);
+    if let Ok(index) = Index::decode(&body, &id, file) {
+        let mut at = 0;
+        for block in &index.blocks {
+            assert_eq!(block.start, at, "blocks tile the file");
+            assert!(block.end > block.start && block.end <= file.len());
+            at = block.end;
+        }
+    }
+}

@@ -57,3 +57,8 @@ fn audit_policy_corpus() {
 fn device_rules_corpus() {
     replay("device_rules", ptags_fuzz::device_rules);
 }
+
+#[test]
+fn search_index_corpus() {
+    replay("search_index", ptags_fuzz::search_index);
+}
