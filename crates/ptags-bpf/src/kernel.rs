@@ -393,6 +393,11 @@ impl Kernel {
                     .as_fd()
                     .try_clone_to_owned()
                     .context(|| "duplicating the facts program".into())?,
+                skel.progs
+                    .ptags_peer
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .context(|| "duplicating the peer program".into())?,
             ),
             dev_prog: skel
                 .progs
@@ -439,7 +444,9 @@ impl Kernel {
         }
         pins::pin_fd(&self.set_prog, dir, pins::SET_PROG)?;
         pins::pin_fd(&self.tasks_prog, dir, pins::TASKS_PROG)?;
-        pins::pin_fd(self.facts.prog(), dir, pins::FACTS_PROG)?;
+        let [facts, peer] = self.facts.progs();
+        pins::pin_fd(facts, dir, pins::FACTS_PROG)?;
+        pins::pin_fd(peer, dir, pins::PEER_PROG)?;
         pins::pin_fd(&self.dev_prog, dir, pins::DEV_PROG)?;
         Ok(())
     }
@@ -492,6 +499,7 @@ impl Kernel {
             (progs.ptags_set.as_fd(), pins::SET_PROG),
             (progs.ptags_tasks.as_fd(), pins::TASKS_PROG),
             (progs.ptags_facts.as_fd(), pins::FACTS_PROG),
+            (progs.ptags_peer.as_fd(), pins::PEER_PROG),
             (progs.ptags_dev.as_fd(), pins::DEV_PROG),
         ] {
             pins::unpin(dir, name)?;
@@ -565,6 +573,8 @@ impl Kernel {
             .map_err(|_| mismatch(format!("no pinned {}", pins::TASKS_PROG)))?;
         let facts_prog = pins::open_prog(dir, pins::FACTS_PROG)
             .map_err(|_| mismatch(format!("no pinned {}", pins::FACTS_PROG)))?;
+        let peer_prog = pins::open_prog(dir, pins::PEER_PROG)
+            .map_err(|_| mismatch(format!("no pinned {}", pins::PEER_PROG)))?;
         let dev_prog = pins::open_prog(dir, pins::DEV_PROG)
             .map_err(|_| mismatch(format!("no pinned {}", pins::DEV_PROG)))?;
         for name in pins::LINKS {
@@ -585,7 +595,7 @@ impl Kernel {
             device_rules: open_map("device_rules")?,
             set_prog,
             tasks_prog,
-            facts: FactsReader::new(facts_prog),
+            facts: FactsReader::new(facts_prog, peer_prog),
             dev_prog,
             dev_link: std::sync::Mutex::new(None),
             _links: Vec::new(),

@@ -17,7 +17,7 @@ pub mod procfs;
 mod task;
 
 pub use devices::{DeviceException, DEVICES_ATTACH};
-pub use facts::{FactsReader, TaskFacts};
+pub use facts::{FactsReader, PeerCreds, TaskFacts};
 pub use kernel::{
     DeviceDenial, Event, EventKind, EventReader, Join, Kernel, LocalPids, LostCounts, NsWatch,
     Options, Set, ATTACHED,

@@ -24,6 +24,7 @@ pub(crate) const SET_PROG: &str = "prog_set";
 pub(crate) const TASKS_PROG: &str = "prog_tasks";
 pub(crate) const DEV_PROG: &str = "prog_dev";
 pub(crate) const FACTS_PROG: &str = "prog_facts";
+pub(crate) const PEER_PROG: &str = "prog_peer";
 /// The device program's link at the cgroup v2 root: present only while a
 /// container has a device list. Removing it detaches the program.
 pub(crate) const DEV_LINK: &str = "link_dev";
@@ -75,7 +76,12 @@ pub(crate) fn remove_all(dir: &Path) -> Result<()> {
     for name in MAPS
         .iter()
         .chain(LINKS.iter())
-        .chain([SET_PROG, TASKS_PROG, FACTS_PROG, DEV_PROG, DEV_LINK].iter())
+        .chain(
+            [
+                SET_PROG, TASKS_PROG, FACTS_PROG, PEER_PROG, DEV_PROG, DEV_LINK,
+            ]
+            .iter(),
+        )
         .chain(OLD_SETNS_PINS.iter())
     {
         unpin(dir, name)?;

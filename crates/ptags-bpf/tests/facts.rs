@@ -122,3 +122,95 @@ fn facts_are_what_proc_says() {
         Err(ptags_bpf::Error::NoSuchTask(_))
     ));
 }
+
+/// A directory of this test's, readable by every user, removed on drop.
+struct SharedDir(std::path::PathBuf);
+
+impl Drop for SharedDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The peer program reads the credentials a connection's peer had when
+/// it connected: a user without capabilities that connects and then
+/// execs a program with file capabilities (before the connection is
+/// accepted) is still, for the connection, the user without them.
+#[test]
+fn a_peer_is_judged_as_it_connected() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(k) = kernel_or_skip("a_peer_is_judged_as_it_connected") else {
+        return;
+    };
+    let dir = SharedDir(std::env::temp_dir().join(format!("ptags-peer-{}", std::process::id())));
+    std::fs::create_dir(&dir.0).unwrap();
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.0.join("s");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // sleep with CAP_MAC_ADMIN as a file capability.
+    let capsleep = dir.0.join("capsleep");
+    std::fs::copy("/bin/sleep", &capsleep).unwrap();
+    let status = Command::new("setcap")
+        .args(["cap_mac_admin+ep", capsleep.to_str().unwrap()])
+        .status()
+        .expect("running setcap (libcap2-bin)");
+    assert!(status.success());
+
+    let path = std::ffi::CString::new(socket.to_str().unwrap()).unwrap();
+    let prog = std::ffi::CString::new(capsleep.to_str().unwrap()).unwrap();
+    let arg0 = std::ffi::CString::new("capsleep").unwrap();
+    let arg1 = std::ffi::CString::new("30").unwrap();
+    let argv = [arg0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
+    // SAFETY: a zeroed sockaddr_un is valid; the path fits (checked).
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_bytes_with_nul();
+    assert!(bytes.len() <= addr.sun_path.len());
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: the child makes only system calls (async-signal-safe) on
+    // memory prepared before the fork, then execs or exits.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0);
+    if child == 0 {
+        // SAFETY: as above.
+        unsafe {
+            let nobody = 65534;
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(nobody, nobody, nobody) != 0
+                || libc::setresuid(nobody, nobody, nobody) != 0
+            {
+                libc::_exit(1);
+            }
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+            if fd < 0 || libc::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len) != 0 {
+                libc::_exit(2);
+            }
+            // The connection stays open across the exec (no CLOEXEC).
+            libc::execv(prog.as_ptr(), argv.as_ptr());
+            libc::_exit(3);
+        }
+    }
+    let child = child as u32;
+    // Accepted only once the program with capabilities runs.
+    wait_for_comm(child, "capsleep");
+    let (stream, _) = listener.accept().unwrap();
+    let now = k.facts().read(child).unwrap();
+    const CAP_MAC_ADMIN: u64 = 1 << 33;
+    assert_ne!(now.cap_eff & CAP_MAC_ADMIN, 0, "the program has it now");
+    let at_connect = k.facts().peer(&stream).unwrap();
+    assert_eq!(at_connect.uids, [65534; 4]);
+    assert_eq!(
+        at_connect.cap_eff, 0,
+        "it had no capability when it connected"
+    );
+    assert!(at_connect.init_userns);
+    // SAFETY: killing and reaping the child this test forked.
+    unsafe {
+        libc::kill(child as i32, libc::SIGKILL);
+        libc::waitpid(child as i32, std::ptr::null_mut(), 0);
+    }
+}

@@ -308,8 +308,23 @@ struct ptags_facts_args {
 	__u32 sessionid;
 	__u32 pid_ns;		/* its PID namespace's inode number */
 	__u32 has_state;	/* 1: `state` is the task's; 0: it has none */
+	__u32 dumpable;		/* 1: its memory may be dumped (SUID_DUMP_USER) */
+	__u32 exiting;		/* 1: it has begun to exit (PF_EXITING) */
 	char comm[16];
 	struct ptags_state state;
+};
+
+/* Context of the ptags_peer syscall program (facts.bpf.h): the
+ * credentials a Unix socket's peer had when it connected, as the kernel
+ * saved them for SO_PEERCRED, capabilities included. */
+struct ptags_peer_args {
+	__s32 fd;		/* in: a connected socket of the caller's */
+	__s32 result;		/* out: 0, -EBADF or -ENOTCONN */
+	__u32 uids[4];		/* real, effective, saved, filesystem */
+	__u32 gids[4];
+	__u64 cap_eff;
+	__u32 user_ns_level;	/* 0: the initial user namespace */
+	__u32 reserved;
 };
 
 /* One row per task from the ptags_tasks iterator: what user space needs

@@ -100,6 +100,7 @@ struct {
 struct ptags_event ptags_event_type;
 struct ptags_set_args ptags_set_args_type;
 struct ptags_facts_args ptags_facts_args_type;
+struct ptags_peer_args ptags_peer_args_type;
 struct ptags_task_row ptags_task_row_type;
 struct ptags_join ptags_join_type;
 enum ptags_layout ptags_layout_type;

@@ -132,12 +132,12 @@ impl Connector {
         }
     }
 
-    /// The connecting process's capabilities, read now, if it still has
-    /// the effective user and group the kernel recorded at connect time
-    /// and is not between the IDs of a set-ID program. Otherwise, or if
-    /// it is gone, nothing: a connection opened by a process that then
-    /// became more privileged (a set-ID program run with it as standard
-    /// input) gains nothing.
+    /// The connecting process's capabilities as they were when it
+    /// connected (the credentials the kernel saved with the socket), if it
+    /// was not then between the IDs of a set-ID program; otherwise
+    /// nothing. A process that became more privileged since (a set-ID
+    /// program run with the connection as standard input, a program with
+    /// file capabilities exec'd before the daemon accepted) gains nothing.
     pub fn of(stream: &UnixStream, facts: &FactsReader) -> std::io::Result<Connector> {
         let none = libc::ucred {
             pid: 0,
@@ -150,22 +150,17 @@ impl Connector {
             // SAFETY: a fresh fd from the kernel that nothing else owns.
             Pidfd::from_fd(cred.pid as u32, unsafe { OwnedFd::from_raw_fd(fd) })
         });
-        let ceiling = match &process {
-            Some(connector) => match Creds::read(facts, connector.pid) {
-                Ok(creds)
-                    if connector.check_alive().is_ok()
-                        && creds.uids[1] == cred.uid
-                        && creds.gids[1] == cred.gid
-                        && !creds.changing_ids() =>
-                {
-                    Ceiling {
-                        cap_eff: creds.cap_eff,
-                        init_userns: creds.init_userns,
-                    }
-                }
-                _ => Ceiling::NOTHING,
-            },
-            None => Ceiling::NOTHING,
+        let at_connect = facts
+            .peer(stream)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let at_connect = Creds::of_peer(&at_connect);
+        let ceiling = if process.is_some() && !at_connect.changing_ids() {
+            Ceiling {
+                cap_eff: at_connect.cap_eff,
+                init_userns: at_connect.init_userns,
+            }
+        } else {
+            Ceiling::NOTHING
         };
         let pid_ns = process
             .as_ref()

@@ -405,7 +405,7 @@ impl<'k> Daemon<'k> {
             Ceiling::NOTHING
         };
         let facts = self.kernel.facts().read(pid)?;
-        let creds = Creds::of(&facts).capped(&ceiling);
+        let creds = Creds::of_process(self.kernel.facts(), &facts)?.capped(&ceiling);
         let subject = audit_subject(&facts);
         // A main thread that has exited leaves its process's labels to
         // a live thread's.

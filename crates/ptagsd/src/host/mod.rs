@@ -12,7 +12,7 @@ pub mod pidns;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use ptags_bpf::{procfs, FactsReader, TaskFacts};
+use ptags_bpf::{procfs, FactsReader, PeerCreds, TaskFacts};
 
 use crate::error::Error;
 use ptags_audit::Subject;
@@ -101,20 +101,74 @@ pub struct Creds {
     /// Whether the process is in the initial user namespace, where its
     /// capabilities count for the whole machine.
     pub init_userns: bool,
+    /// Whether others of its user may act on it (ptrace's dumpable check):
+    /// not a process that dropped its privileges without exec.
+    pub dumpable: bool,
 }
 
 impl Creds {
-    /// Those of task `tid` now.
-    pub fn read(facts: &FactsReader, tid: u32) -> Result<Creds, Error> {
-        Ok(Creds::of(&facts.read(tid)?))
+    /// Those process `pid` is judged with now ([`Creds::of_process`]).
+    pub fn read(facts: &FactsReader, pid: u32) -> Result<Creds, Error> {
+        Creds::of_process(facts, &facts.read(pid)?)
     }
 
+    /// One task's.
     pub fn of(facts: &TaskFacts) -> Creds {
         Creds {
             uids: facts.uids,
             gids: facts.gids,
             cap_eff: facts.cap_eff,
             init_userns: facts.init_userns,
+            dumpable: facts.dumpable,
+        }
+    }
+
+    /// Those of the process whose main thread's facts are `main`: the
+    /// main thread's; once it has exited (its other threads live on),
+    /// what its live threads share, since its credentials are no longer
+    /// any thread's: no capability one of them lacks, and no IDs
+    /// (u32::MAX) where theirs differ.
+    pub fn of_process(facts: &FactsReader, main: &TaskFacts) -> Result<Creds, Error> {
+        if !main.exiting {
+            return Ok(Creds::of(main));
+        }
+        let pid = main.tgid;
+        let mut shared: Option<Creds> = None;
+        for tid in thread_ids(pid)? {
+            let Ok(thread) = facts.read(tid) else {
+                continue;
+            };
+            if thread.tgid != pid || thread.exiting {
+                continue;
+            }
+            let this = Creds::of(&thread);
+            shared = Some(match shared {
+                None => this,
+                Some(s) => s.common(&this),
+            });
+        }
+        shared.ok_or_else(|| Error::gone(pid))
+    }
+
+    fn common(self, other: &Creds) -> Creds {
+        let ids = |a: [u32; 4], b: [u32; 4]| if a == b { a } else { [u32::MAX; 4] };
+        Creds {
+            uids: ids(self.uids, other.uids),
+            gids: ids(self.gids, other.gids),
+            cap_eff: self.cap_eff & other.cap_eff,
+            init_userns: self.init_userns && other.init_userns,
+            dumpable: self.dumpable && other.dumpable,
+        }
+    }
+
+    /// The credentials a connection's peer had when it connected.
+    pub fn of_peer(peer: &PeerCreds) -> Creds {
+        Creds {
+            uids: peer.uids,
+            gids: peer.gids,
+            cap_eff: peer.cap_eff,
+            init_userns: peer.init_userns,
+            dumpable: true,
         }
     }
 
@@ -153,13 +207,14 @@ impl Creds {
 
     /// Whether a process with these credentials may act on a process with
     /// `target`'s, as ptrace's access check decides it: the same user and
-    /// group in every ID (real, effective, saved), or CAP_SYS_PTRACE.
+    /// group in every ID (real, effective, saved) of a target that may be
+    /// dumped, or CAP_SYS_PTRACE.
     pub fn may_access(&self, target: &Creds) -> bool {
         let uid = self.uids[0];
         let gid = self.gids[0];
         let same = target.uids[..3].iter().all(|&u| u == uid)
             && target.gids[..3].iter().all(|&g| g == gid);
-        same || self.has_cap(CAP_SYS_PTRACE)
+        (same && target.dumpable) || self.has_cap(CAP_SYS_PTRACE)
     }
 }
 
@@ -244,12 +299,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn threads_share_only_what_each_has() {
+        let root = Creds {
+            uids: [0; 4],
+            gids: [0; 4],
+            cap_eff: u64::MAX,
+            init_userns: true,
+            dumpable: true,
+        };
+        let dropped = Creds {
+            uids: [65534; 4],
+            cap_eff: 0,
+            ..root.clone()
+        };
+        let shared = root.clone().common(&dropped);
+        assert_eq!((shared.uids, shared.gids), ([u32::MAX; 4], [0; 4]));
+        assert_eq!(shared.cap_eff, 0);
+        assert!(!shared.may_access(&root) && !shared.may_access(&dropped));
+        assert_eq!(root.clone().common(&root), root);
+    }
+
+    #[test]
     fn access_needs_every_id_or_ptrace() {
         let user = Creds {
             uids: [1000; 4],
             gids: [1000; 4],
             cap_eff: 0,
             init_userns: true,
+            dumpable: true,
         };
         let setuid = Creds {
             uids: [1000, 0, 0, 0],
@@ -260,8 +337,18 @@ mod tests {
             gids: [0; 4],
             cap_eff: 1 << CAP_SYS_PTRACE,
             init_userns: true,
+            dumpable: true,
         };
         assert!(user.may_access(&user));
+        let undumpable = Creds {
+            dumpable: false,
+            ..user.clone()
+        };
+        assert!(
+            !user.may_access(&undumpable),
+            "a process that dropped privileges without exec is out of reach"
+        );
+        assert!(root.may_access(&undumpable));
         assert!(
             !user.may_access(&setuid),
             "a set-uid program is out of reach"
