@@ -212,7 +212,10 @@ impl Creds {
     pub fn may_access(&self, target: &Creds) -> bool {
         let uid = self.uids[0];
         let gid = self.gids[0];
-        let same = target.uids[..3].iter().all(|&u| u == uid)
+        // u32::MAX is no ID (threads that differ): it matches nothing.
+        let same = uid != u32::MAX
+            && gid != u32::MAX
+            && target.uids[..3].iter().all(|&u| u == uid)
             && target.gids[..3].iter().all(|&g| g == gid);
         (same && target.dumpable) || self.has_cap(CAP_SYS_PTRACE)
     }
@@ -316,6 +319,7 @@ mod tests {
         assert_eq!((shared.uids, shared.gids), ([u32::MAX; 4], [0; 4]));
         assert_eq!(shared.cap_eff, 0);
         assert!(!shared.may_access(&root) && !shared.may_access(&dropped));
+        assert!(!shared.may_access(&shared), "no ID matches no ID");
         assert_eq!(root.clone().common(&root), root);
     }
 
