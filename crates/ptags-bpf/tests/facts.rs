@@ -2,7 +2,7 @@
 //! of it, a process of another user without capabilities, one whose
 //! credentials belong to a user namespace of its own and one in a PID
 //! namespace of its own, every field the daemon decides on is what /proc
-//! says.
+//! says; a process that made itself not dumpable is read so.
 
 mod common;
 
@@ -54,7 +54,37 @@ fn facts_are_what_proc_says() {
     };
     let me = std::process::id();
     matches_proc(&k, me, me);
-    assert!(k.facts().read(me).unwrap().init_userns);
+    let mine = k.facts().read(me).unwrap();
+    assert!(mine.init_userns && mine.dumpable && !mine.exiting);
+    // A process that made itself not dumpable (as one that drops its
+    // privileges without exec is): out of others' reach, as ptrace has it.
+    // SAFETY: the child makes system calls only, then waits to be killed.
+    let undumpable = unsafe { libc::fork() };
+    assert!(undumpable >= 0);
+    if undumpable == 0 {
+        // SAFETY: as above. Its copies of the test's descriptors are
+        // closed first: one held open for writing (a file another test
+        // is copying) would make that file's exec fail (ETXTBSY).
+        unsafe {
+            libc::syscall(libc::SYS_close_range, 3, u32::MAX, 0);
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+            libc::kill(libc::getpid(), libc::SIGSTOP);
+            libc::_exit(0);
+        }
+    }
+    // Stopped once its prctl is done.
+    common::wait_for(|| {
+        std::fs::read_to_string(format!("/proc/{undumpable}/stat")).is_ok_and(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T'))
+        })
+    });
+    assert!(!k.facts().read(undumpable as u32).unwrap().dumpable);
+    // SAFETY: killing and reaping the child this test forked.
+    unsafe {
+        libc::kill(undumpable, libc::SIGKILL);
+        libc::waitpid(undumpable, std::ptr::null_mut(), 0);
+    }
     // A thread: its own ID, its process's tgid.
     let (tx, rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();

@@ -14,6 +14,10 @@
 //!                                        # connections, slow senders,
 //!                                        # malformed and oversized frames,
 //!                                        # status requests (issue 16)
+//! hostile_client exited-main SOCKET drop|keep  # the main thread exits;
+//!                                        # another (dropped to nobody
+//!                                        # alone, or kept) asks for its
+//!                                        # container ID (issue 21)
 //! ```
 //!
 //! Answers are printed as JSON lines on standard output.
@@ -323,6 +327,61 @@ fn send_fds(socket: &str, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Whether the main thread of this process has exited (a zombie
+/// leader while the process lives on).
+fn main_thread_exited() -> bool {
+    let me = std::process::id();
+    std::fs::read_to_string(format!("/proc/{me}/task/{me}/stat"))
+        .ok()
+        .and_then(|s| Some(s.rsplit_once(") ")?.1.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// The main thread connects (as whoever runs this, root in the tests),
+/// starts a thread and exits. The thread, with `drop`, becomes nobody by
+/// itself (setresuid for this thread alone, as the raw system call does)
+/// and asks for its own container ID, which needs CAP_AUDIT_CONTROL: the
+/// dead main thread's credentials must not answer for it.
+fn exited_main(socket: &str, drop: bool) -> Result<()> {
+    let mut stream = UnixStream::connect(socket).context("connecting")?;
+    let pid = std::process::id();
+    std::thread::spawn(move || {
+        let answer = (|| -> Result<()> {
+            let start = Instant::now();
+            while !main_thread_exited() {
+                if start.elapsed() > Duration::from_secs(5) {
+                    bail!("the main thread did not exit");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if drop {
+                let nobody = 65534;
+                // SAFETY: the raw system call changes this thread's IDs
+                // alone (glibc's setresuid would change every thread's).
+                let ret = unsafe { libc::syscall(libc::SYS_setresuid, nobody, nobody, nobody) };
+                if ret != 0 {
+                    bail!("setresuid: {}", std::io::Error::last_os_error());
+                }
+            }
+            write_frame(
+                &mut stream,
+                &RequestFrame::new(Request::ContidGet { pid }).encode(),
+            )
+            .context("sending")?;
+            print_answer(&mut stream)
+        })();
+        if let Err(e) = answer {
+            println!("{{\"client_error\":\"{e:#}\"}}");
+        }
+        std::process::exit(0);
+    });
+    // SAFETY: the raw exit system call ends the main thread alone, with
+    // no unwinding (pthread_exit would unwind through Rust's frames); the
+    // process lives on in the thread above, which exits it.
+    unsafe { libc::syscall(libc::SYS_exit, 0) };
+    unreachable!("exit returned")
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| -> Result<&str> {
@@ -338,6 +397,7 @@ fn main() -> Result<()> {
         "big-writes" => big_writes(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?),
         "send-fds" => send_fds(arg(1)?, arg(2)?.parse()?),
         "flood" => flood(arg(1)?, arg(2)?.parse()?),
+        "exited-main" => exited_main(arg(1)?, arg(2)? == "drop"),
         other => bail!("unknown attack {other:?}"),
     }
 }

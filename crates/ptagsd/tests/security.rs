@@ -525,3 +525,36 @@ fn a_write_typed_slowly_still_arrives() {
     sleeper.kill().unwrap();
     sleeper.wait().unwrap();
 }
+
+/// Issue 21's attack: a process whose main thread has exited is judged by
+/// what its live threads share, not by the dead main thread's
+/// credentials. Root's process whose one live thread dropped to nobody
+/// (that thread alone) may not read container IDs (CAP_AUDIT_CONTROL);
+/// one whose live thread stayed root still may.
+#[test]
+fn a_process_whose_main_thread_exited_is_judged_by_its_live_threads() {
+    let test = "a_process_whose_main_thread_exited";
+    if !can_run(test) {
+        return;
+    }
+    let d = Daemon::start("exited-main", "");
+    let socket = d.socket();
+    let answer = |how: &str| {
+        let out = Command::new(hostile_client())
+            .args(["exited-main", socket.to_str().unwrap(), how])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let v: serde_json::Value =
+            serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{how}: {e}: {text:?}"));
+        v
+    };
+    let kept = answer("keep");
+    assert_eq!(
+        kept["ok"]["kind"], "contid",
+        "the live thread is root: {kept}"
+    );
+    let dropped = answer("drop");
+    assert_eq!(dropped["error"]["errno"], "EPERM", "{dropped}");
+}
