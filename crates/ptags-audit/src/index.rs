@@ -393,11 +393,21 @@ fn summarize(log: &[u8], start: usize, end: usize) -> Summary {
     summary
 }
 
+/// What the name of a log file takes to name its index beside it.
+pub const SUFFIX: &str = ".ptags-idx";
+
+/// The index kept beside the log file `path`.
+pub fn beside(path: &std::path::Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(SUFFIX);
+    name.into()
+}
+
 /// The name of the file an index of `path` is kept in when it cannot be
 /// beside it: a hash of the path.
 pub fn cache_name(path: &[u8]) -> String {
     let hash = blake3::hash(path);
-    format!("{}.ptags-idx", &hash.to_hex()[..32])
+    format!("{}{SUFFIX}", &hash.to_hex()[..32])
 }
 
 impl Index {

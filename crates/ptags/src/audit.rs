@@ -492,9 +492,7 @@ fn file_blocks(
 /// in the user's cache directory.
 fn index_places(path: &Path) -> Vec<PathBuf> {
     let mut places = Vec::new();
-    let mut beside = path.as_os_str().to_owned();
-    beside.push(".ptags-idx");
-    places.push(PathBuf::from(beside));
+    places.push(ptags_audit::index::beside(path));
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use log::{error, info, warn};
 use ptags_audit::chain::{record_time, Key, LineFormat, Link, Sealed, Sealer, KEY_LEN};
-use ptags_audit::{json_members, Stamp};
+use ptags_audit::{index, json_members, Stamp};
 
 use super::router::{Record, Sink, SinkStatus};
 use crate::config::{Audit, DiskAction, Flush, LogFormat};
@@ -402,6 +402,7 @@ impl LogFile {
             let held = removal_record(&old, "space");
             match fs::remove_file(&old) {
                 Ok(()) => {
+                    let _ = fs::remove_file(index::beside(&old));
                     self.removed.extend(held.map(|body| (now(), body)));
                     warn!(
                         "{}: space is short; deleted {}",
@@ -436,10 +437,16 @@ impl LogFile {
         };
         let held = removal_record(&oldest, "rotate");
         gone(fs::remove_file(&oldest))?;
+        // A search's index goes with its file: still bound to the same
+        // inode and contents, it stays valid under the new name. Only an
+        // accelerator, checked against the file when read: a failure to
+        // move one is no failure to rotate.
+        let _ = fs::remove_file(index::beside(&oldest));
         self.removed.extend(held.map(|body| (now(), body)));
         if n > 1 {
             for i in (1..n - 1).rev() {
                 gone(fs::rename(numbered(i), numbered(i + 1)))?;
+                let _ = fs::rename(index::beside(&numbered(i)), index::beside(&numbered(i + 1)));
             }
             fs::rename(&self.path, numbered(1))
                 .with_context(|| format!("rotating {}", self.path.display()))?;
@@ -640,6 +647,27 @@ mod tests {
         }
         assert!(files >= 4, "3.2 MB in 1 MiB files: {files}");
         assert_eq!(verify(&dir, &key).0, Ok(()));
+    }
+
+    #[test]
+    fn a_search_index_moves_with_its_file_and_goes_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = small_log(dir.path(), LogFormat::Audit, 3);
+        let logs = log.dir.clone();
+        let index_of = |i: u32| index::beside(&logs.join(format!("audit.log.{i}")));
+        log.rotate("rotate").unwrap();
+        std::fs::write(index_of(1), "the index of file 1").unwrap();
+        log.rotate("rotate").unwrap();
+        assert!(!index_of(1).exists());
+        assert_eq!(
+            std::fs::read_to_string(index_of(2)).unwrap(),
+            "the index of file 1",
+            "renamed with its file"
+        );
+        // File 2 is the oldest kept (3 logs): the next rotation deletes
+        // it, and its index with it.
+        log.rotate("rotate").unwrap();
+        assert!(!index_of(2).exists() && !index_of(3).exists());
     }
 
     #[test]
