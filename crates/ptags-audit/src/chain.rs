@@ -205,23 +205,28 @@ impl Sealer {
 /// end (the seal ends the line: its first candidate is most often it),
 /// without building a string searcher for each line.
 pub(crate) fn rsplit_last<'s>(text: &'s str, pat: &str) -> Option<(&'s str, &'s str)> {
-    let (bytes, pattern) = (text.as_bytes(), pat.as_bytes());
-    let first = *pattern.first()?;
-    // An occurrence of a whole `str` in a `str` starts and ends on
-    // character boundaries: the slices cannot panic.
-    memchr::memrchr_iter(first, bytes)
-        .find(|&at| bytes[at..].starts_with(pattern))
-        .map(|at| (&text[..at], &text[at + pat.len()..]))
+    let first = *pat.as_bytes().first()?;
+    split_at_first_of(text, pat, memchr::memrchr_iter(first, text.as_bytes()))
 }
 
 /// `text.split_once(pat)` for a pattern that is not empty: the first
 /// occurrence, found as [`rsplit_last`] finds the last.
 pub(crate) fn split_first<'s>(text: &'s str, pat: &str) -> Option<(&'s str, &'s str)> {
-    let (bytes, pattern) = (text.as_bytes(), pat.as_bytes());
-    let first = *pattern.first()?;
-    memchr::memchr_iter(first, bytes)
-        .find(|&at| bytes[at..].starts_with(pattern))
-        .map(|at| (&text[..at], &text[at + pat.len()..]))
+    let first = *pat.as_bytes().first()?;
+    split_at_first_of(text, pat, memchr::memchr_iter(first, text.as_bytes()))
+}
+
+/// `text` split around the first of the `candidates` (offsets of the
+/// pattern's first byte) where `pat` stands. An occurrence of a whole
+/// `str` in a `str` starts and ends on character boundaries: the slices
+/// cannot panic.
+fn split_at_first_of<'s>(
+    text: &'s str,
+    pat: &str,
+    mut candidates: impl Iterator<Item = usize>,
+) -> Option<(&'s str, &'s str)> {
+    let at = candidates.find(|&at| text.as_bytes()[at..].starts_with(pat.as_bytes()))?;
+    Some((&text[..at], &text[at + pat.len()..]))
 }
 
 /// A sealed line taken apart.

@@ -191,8 +191,10 @@ impl Query {
     }
 }
 
-/// A query being run over a trail from its start: it learns which
-/// containers were nested in the one asked for as it reads.
+/// A query being run over a trail from its start, line by line: it
+/// learns which containers were nested in the one asked for as it reads.
+/// The plain statement of what a search answers: `scan::search`, which
+/// answers it on every core, is tested against it.
 #[derive(Debug, Clone)]
 pub struct Matcher {
     query: Query,

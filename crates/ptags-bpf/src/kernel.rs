@@ -713,18 +713,12 @@ impl Kernel {
             return Ok(main);
         }
         for tid in procfs::thread_ids(pid).ok_or(Error::NoSuchTask(pid))? {
-            if tid == pid {
-                continue;
-            }
-            let Some(thread) = pidfd_open(tid, procfs::PIDFD_THREAD) else {
+            // Gone since the listing, or a TID reused by another process.
+            let Ok(thread) = self.facts.read(tid) else {
                 continue;
             };
-            // A TID reused by another process since the listing.
-            if procfs::tgid_of(tid) != Some(pid) {
-                continue;
-            }
-            match self.state_through(&thread, tid)? {
-                Some(state) if !state.exited => return Ok(Some(state)),
+            match thread.state {
+                Some(state) if thread.tgid == pid && !state.exited => return Ok(Some(state)),
                 _ => {}
             }
         }

@@ -88,11 +88,6 @@ pub fn thread_ids(pid: u32) -> Option<Vec<u32>> {
     Some(tids)
 }
 
-/// The process (thread-group ID) task `tid` belongs to.
-pub fn tgid_of(tid: u32) -> Option<u32> {
-    Some(Status::read(&format!("/proc/{tid}/status"))?.tgid)
-}
-
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on a
 /// unified machine, `/sys/fs/cgroup/unified` on a hybrid one), from
 /// `/proc/self/mountinfo`; `None` without one.
@@ -118,7 +113,8 @@ mod tests {
         assert_eq!(status.nspid.first(), Some(&me));
         // SAFETY: getuid has no preconditions.
         assert_eq!(status.uids[0], unsafe { libc::getuid() });
-        assert_eq!(tgid_of(me), Some(me));
+        let thread = Status::read(&format!("/proc/{me}/task/{me}/status"));
+        assert_eq!(thread.map(|s| s.tgid), Some(me));
         assert!(thread_ids(me).unwrap().contains(&me));
         assert!(start_ticks(me).is_some());
         assert!(pidfd_open(me, 0).is_some());

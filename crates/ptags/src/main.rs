@@ -2,6 +2,7 @@
 
 mod audit;
 mod audit_copy;
+mod audit_index;
 mod client;
 mod commands;
 mod device;

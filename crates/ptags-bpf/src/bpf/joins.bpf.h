@@ -58,12 +58,16 @@ static __always_inline void join_refused(struct task_struct *t, struct ptags_tas
  * out); a task of an unrelated container keeps its ID (it may not leave
  * its container that way), which is reported. A container whose last
  * task has gone takes no one.
+ *
+ * `s` is the task's storage as the caller looked it up (NULL: none), so
+ * that a fork or exec looks it up once; returned, made if a join needed
+ * it.
  */
-static __always_inline void join_by_policy(struct task_struct *t)
+static __always_inline struct ptags_task *join_by_policy(struct task_struct *t,
+							 struct ptags_task *s)
 {
 	struct ptags_container *c;
 	struct ptags_join *j;
-	struct ptags_task *s;
 	struct ptags_event *e;
 	__u64 ns, old_contid = (__u64)-1, contid, set_id, kept_id;
 	bool had = false, raced;
@@ -74,11 +78,10 @@ static __always_inline void join_by_policy(struct task_struct *t)
 	ns = t->nsproxy->mnt_ns->ns.ns_id;
 	j = bpf_map_lookup_elem(&joins, &ns);
 	if (!j)
-		return;
+		return s;
 	contid = j->contid;
 	set_id = j->set_id;
 	kept_id = j->kept_id;
-	s = bpf_task_storage_get(&task_state, t, 0, 0);
 	if (s) {
 		bpf_spin_lock(&s->lock);
 		had = s->state.flags & PTAGS_TASK_HAS_CONTID;
@@ -90,19 +93,19 @@ static __always_inline void join_by_policy(struct task_struct *t)
 	 * container table is read outside the task's lock, where helpers
 	 * may run. */
 	if (had && within(old_contid, contid))
-		return;
+		return s;
 	c = bpf_map_lookup_elem(&containers, &contid);
 	if (!c || !has_live_members(c))
-		return;
+		return s;
 	if (had && !within(contid, old_contid)) {
 		join_refused(t, s, ns, contid, old_contid);
-		return;
+		return s;
 	}
 	if (!s) {
 		s = bpf_task_storage_get(&task_state, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 		if (!s) {
 			count_lost(PTAGS_LOST_TASK_STORAGE);
-			return;
+			return NULL;
 		}
 	}
 	/* Counted in first, as in ptags_set: an exit in between cannot
@@ -121,19 +124,20 @@ static __always_inline void join_by_policy(struct task_struct *t)
 	bpf_spin_unlock(&s->lock);
 	if (raced) {
 		container_leave(t, contid);
-		return;
+		return s;
 	}
 	if (had)
 		container_leave(t, old_contid);
 	e = reserve(PTAGS_EVENT_JOIN);
 	if (!e)
-		return;
+		return s;
 	describe(e, t, PTAGS_EVENT_JOIN, contid, set_id, old_contid);
 	/* The namespaces it joined with go with the event (NS_INFO), read
 	 * straight into it: the programs this is inlined in have no stack
 	 * to spare. */
 	ns_read(t, &e->ns);
 	submit(e);
+	return s;
 }
 
 /* A task moved into a cgroup (the leader, for a whole process): a
@@ -144,7 +148,7 @@ SEC("tp_btf/cgroup_attach_task")
 int BPF_PROG(ptags_cgroup_attach, struct cgroup *dst, const char *path, struct task_struct *task,
 	     bool threadgroup)
 {
-	join_by_policy(task);
+	join_by_policy(task, bpf_task_storage_get(&task_state, task, 0, 0));
 	return 0;
 }
 

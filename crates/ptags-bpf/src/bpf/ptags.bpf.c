@@ -315,13 +315,12 @@ int BPF_PROG(ptags_fork, struct task_struct *parent, struct task_struct *child)
 	bool thread = BPF_CORE_READ(child, tgid) == BPF_CORE_READ(parent, tgid);
 	__u32 join_refused_ns;
 
-	/* A parent that entered a container's namespaces joins before its
-	 * child is made, so that the child starts in it too. */
-	join_by_policy(parent);
 	/* The creating task, which for a thread is the thread that called
-	 * clone, not the group leader. Most forks end here: an unlabelled
-	 * parent has no state to hand down. */
-	ps = bpf_task_storage_get(&task_state, parent, 0, 0);
+	 * clone, not the group leader. A parent that entered a container's
+	 * namespaces joins before its child is made, so that the child
+	 * starts in it too. Most forks end here: an unlabelled parent has no
+	 * state to hand down. */
+	ps = join_by_policy(parent, bpf_task_storage_get(&task_state, parent, 0, 0));
 	if (!ps)
 		return host_fork(child);
 	/* The child has state already: another version of this program,
@@ -377,8 +376,7 @@ int BPF_PROG(ptags_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 
 	/* Joined before the exec prunes, as if it had joined at its setns:
 	 * the program starts in the container with the kept tags. */
-	join_by_policy(p);
-	s = bpf_task_storage_get(&task_state, p, 0, 0);
+	s = join_by_policy(p, bpf_task_storage_get(&task_state, p, 0, 0));
 	if (!s)
 		return 0;
 	bpf_spin_lock(&s->lock);
@@ -630,8 +628,7 @@ int ptags_tasks(struct bpf_iter__task *ctx)
 	 * are found. When host tasks
 	 * are watched, a task without storage gets some, with its
 	 * namespaces as first seen. */
-	join_by_policy(t);
-	s = bpf_task_storage_get(&task_state, t, 0, 0);
+	s = join_by_policy(t, bpf_task_storage_get(&task_state, t, 0, 0));
 	if (!s && ns_watched(0)) {
 		s = bpf_task_storage_get(&task_state, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 		if (!s)

@@ -23,7 +23,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use log::{info, warn};
 use ptags_audit::Subject;
-use ptags_bpf::{Kernel, Namespaces, TaskRow};
+use ptags_bpf::{Kernel, Namespaces, TaskFacts, TaskRow};
 use ptags_core::contid::Chain;
 use ptags_core::{ContainerId, Errno, Interner, SetId, TagSet};
 use ptags_proto::{ContainerInfo, Request, Response, Status};
@@ -233,22 +233,18 @@ impl<'k> Daemon<'k> {
     }
 
     fn handle_as(&mut self, peer: &Peer, req: &Request) -> Result<Response, Error> {
-        // A caller in a container names processes as its namespace does.
+        // The writer's facts, read once: its PID namespace here (a caller
+        // in a container names processes as its namespace does), its
+        // credentials and labels for the requests that need them.
         let pid = peer.pid();
-        let view = self
-            .kernel
-            .facts()
-            .read(pid)
-            .map_err(Error::from)
-            .and_then(|f| PidView::of(pid, f.pid_ns.into()));
-        let result = match view {
-            Ok(None) => self.decide(peer, req),
-            Ok(Some(view)) => view
+        let facts = self.kernel.facts().read(pid).map_err(Error::from);
+        let result = facts.and_then(|facts| match PidView::of(pid, facts.pid_ns.into())? {
+            None => self.decide(peer, &facts, req),
+            Some(view) => view
                 .request(req)
-                .and_then(|req| self.decide(peer, &req))
+                .and_then(|req| self.decide(peer, &facts, &req))
                 .map(|resp| view.response(resp)),
-            Err(f) => Err(f),
-        };
+        });
         // Every change written ahead is settled by the request's record;
         // a path that wrote none settles them here.
         if self.intents.any_open() {
@@ -264,11 +260,11 @@ impl<'k> Daemon<'k> {
     }
 
     /// Decides a request whose pids are the daemon's.
-    fn decide(&mut self, peer: &Peer, req: &Request) -> Result<Response, Error> {
+    fn decide(&mut self, peer: &Peer, facts: &TaskFacts, req: &Request) -> Result<Response, Error> {
         match req {
             Request::Read { target } => self.read(*target),
             Request::Write { target, text } => {
-                let caller = self.caller(peer)?;
+                let caller = self.caller(peer, facts)?;
                 let (result, changed) = self.write(&caller, *target, text);
                 let op = TagOp {
                     op: "write",
@@ -281,11 +277,11 @@ impl<'k> Daemon<'k> {
                 result
             }
             Request::ContidGet { pid } => {
-                let caller = self.caller(peer)?;
+                let caller = self.caller(peer, facts)?;
                 self.contid_get(&caller, *pid)
             }
             Request::ContidSet { pid, contid } => {
-                let caller = self.caller(peer)?;
+                let caller = self.caller(peer, facts)?;
                 let result = self.contid_set(&caller, *pid, *contid);
                 if let Err(f) = &result {
                     self.record_refused_contid(&caller, *pid, *contid, f);
@@ -293,11 +289,11 @@ impl<'k> Daemon<'k> {
                 result
             }
             Request::Ps { filter } => {
-                let caller = self.caller(peer)?;
+                let caller = self.caller(peer, facts)?;
                 self.ps(&caller, filter)
             }
             Request::PrepareExec { pid, text, contid } => {
-                let caller = self.caller(peer)?;
+                let caller = self.caller(peer, facts)?;
                 let result = self.prepare_exec(&caller, *pid, text.as_deref(), *contid);
                 let op = TagOp {
                     op: "prepare-exec",
@@ -315,7 +311,7 @@ impl<'k> Daemon<'k> {
                 text,
                 join,
             } => {
-                let caller = self.caller(peer)?;
+                let caller = self.caller(peer, facts)?;
                 let result = self.container_create(&caller, *pid, *contid, text.as_deref(), *join);
                 if let Err(f) = &result {
                     self.record_refused_contid(&caller, *pid, *contid, f);
@@ -339,7 +335,7 @@ impl<'k> Daemon<'k> {
                 result
             }
             Request::ContainerEnd { contid } => {
-                let caller = self.caller(peer)?;
+                let caller = self.caller(peer, facts)?;
                 let result = self.container_end(&caller, *contid);
                 if let Err(f) = &result {
                     self.record_refused_end(&caller, *contid, f);
@@ -347,35 +343,35 @@ impl<'k> Daemon<'k> {
                 result
             }
             Request::Status {} => {
-                let caller = self.caller(peer)?;
+                let caller = self.caller(peer, facts)?;
                 self.status(&caller)
             }
             Request::AuditPolicySet { contid, text } => {
-                let caller = self.caller(peer)?;
+                let caller = self.caller(peer, facts)?;
                 self.audit_policy_set(&caller, *contid, text)
             }
             Request::AuditPolicyGet { contid } => {
-                let caller = self.caller(peer)?;
+                let caller = self.caller(peer, facts)?;
                 self.audit_policy_get(&caller, *contid)
             }
             Request::AuditPolicyList {} => {
-                let caller = self.caller(peer)?;
+                let caller = self.caller(peer, facts)?;
                 self.audit_policy_list(&caller)
             }
             Request::AuditPolicyClear { contid } => {
-                let caller = self.caller(peer)?;
+                let caller = self.caller(peer, facts)?;
                 self.audit_policy_clear(&caller, *contid)
             }
             Request::DeviceWrite { contid, writes } => {
-                let caller = self.caller(peer)?;
+                let caller = self.caller(peer, facts)?;
                 self.device_write(&caller, *contid, writes)
             }
             Request::DeviceGet { contid } => {
-                let caller = self.caller(peer)?;
+                let caller = self.caller(peer, facts)?;
                 self.device_get(&caller, *contid)
             }
             Request::DeviceClear { contid } => {
-                let caller = self.caller(peer)?;
+                let caller = self.caller(peer, facts)?;
                 self.device_clear(&caller, *contid)
             }
             Request::AuditFollow {
@@ -383,7 +379,7 @@ impl<'k> Daemon<'k> {
                 after_serial,
                 since_ms,
             } => {
-                let caller = self.caller(peer)?;
+                let caller = self.caller(peer, facts)?;
                 let from = match (after_serial, since_ms) {
                     (Some(s), _) => follow::From::AfterSerial(*s),
                     (None, Some(ms)) => follow::From::SinceMs(*ms),
@@ -394,19 +390,19 @@ impl<'k> Daemon<'k> {
         }
     }
 
-    /// The caller's credentials and tags, read from the live process that
-    /// wrote the request and checked to still be that process afterwards;
-    /// its capabilities no more than its connection allows.
-    fn caller(&self, peer: &Peer) -> Result<Caller, Error> {
+    /// The caller's credentials and tags, from the facts of the live
+    /// process that wrote the request (`facts`), checked to still be that
+    /// process afterwards; its capabilities no more than its connection
+    /// allows.
+    fn caller(&self, peer: &Peer, facts: &TaskFacts) -> Result<Caller, Error> {
         let pid = peer.pid();
         let ceiling = if peer.connector_wrote {
             peer.ceiling
         } else {
             Ceiling::NOTHING
         };
-        let facts = self.kernel.facts().read(pid)?;
-        let creds = Creds::of_process(self.kernel.facts(), &facts)?.capped(&ceiling);
-        let subject = audit_subject(&facts);
+        let creds = Creds::of_process(self.kernel.facts(), facts)?.capped(&ceiling);
+        let subject = audit_subject(facts);
         // A main thread that has exited leaves its process's labels to
         // a live thread's.
         let state = match facts.state {

@@ -9,14 +9,14 @@ use ptags_proto::{Response, Target};
 use super::tree::{each_thread, Tree};
 use super::wal::Change;
 use super::{Caller, Daemon, Payer};
-use crate::host::{exe_of, tgid_of, thread_ids, Creds, Pidfd, CAP_MAC_ADMIN};
+use crate::host::{exe_of, thread_ids, Creds, Pidfd, CAP_MAC_ADMIN};
 use ptags_bpf::FactsReader;
 
 /// The threads a target names: one, or every thread of the process.
 fn threads_of(facts: &FactsReader, target: Target) -> Result<Vec<u32>, Error> {
     match target.tid {
         Some(tid) => {
-            if tgid_of(facts, tid)? != target.pid {
+            if facts.read(tid)?.tgid != target.pid {
                 return Err(Error::new(
                     Errno::Esrch,
                     format!("thread {tid} is not a thread of process {}", target.pid),

@@ -285,11 +285,6 @@ pub fn thread_ids(pid: u32) -> Result<Vec<u32>, Error> {
     procfs::thread_ids(pid).ok_or_else(|| Error::gone(pid))
 }
 
-/// The thread-group ID of task `tid`.
-pub fn tgid_of(facts: &FactsReader, tid: u32) -> Result<u32, Error> {
-    Ok(facts.read(tid)?.tgid)
-}
-
 /// The executable of `pid`, as (device, inode).
 pub fn exe_of(pid: u32) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;

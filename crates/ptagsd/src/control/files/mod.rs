@@ -393,7 +393,7 @@ impl Filesystem for Tree {
         if Node::from_ino(ino.0) != Some(Node::SelfLink) {
             return reply.error(Errno::EINVAL);
         }
-        let pid = ptags_bpf::procfs::tgid_of(req.pid());
+        let pid = self.facts.read(req.pid()).ok().map(|f| f.tgid);
         match pid.and_then(|p| Tree::local(self.view(req), p, p)) {
             Some(local) => reply.data(local.to_string().as_bytes()),
             None => reply.error(Errno::ENOENT),
