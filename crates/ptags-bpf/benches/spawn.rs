@@ -98,8 +98,8 @@ fn main() {
         }
     }
     println!("{rounds} rounds, medians; the caller is tagged and in a container");
-    report("spawn /bin/true", spawns, "µs", 1e6, spawn.map(median));
-    report("getppid()", n_calls, "ns", 1e9, calls.map(median));
+    report("spawn /bin/true", spawns, "µs", 1e6, &spawn);
+    report("getppid()", n_calls, "ns", 1e9, &calls);
     println!("time in the fork, exec and exit programs per spawn (BPF_STATS_RUN_TIME):");
     for (name, v) in STATES.into_iter().zip(&in_bpf).skip(1) {
         let mut v = v.clone();
@@ -163,16 +163,26 @@ fn measure(state: usize, me: TaskId, spawns: usize, n_calls: usize) -> (Duration
     times
 }
 
-/// One line per state, each with its ratio to nothing attached.
-fn report(what: &str, n: usize, unit: &str, scale: f64, times: [Duration; 4]) {
+/// One line per state: its median time and ratio to nothing attached's,
+/// and the median over rounds of its ratio to nothing attached in the
+/// same round ("paired": a drift from one round to the next cancels out).
+fn report(what: &str, n: usize, unit: &str, scale: f64, times: &[Vec<Duration>; 4]) {
     let per = |d: Duration| d.as_secs_f64() * scale / n as f64;
+    let base = median(times[0].clone());
     println!("{what}, {n} per round:");
     for (name, t) in STATES.into_iter().zip(times) {
-        let ratio = t.as_secs_f64() / times[0].as_secs_f64();
+        let mut paired: Vec<f64> = t
+            .iter()
+            .zip(&times[0])
+            .map(|(t, base)| t.as_secs_f64() / base.as_secs_f64())
+            .collect();
+        paired.sort_by(f64::total_cmp);
+        let t = median(t.clone());
         println!(
-            "  {name:<27} {:9.2} {unit} each  ({:+.2}%)",
+            "  {name:<27} {:9.2} {unit} each  ({:+.2}%; paired {:+.2}%)",
             per(t),
-            (ratio - 1.0) * 100.0
+            (t.as_secs_f64() / base.as_secs_f64() - 1.0) * 100.0,
+            (paired[paired.len() / 2] - 1.0) * 100.0
         );
     }
 }

@@ -65,15 +65,24 @@ impl Status {
     }
 }
 
-/// Task `tid`'s start time, in clock ticks since boot (field 22 of its
-/// `stat`).
+/// Task `tid`'s start time, in clock ticks since boot.
 pub fn start_ticks(tid: u32) -> Option<u64> {
+    stat_field(tid, 22)
+}
+
+/// The parent of process `pid`.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    stat_field(pid, 4)
+}
+
+/// Field `n` of task `tid`'s `stat`, numbered as in proc(5) (from 3).
+fn stat_field<T: std::str::FromStr>(tid: u32, n: usize) -> Option<T> {
     let stat = fs::read_to_string(format!("/proc/{tid}/task/{tid}/stat")).ok()?;
     // comm may hold spaces and parentheses: fields start after the last ')'.
     stat.rsplit_once(')')?
         .1
         .split_whitespace()
-        .nth(19)?
+        .nth(n.checked_sub(3)?)?
         .parse()
         .ok()
 }
@@ -117,6 +126,8 @@ mod tests {
         assert_eq!(thread.map(|s| s.tgid), Some(me));
         assert!(thread_ids(me).unwrap().contains(&me));
         assert!(start_ticks(me).is_some());
+        // SAFETY: getppid has no preconditions.
+        assert_eq!(parent_of(me), Some(unsafe { libc::getppid() } as u32));
         assert!(pidfd_open(me, 0).is_some());
         assert!(Status::read("/proc/0/status").is_none());
     }

@@ -18,6 +18,9 @@
 //!                                        # another (dropped to nobody
 //!                                        # alone, or kept) asks for its
 //!                                        # container ID (issue 21)
+//! hostile_client undumpable SECS        # not dumpable (as after a drop of
+//!                                        # privileges without exec): prints
+//!                                        # its pid and sleeps (issue 21)
 //! ```
 //!
 //! Answers are printed as JSON lines on standard output.
@@ -87,7 +90,7 @@ fn handoff(socket: &str) -> Result<()> {
     match unsafe { libc::fork() } {
         -1 => bail!("fork: {}", std::io::Error::last_os_error()),
         0 => {
-            std::thread::sleep(Duration::from_secs(1));
+            wait_for_parent_su()?;
             write_frame(&mut stream, &write_request(std::process::id()))?;
             print_answer(&mut stream)?;
             let status = RequestFrame::new(Request::Status {}).encode();
@@ -97,6 +100,23 @@ fn handoff(socket: &str) -> Result<()> {
         }
         _ => Err(exec_su().into()),
     }
+}
+
+/// Waits until the parent has exec'd su (its comm says so), so that the
+/// connection's opener is root when the request arrives.
+fn wait_for_parent_su() -> Result<()> {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    let end = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(format!("/proc/{parent}/comm"))?.trim() != "su" {
+        if Instant::now() > end {
+            bail!("the parent {parent} did not become su within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // su reaches its password prompt (effective root) right after exec.
+    std::thread::sleep(Duration::from_millis(100));
+    Ok(())
 }
 
 /// Sends a write for itself and at once becomes su, so that the daemon
@@ -382,6 +402,19 @@ fn exited_main(socket: &str, drop: bool) -> Result<()> {
     unreachable!("exit returned")
 }
 
+/// Makes itself not dumpable, prints its pid and sleeps `secs` seconds:
+/// a process that ptrace, and so ptagsd, must leave alone.
+fn undumpable(secs: u64) -> Result<()> {
+    // SAFETY: PR_SET_DUMPABLE takes an integer and changes only this process.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        bail!("prctl: {}", std::io::Error::last_os_error());
+    }
+    println!("{}", std::process::id());
+    std::io::stdout().flush()?;
+    std::thread::sleep(Duration::from_secs(secs));
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| -> Result<&str> {
@@ -398,6 +431,7 @@ fn main() -> Result<()> {
         "send-fds" => send_fds(arg(1)?, arg(2)?.parse()?),
         "flood" => flood(arg(1)?, arg(2)?.parse()?),
         "exited-main" => exited_main(arg(1)?, arg(2)? == "drop"),
+        "undumpable" => undumpable(arg(1)?.parse()?),
         other => bail!("unknown attack {other:?}"),
     }
 }

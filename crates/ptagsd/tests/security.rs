@@ -68,7 +68,8 @@ fn a_connection_handed_to_a_setuid_program_gains_nothing() {
     if !can_run(test) || !has_setuid_su(test) {
         return;
     }
-    let d = Daemon::start("handoff", "");
+    // The child writes once su runs: well within an idle time this long.
+    let d = Daemon::start("handoff", "[limits]\nidle_timeout_ms = 10000\n");
     let uid = test_user();
     let socket = d.socket();
     let socket = socket.to_str().unwrap();
@@ -80,7 +81,7 @@ fn a_connection_handed_to_a_setuid_program_gains_nothing() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let answers = wait_with_timeout(out, Duration::from_secs(15));
+    let answers = read_lines_within(out, 2, Duration::from_secs(15));
     kill_su_of(uid);
     let lines: Vec<serde_json::Value> = answers
         .lines()
@@ -99,14 +100,7 @@ fn a_connection_handed_to_a_setuid_program_gains_nothing() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid: u32 = {
-        use std::io::BufRead;
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        line.trim().parse().unwrap()
-    };
+    let pid = announced_pid(&mut child);
     wait_until(|| {
         read_trail(&d.log_dir)
             .lines()
@@ -127,22 +121,83 @@ fn a_connection_handed_to_a_setuid_program_gains_nothing() {
     assert!(!trail.contains("res=success"), "{trail}");
 }
 
-/// Waits for a child's standard output, killing it after `limit`.
-fn wait_with_timeout(mut child: Child, limit: Duration) -> String {
-    use std::io::Read;
-    let mut out = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = out.read_to_string(&mut text);
-        text
+#[test]
+fn a_process_that_is_not_dumpable_is_out_of_its_users_reach() {
+    let test = "a_process_that_is_not_dumpable";
+    if !can_run(test) {
+        return;
+    }
+    let d = Daemon::start("undumpable", "");
+    let u = test_user();
+    // Two processes of the test user: one dumpable, one not.
+    let mut plain = Command::new("setpriv")
+        .args(["--reuid", &u.to_string(), "--regid", &u.to_string()])
+        .args(["--clear-groups", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let mut hidden = as_user(&["undumpable", "60"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let hidden_pid = announced_pid(&mut hidden);
+    // A manager of the same user, allowed to change others' UMCM tags:
+    // the dumpable one only, as ptrace would allow.
+    let out = d.sh(&format!(
+        "ptags run --write +@ptags:UMCM:add --write +@ptags:UMCM:others -- \
+         setpriv --reuid {u} --regid {u} --clear-groups sh -c \
+         'ptags write {plain} +UMCM:x; echo rc=$?; ptags write {hidden_pid} +UMCM:x; echo rc=$?' 2>&1",
+        plain = plain.id()
+    ));
+    assert!(out.starts_with("rc=0\n"), "{out}");
+    assert!(out.contains("\nrc=1\n--stderr--"), "{out}");
+    assert!(out.contains("may not act on process"), "{out}");
+    assert!(out.contains("not dumpable"), "{out}");
+    assert_eq!(tags_of(&d, plain.id()), "UMCM:x\n");
+    assert_eq!(tags_of(&d, hidden_pid), "");
+    for child in [&mut plain, &mut hidden] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+/// The pid a hostile client prints first.
+fn announced_pid(child: &mut Child) -> u32 {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}: {line:?}"))
+}
+
+/// A child's standard output, read until it has `lines` lines, exits or
+/// `limit` passes; then the child is killed.
+fn read_lines_within(mut child: Child, lines: usize, limit: Duration) -> String {
+    use std::io::BufRead;
+    let out = child.stdout.take().unwrap();
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if send.send(line).is_err() {
+                break;
+            }
+        }
     });
-    let start = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() && start.elapsed() < limit {
-        std::thread::sleep(Duration::from_millis(20));
+    let end = std::time::Instant::now() + limit;
+    let mut text = String::new();
+    for _ in 0..lines {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        match receive.recv_timeout(left) {
+            Ok(line) => text += &(line + "\n"),
+            Err(_) => break,
+        }
     }
     let _ = child.kill();
     let _ = child.wait();
-    reader.join().unwrap()
+    text
 }
 
 #[test]
@@ -192,7 +247,7 @@ fn a_user_flooding_the_socket_does_not_lock_root_out() {
             common::stderr(&write)
         );
     }
-    let summary = wait_with_timeout(flooder, Duration::from_secs(15));
+    let summary = read_lines_within(flooder, 1, Duration::from_secs(15));
     assert!(summary.contains("opened"), "{summary}");
     let status: serde_json::Value =
         serde_json::from_str(&stdout(&d.ptags(&["--json", "status"]))).unwrap();

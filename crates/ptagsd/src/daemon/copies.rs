@@ -438,10 +438,17 @@ impl Daemon<'_> {
         let pids: Vec<u32> = first.iter().map(|&(pid, _)| pid).collect();
         // A process forked since the listing is the container's if the
         // kernel says so; one gone since harms nothing.
-        let belongs = |pid: u32| match self.kernel.process_state(pid) {
-            Ok(state) => state
-                .and_then(|s| s.contid)
-                .is_some_and(|c| subtree.contains(&c)),
+        let in_subtree = |pid: u32| {
+            self.kernel
+                .process_state(pid)
+                .map(|s| s.map(|s| s.contid.is_some_and(|c| subtree.contains(&c))))
+        };
+        let belongs = |pid: u32| match in_subtree(pid) {
+            Ok(Some(is)) => is,
+            // Nothing yet: a child between its fork and the fork program
+            // (which gives it its parent's state) is its parent's.
+            Ok(None) => ptags_bpf::procfs::parent_of(pid)
+                .is_some_and(|parent| matches!(in_subtree(parent), Ok(Some(true)))),
             Err(_) => true,
         };
         if let Some(cgroup) = host::cgroup::own_cgroup(&pids, belongs) {

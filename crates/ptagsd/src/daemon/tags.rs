@@ -56,9 +56,14 @@ impl Daemon<'_> {
         } else {
             let target = Creds::read(self.kernel.facts(), pid)?;
             if !caller.creds.may_access(&target) {
+                let whose = if target.dumpable {
+                    "another user's"
+                } else {
+                    "not dumpable"
+                };
                 return Err(Error::new(
                     Errno::Eperm,
-                    format!("may not act on process {pid}: another user's, and the caller lacks CAP_SYS_PTRACE"),
+                    format!("may not act on process {pid}: {whose}, and the caller lacks CAP_SYS_PTRACE"),
                 ));
             }
             Relation::Other { may_access: true }
