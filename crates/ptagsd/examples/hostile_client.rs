@@ -21,6 +21,10 @@
 //! hostile_client undumpable SECS        # not dumpable (as after a drop of
 //!                                        # privileges without exec): prints
 //!                                        # its pid and sleeps (issue 21)
+//! hostile_client enter-mnt PID SECS     # enters PID's mount namespace by
+//!                                        # setns(2) alone, prints its pid
+//!                                        # and sleeps: no fork, exec or
+//!                                        # cgroup move (issue 21)
 //! ```
 //!
 //! Answers are printed as JSON lines on standard output.
@@ -415,6 +419,22 @@ fn undumpable(secs: u64) -> Result<()> {
     Ok(())
 }
 
+/// Enters `target`'s mount namespace and does nothing a program sees
+/// afterwards (a root slipping into a container to act unlabelled).
+fn enter_mnt(target: u32, secs: u64) -> Result<()> {
+    let ns = std::fs::File::open(format!("/proc/{target}/ns/mnt"))
+        .with_context(|| format!("opening {target}'s mount namespace"))?;
+    // SAFETY: setns on a descriptor this function owns; the process has
+    // one thread, as entering a mount namespace requires.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) } != 0 {
+        bail!("setns: {}", std::io::Error::last_os_error());
+    }
+    println!("{}", std::process::id());
+    std::io::stdout().flush()?;
+    std::thread::sleep(Duration::from_secs(secs));
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| -> Result<&str> {
@@ -432,6 +452,7 @@ fn main() -> Result<()> {
         "flood" => flood(arg(1)?, arg(2)?.parse()?),
         "exited-main" => exited_main(arg(1)?, arg(2)? == "drop"),
         "undumpable" => undumpable(arg(1)?.parse()?),
+        "enter-mnt" => enter_mnt(arg(1)?.parse()?, arg(2)?.parse()?),
         other => bail!("unknown attack {other:?}"),
     }
 }

@@ -667,3 +667,50 @@ fn a_container_whose_process_cannot_start_frees_its_id_at_once() {
     assert!(read_trail(&d.log_dir).contains("op=drop contid=6363 "));
     let _ = runc.cmd().args(["delete", "--force", "broken"]).output();
 }
+
+/// Issue 21, section 1: no program runs at setns, so a task that enters
+/// a container's mount namespace and then neither forks, execs nor moves
+/// is joined by the daemon's next listing of all tasks (`sweep_ms`), and
+/// that listing runs with namespace records off too.
+#[test]
+fn a_task_that_only_enters_is_joined_at_the_next_sweep() {
+    let test = "a_task_that_only_enters";
+    if !can_run(test) || !has_runc(test) {
+        return;
+    }
+    let d = Daemon::start(
+        "oci-enter",
+        "[namespaces]\nrecords = \"off\"\nsweep_ms = 200\n",
+    );
+    let mut runc = Runc::new();
+    runc.start(
+        &d,
+        "web",
+        &["sleep", "1000"],
+        &[("io.ptags.contid", "5454")],
+    );
+    let init = runc.pid("web");
+    let mut entered = Command::new(common::hostile_client())
+        .args(["enter-mnt", &init.to_string(), "60"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = common::announced_pid(&mut entered);
+    let contid = || stdout(&d.ptags(&["contid", "get", &pid.to_string()]));
+    common::wait_until(|| contid() == "5454\n");
+    let text = read_trail(&d.log_dir);
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&format!("op=join opid={pid} "))
+                && l.contains("contid=5454 old-contid=-1 ")
+                && l.contains("res=success")),
+        "{text}"
+    );
+    assert!(
+        !text.contains("type=NS_"),
+        "namespace records are off: {text}"
+    );
+    entered.kill().unwrap();
+    entered.wait().unwrap();
+    runc.delete("web");
+}

@@ -100,7 +100,7 @@ fn a_connection_handed_to_a_setuid_program_gains_nothing() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = announced_pid(&mut child);
+    let pid = common::announced_pid(&mut child);
     wait_until(|| {
         read_trail(&d.log_dir)
             .lines()
@@ -139,7 +139,7 @@ fn a_process_that_is_not_dumpable_is_out_of_its_users_reach() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let hidden_pid = announced_pid(&mut hidden);
+    let hidden_pid = common::announced_pid(&mut hidden);
     // A manager of the same user, allowed to change others' UMCM tags:
     // the dumpable one only, as ptrace would allow.
     let out = d.sh(&format!(
@@ -158,18 +158,6 @@ fn a_process_that_is_not_dumpable_is_out_of_its_users_reach() {
         child.kill().unwrap();
         child.wait().unwrap();
     }
-}
-
-/// The pid a hostile client prints first.
-fn announced_pid(child: &mut Child) -> u32 {
-    use std::io::BufRead;
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    line.trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}: {line:?}"))
 }
 
 /// A child's standard output, read until it has `lines` lines, exits or

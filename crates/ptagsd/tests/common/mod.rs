@@ -37,6 +37,18 @@ pub fn hostile_client() -> PathBuf {
     path
 }
 
+/// The pid a hostile client prints first (on its piped standard output).
+pub fn announced_pid(child: &mut Child) -> u32 {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}: {line:?}"))
+}
+
 /// Whether a skip must be a failure instead: PTAGS_REQUIRE_BPF=1 (CI).
 pub fn skips_fail() -> bool {
     std::env::var("PTAGS_REQUIRE_BPF").is_ok_and(|v| v == "1")
