@@ -51,8 +51,8 @@ const STATES: [&str; 4] = [
     "+ a setns policy",
 ];
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
+fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     v[v.len() / 2]
 }
 
@@ -102,9 +102,7 @@ fn main() {
     report("getppid()", n_calls, "ns", 1e9, &calls);
     println!("time in the fork, exec and exit programs per spawn (BPF_STATS_RUN_TIME):");
     for (name, v) in STATES.into_iter().zip(&in_bpf).skip(1) {
-        let mut v = v.clone();
-        v.sort_by(f64::total_cmp);
-        println!("  {name:<27} {:9.0} ns", v[v.len() / 2]);
+        println!("  {name:<27} {:9.0} ns", median(v.clone()));
     }
     // SAFETY: the fd bpf_enable_stats returned.
     unsafe { libc::close(stats) };
@@ -171,18 +169,18 @@ fn report(what: &str, n: usize, unit: &str, scale: f64, times: &[Vec<Duration>; 
     let base = median(times[0].clone());
     println!("{what}, {n} per round:");
     for (name, t) in STATES.into_iter().zip(times) {
-        let mut paired: Vec<f64> = t
-            .iter()
-            .zip(&times[0])
-            .map(|(t, base)| t.as_secs_f64() / base.as_secs_f64())
-            .collect();
-        paired.sort_by(f64::total_cmp);
+        let paired = median(
+            t.iter()
+                .zip(&times[0])
+                .map(|(t, base)| t.as_secs_f64() / base.as_secs_f64())
+                .collect(),
+        );
         let t = median(t.clone());
         println!(
             "  {name:<27} {:9.2} {unit} each  ({:+.2}%; paired {:+.2}%)",
             per(t),
             (t.as_secs_f64() / base.as_secs_f64() - 1.0) * 100.0,
-            (paired[paired.len() / 2] - 1.0) * 100.0
+            (paired - 1.0) * 100.0
         );
     }
 }

@@ -127,8 +127,7 @@ fn wait_for_parent_su() -> Result<()> {
 /// may read its credentials after the exec.
 fn send_then_su(socket: &str) -> Result<()> {
     let mut stream = UnixStream::connect(socket).context("connecting")?;
-    println!("{}", std::process::id());
-    std::io::stdout().flush()?;
+    announce_pid()?;
     write_frame(&mut stream, &write_request(std::process::id()))?;
     keep_across_exec(&stream);
     Err(exec_su().into())
@@ -413,8 +412,7 @@ fn undumpable(secs: u64) -> Result<()> {
     if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
         bail!("prctl: {}", std::io::Error::last_os_error());
     }
-    println!("{}", std::process::id());
-    std::io::stdout().flush()?;
+    announce_pid()?;
     std::thread::sleep(Duration::from_secs(secs));
     Ok(())
 }
@@ -429,9 +427,16 @@ fn enter_mnt(target: u32, secs: u64) -> Result<()> {
     if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) } != 0 {
         bail!("setns: {}", std::io::Error::last_os_error());
     }
+    announce_pid()?;
+    std::thread::sleep(Duration::from_secs(secs));
+    Ok(())
+}
+
+/// Prints this process's pid on a line of its own, at once (the tests
+/// read it: `common::printed_id`).
+fn announce_pid() -> Result<()> {
     println!("{}", std::process::id());
     std::io::stdout().flush()?;
-    std::thread::sleep(Duration::from_secs(secs));
     Ok(())
 }
 

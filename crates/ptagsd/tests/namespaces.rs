@@ -454,11 +454,7 @@ time.sleep(60)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(member.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let tid: u32 = line.trim().parse().unwrap();
+    let tid = common::printed_id(&mut member);
     let pid = child_of(member.id());
     let net = format!("/proc/{pid}/task/{tid}/ns/net");
     let netns = {

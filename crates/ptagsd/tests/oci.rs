@@ -695,7 +695,7 @@ fn a_task_that_only_enters_is_joined_at_the_next_sweep() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = common::announced_pid(&mut entered);
+    let pid = common::printed_id(&mut entered);
     let contid = || stdout(&d.ptags(&["contid", "get", &pid.to_string()]));
     common::wait_until(|| contid() == "5454\n");
     let text = read_trail(&d.log_dir);

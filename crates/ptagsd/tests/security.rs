@@ -100,7 +100,7 @@ fn a_connection_handed_to_a_setuid_program_gains_nothing() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = common::announced_pid(&mut child);
+    let pid = common::printed_id(&mut child);
     wait_until(|| {
         read_trail(&d.log_dir)
             .lines()
@@ -139,7 +139,7 @@ fn a_process_that_is_not_dumpable_is_out_of_its_users_reach() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let hidden_pid = common::announced_pid(&mut hidden);
+    let hidden_pid = common::printed_id(&mut hidden);
     // A manager of the same user, allowed to change others' UMCM tags:
     // the dumpable one only, as ptrace would allow.
     let out = d.sh(&format!(

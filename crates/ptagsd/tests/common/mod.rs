@@ -37,8 +37,9 @@ pub fn hostile_client() -> PathBuf {
     path
 }
 
-/// The pid a hostile client prints first (on its piped standard output).
-pub fn announced_pid(child: &mut Child) -> u32 {
+/// The number (a pid or a TID) a child prints on the first line of its
+/// piped standard output, as the hostile clients announce themselves.
+pub fn printed_id(child: &mut Child) -> u32 {
     use std::io::BufRead;
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.as_mut().unwrap())
