@@ -191,6 +191,11 @@ impl Assembler {
         self.pending.len()
     }
 
+    /// The stamp of the oldest event still open, in ms since the epoch.
+    pub fn oldest_open_ms(&self) -> Option<u64> {
+        self.order.iter().map(Stamp::epoch_millis).min()
+    }
+
     /// Adds a record; returns the events it completed.
     pub fn push(&mut self, record: KernelRecord, now_ms: u64, done: &mut Vec<KernelEvent>) {
         let stamp = record.stamp;

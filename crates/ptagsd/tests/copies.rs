@@ -289,6 +289,87 @@ fn each_copy_holds_exactly_its_containers_records_and_verifies_alone() {
 }
 
 /// A follower that asked and stopped reading: its connection.
+/// Where in `text` the read of container `id` (its `SYSCALL` with
+/// `needle`, named by the `CONTAINER_ID` of its stamp) and its end are.
+fn read_and_end(text: &str, id: u64, needle: &str) -> (Option<usize>, Option<usize>) {
+    let lines: Vec<&str> = text.lines().collect();
+    let names_it = |st: &str| {
+        lines.iter().any(|l| {
+            l.starts_with("type=CONTAINER_ID")
+                && stamp(l) == st
+                && l.split(' ').nth(2) == Some(&format!("contid={id}"))
+        })
+    };
+    let read = lines
+        .iter()
+        .position(|l| l.starts_with("type=SYSCALL") && l.contains(needle) && names_it(stamp(l)));
+    let end = lines.iter().position(|l| {
+        l.starts_with("type=CONTAINER_OP") && l.contains(&format!("op=drop contid={id} "))
+    });
+    (read, end)
+}
+
+/// A container's end is the last record about it: the kernel's records
+/// of its last task, often read after that task's exit event, come
+/// before it, in the host's trail and in the container's copy (which
+/// ends with it). Twelve containers at once, each reading a watched file
+/// as its last act.
+#[test]
+fn a_containers_end_follows_the_kernels_records_of_its_last_task() {
+    let test = "end_follows_last_records";
+    if !can_run(test) || !has_tool(test, "auditctl") {
+        return;
+    }
+    let _lock = AUDIT.lock().unwrap_or_else(|e| e.into_inner());
+    let d = Daemon::start("copies-end", "");
+    let watched = d.dir.path().join("watched");
+    std::fs::write(&watched, "secret\n").unwrap();
+    let key = format!("ptags-test-copies-end-{}", std::process::id());
+    let mut audit = AuditState::new();
+    audit.rule(&["-w", watched.to_str().unwrap(), "-p", "r"], &key);
+    let needle = format!("key=\"{key}\"");
+    let go = d.dir.path().join("go");
+    let wait = format!("while [ ! -e {} ]; do sleep 0.02; done", go.display());
+    let ids: Vec<u64> = (511..523).collect();
+    let runs: Vec<Child> = ids
+        .iter()
+        .map(|id| {
+            let script = format!("sh -c '{wait}; exec cat {}' >/dev/null", watched.display());
+            spawn_sh(&d, &format!("exec ptags run --contid {id} -- {script}"))
+        })
+        .collect();
+    for &id in &ids {
+        set_policy(&d, id, "events exit\n");
+    }
+    std::fs::write(&go, "").unwrap();
+    for mut run in runs {
+        assert!(run.wait().unwrap().success());
+    }
+    wait_for_trail(&d, "every end", |t| {
+        ids.iter()
+            .all(|&id| read_and_end(t, id, &needle).1.is_some())
+    });
+    let host = read_trail(&d.log_dir);
+    for &id in &ids {
+        let (read, end) = read_and_end(&host, id, &needle);
+        assert!(
+            read.is_some() && read < end,
+            "container {id}: {read:?} {end:?}\n{host}"
+        );
+        let ended = || {
+            let text = read_trail(&copy_dir(&d, id));
+            read_and_end(&text, id, &needle).1.map(|_| text)
+        };
+        wait_until(|| ended().is_some());
+        let copy = ended().unwrap();
+        let (read, end) = read_and_end(&copy, id, &needle);
+        assert!(
+            read.is_some() && read < end,
+            "copy {id}: {read:?} {end:?}\n{copy}"
+        );
+    }
+}
+
 fn stalled_follower(d: &Daemon, contid: u64) -> UnixStream {
     let mut s = UnixStream::connect(d.socket()).unwrap();
     let req = Request::AuditFollow {

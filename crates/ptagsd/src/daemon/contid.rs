@@ -99,6 +99,11 @@ impl Daemon<'_> {
         id: u64,
         at_exec: bool,
     ) -> Result<ContidPlan, Error> {
+        // Its last task exited and its end waits for the kernel's records
+        // of it: the ID is free already (to those who may set IDs).
+        if caller.creds.has_cap(CAP_AUDIT_CONTROL) && self.pipeline.take_drop(id) {
+            self.drop_container(id, "its last task exited", true);
+        }
         let caller_row = tree
             .get(caller.pid())
             .ok_or_else(|| Error::gone(caller.pid()))?;

@@ -636,7 +636,7 @@ impl<'k> Daemon<'k> {
         // A container whose count is zero and that no pending exec will
         // enter is over, whether or not its drop event was seen (it may
         // have come while the daemon was down, or never: `ptags run`
-        // killed before its exec).
+        // killed before its exec). One whose drop was seen ends when due.
         let pending: HashSet<u64> = rows
             .iter()
             .filter_map(|r| r.state.pending.and_then(|(_, _, c)| c))
@@ -648,7 +648,7 @@ impl<'k> Daemon<'k> {
         ids.sort_unstable();
         ids.dedup();
         for id in ids {
-            if !pending.contains(&id) {
+            if !pending.contains(&id) && !self.pipeline.is_dropping(id) {
                 self.drop_container(id, "no task is in it any more", true);
             }
         }

@@ -14,9 +14,11 @@
 //! What a source loses is counted where it is lost, and said in a
 //! `PTAGS_LOST` record and in `ptags status`. Nothing here changes the
 //! daemon's state: container drops seen in the ring buffer are handed
-//! back ([`Pipeline::take_drops`]).
+//! back ([`Pipeline::take_drops`]) once the kernel's records of their
+//! last tasks are read ([`drops`]).
 
 pub mod copies;
+mod drops;
 pub mod enrich;
 pub mod kernel_audit;
 mod limit;
@@ -44,6 +46,7 @@ use ptags_proto::{AuditCounters, AuditStatus};
 use crate::config::Config;
 use crate::host::{self, pidns::PidView};
 use copies::{ContainerCopy, PanicReason, Report};
+use drops::Drops;
 use enrich::Enricher;
 use kernel_audit::{KernelInput, KernelStatus};
 use limit::RefusalLimit;
@@ -98,7 +101,7 @@ pub struct Pipeline<'k> {
     /// As the registered daemon: events numbered and not delivered.
     gaps: SerialGaps,
     /// Containers whose last task exited, for the daemon to forget.
-    drops: Vec<u64>,
+    drops: Drops,
     /// The body of each container's CONTAINER_ID record: a chain does not
     /// change while its container lives; forgotten at every change.
     container_id_bodies: HashMap<u64, String>,
@@ -149,7 +152,7 @@ impl<'k> Pipeline<'k> {
             chain_depth: config.limits.max_depth as usize + 1,
             registered: false,
             gaps: SerialGaps::default(),
-            drops: Vec::new(),
+            drops: Drops::default(),
             container_id_bodies: HashMap::new(),
             counters: AuditCounters::default(),
             namespaces: (config.namespaces.records != crate::config::NsRecords::Off)
@@ -532,9 +535,27 @@ impl<'k> Pipeline<'k> {
         body
     }
 
-    /// Containers whose last task exited since the last call.
+    /// Containers whose last task exited, once the kernel's records of
+    /// their tasks have been read (or could not be told apart in time).
     pub fn take_drops(&mut self) -> Vec<u64> {
-        std::mem::take(&mut self.drops)
+        if self.drops.is_empty() {
+            return Vec::new();
+        }
+        let reading_kernel = self.kernel_status.is_some();
+        let oldest_open = self.assembler.oldest_open_ms();
+        self.drops
+            .take_due(reading_kernel, oldest_open, Instant::now())
+    }
+
+    /// Whether a container's drop was seen and is not due yet.
+    pub fn is_dropping(&self, contid: u64) -> bool {
+        self.drops.has(contid)
+    }
+
+    /// Takes a container's drop out before it is due: its ID is set
+    /// again, or its runtime said it stopped. Whether there was one.
+    pub fn take_drop(&mut self, contid: u64) -> bool {
+        self.drops.take(contid)
     }
 
     /// Input from the kernel-audit source.
@@ -548,6 +569,7 @@ impl<'k> Pipeline<'k> {
                     match KernelRecord::parse(kind, payload) {
                         Ok(record) => {
                             self.counters.kernel_records += 1;
+                            self.drops.kernel_record(record.stamp.epoch_millis());
                             if self.registered {
                                 self.gaps.seen(record.stamp.serial, now);
                             }
@@ -690,7 +712,7 @@ impl<'k> Pipeline<'k> {
             let contid = ContainerId::new(e.contid).map(ContainerId::get);
             let kind = match e.kind {
                 EventKind::Drop => {
-                    self.drops.push(e.contid);
+                    self.drops.push(e.contid, at_ms, Instant::now());
                     continue;
                 }
                 // Always recorded: a change of a task's container, and
