@@ -162,14 +162,7 @@ fn each_copy_holds_exactly_its_containers_records_and_verifies_alone() {
         let mut c: Vec<String> = text
             .lines()
             .filter(|l| l.starts_with("type=SYSCALL") && l.contains(&needle))
-            .map(|s| {
-                let st = stamp(s);
-                text.lines()
-                    .find(|l| l.starts_with("type=CONTAINER_ID") && stamp(l) == st)
-                    .map_or("host".to_owned(), |l| {
-                        l.split(' ').nth(2).unwrap().to_owned()
-                    })
-            })
+            .map(|s| chain_of(text, s))
             .collect();
         c.sort();
         c
@@ -288,23 +281,26 @@ fn each_copy_holds_exactly_its_containers_records_and_verifies_alone() {
     assert_eq!(count(&copy, "PTAGS_LOG", "op=open"), 2, "{copy}");
 }
 
-/// A follower that asked and stopped reading: its connection.
-/// Where in `text` the read of container `id` (its `SYSCALL` with
-/// `needle`, named by the `CONTAINER_ID` of its stamp) and its end are.
-fn read_and_end(text: &str, id: u64, needle: &str) -> (Option<usize>, Option<usize>) {
-    let lines: Vec<&str> = text.lines().collect();
-    let names_it = |st: &str| {
-        lines.iter().any(|l| {
-            l.starts_with("type=CONTAINER_ID")
-                && stamp(l) == st
-                && l.split(' ').nth(2) == Some(&format!("contid={id}"))
+/// The chain of the event `line` is part of, as its `CONTAINER_ID`
+/// record in `text` names it (`contid=…`), or `host`.
+fn chain_of(text: &str, line: &str) -> String {
+    let st = stamp(line);
+    text.lines()
+        .find(|l| l.starts_with("type=CONTAINER_ID") && stamp(l) == st)
+        .map_or("host".to_owned(), |l| {
+            l.split(' ').nth(2).unwrap().to_owned()
         })
-    };
-    let read = lines
-        .iter()
-        .position(|l| l.starts_with("type=SYSCALL") && l.contains(needle) && names_it(stamp(l)));
-    let end = lines.iter().position(|l| {
-        l.starts_with("type=CONTAINER_OP") && l.contains(&format!("op=drop contid={id} "))
+}
+
+/// Where in `text` the read of container `id` (its `SYSCALL` with
+/// `needle`) and its end are.
+fn read_and_end(text: &str, id: u64, needle: &str) -> (Option<usize>, Option<usize>) {
+    let chain = format!("contid={id}");
+    let read = text.lines().position(|l| {
+        l.starts_with("type=SYSCALL") && l.contains(needle) && chain_of(text, l) == chain
+    });
+    let end = text.lines().position(|l| {
+        l.starts_with("type=CONTAINER_OP") && l.contains(&format!("op=drop {chain} "))
     });
     (read, end)
 }
@@ -370,6 +366,7 @@ fn a_containers_end_follows_the_kernels_records_of_its_last_task() {
     }
 }
 
+/// A follower that asked and stopped reading: its connection.
 fn stalled_follower(d: &Daemon, contid: u64) -> UnixStream {
     let mut s = UnixStream::connect(d.socket()).unwrap();
     let req = Request::AuditFollow {

@@ -101,7 +101,7 @@ impl Daemon<'_> {
     ) -> Result<ContidPlan, Error> {
         // Its last task exited and its end waits for the kernel's records
         // of it: the ID is free already (to those who may set IDs).
-        if caller.creds.has_cap(CAP_AUDIT_CONTROL) && self.pipeline.take_drop(id) {
+        if caller.creds.has_cap(CAP_AUDIT_CONTROL) && self.pipeline.is_dropping(id) {
             self.drop_container(id, "its last task exited", true);
         }
         let caller_row = tree

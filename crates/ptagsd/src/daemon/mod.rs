@@ -479,6 +479,9 @@ impl<'k> Daemon<'k> {
     /// `record`: the container existed (its creation was recorded), so
     /// its end is recorded too.
     pub(crate) fn drop_container(&mut self, id: u64, why: &str, record: bool) {
+        // Due or not, a drop seen of it is this one (stale if it has
+        // tasks again).
+        self.pipeline.forget_drop(id);
         match self.kernel.container(id) {
             // Taken again (a task set to enter it at its exec) since
             // the drop was queued: not over.

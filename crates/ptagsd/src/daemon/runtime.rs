@@ -128,7 +128,6 @@ impl Daemon<'_> {
             )),
             // The drop switches the policy off too.
             row => {
-                self.pipeline.take_drop(contid);
                 self.drop_container(contid, "its runtime says it stopped", true);
                 Ok(Response::Ended {
                     dropped: known || row.is_some(),

@@ -76,13 +76,10 @@ impl Drops {
         self.pending.iter().any(|p| p.contid == contid)
     }
 
-    /// Takes the drop of `contid` out whether it is due or not (its ID is
-    /// being set again, or its runtime said it stopped); whether there
-    /// was one.
-    pub fn take(&mut self, contid: u64) -> bool {
-        let before = self.pending.len();
+    /// Forgets the drop of `contid`, due or not (its ID is being set
+    /// again, its runtime said it stopped).
+    pub fn forget(&mut self, contid: u64) {
         self.pending.retain(|p| p.contid != contid);
-        self.pending.len() != before
     }
 }
 
@@ -149,11 +146,12 @@ mod tests {
     }
 
     #[test]
-    fn a_drop_taken_out_is_not_due_again() {
+    fn a_drop_forgotten_is_not_due_again() {
         let now = Instant::now();
         let mut d = one(now);
-        assert!(d.has(7) && d.take(7));
-        assert!(!d.has(7) && !d.take(7));
+        assert!(d.has(7));
+        d.forget(7);
+        assert!(!d.has(7));
         assert!(d.take_due(false, None, now).is_empty());
     }
 }

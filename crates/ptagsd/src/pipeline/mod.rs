@@ -552,10 +552,9 @@ impl<'k> Pipeline<'k> {
         self.drops.has(contid)
     }
 
-    /// Takes a container's drop out before it is due: its ID is set
-    /// again, or its runtime said it stopped. Whether there was one.
-    pub fn take_drop(&mut self, contid: u64) -> bool {
-        self.drops.take(contid)
+    /// Forgets a container's drop, due or not: the daemon is handling it.
+    pub fn forget_drop(&mut self, contid: u64) {
+        self.drops.forget(contid);
     }
 
     /// Input from the kernel-audit source.
